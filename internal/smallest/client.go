@@ -1,0 +1,190 @@
+// Package smallest is the gateway's client of Smallest AI's Waves API: Lightning
+// text-to-speech over SSE, the voice catalog, and Pulse speech-to-text.
+//
+// It speaks the wire formats as the upstream contract (shared/smallest-api.md)
+// documents them and tolerates every documented variant of frames and error
+// bodies. Streams are read incrementally: nothing buffers a whole response.
+// Every request lives in the caller's context, so cancelling the context ends
+// the HTTP request at once. Failures are returned as *Error.
+package smallest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// DefaultBaseURL is Smallest's cloud API.
+const DefaultBaseURL = "https://api.smallest.ai"
+
+// Config configures a Client.
+type Config struct {
+	// BaseURL is the scheme and host (and optional path prefix) of the API.
+	BaseURL string
+	// HTTPClient makes the requests. Its Timeout must be zero: streams last as
+	// long as the audio, and deadlines come from each call's context.
+	HTTPClient *http.Client
+	// Credential returns the API key to send for a call. It is asked once per
+	// call with the call's context.
+	Credential func(context.Context) string
+	// AuthScheme is the word before the key in the Authorization header.
+	// Default "Bearer".
+	AuthScheme string
+	// IdleTimeout ends a stream whose upstream sends nothing for this long.
+	// Zero means no limit beyond the caller's deadline.
+	IdleTimeout time.Duration
+	// UserAgent is sent as User-Agent and X-Source.
+	UserAgent string
+}
+
+// Client calls Smallest's API. It is safe for concurrent use.
+type Client struct {
+	base        *url.URL
+	hc          *http.Client
+	credential  func(context.Context) string
+	scheme      string
+	idleTimeout time.Duration
+	userAgent   string
+}
+
+// New returns a Client for cfg.
+func New(cfg Config) (*Client, error) {
+	base, err := url.Parse(cfg.BaseURL)
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("smallest: base URL %q must be an absolute http or https URL", cfg.BaseURL)
+	}
+	base.Path = strings.TrimSuffix(base.Path, "/")
+	if cfg.HTTPClient == nil {
+		return nil, errors.New("smallest: Config.HTTPClient is required")
+	}
+	if cfg.Credential == nil {
+		return nil, errors.New("smallest: Config.Credential is required")
+	}
+	c := &Client{
+		base:        base,
+		hc:          cfg.HTTPClient,
+		credential:  cfg.Credential,
+		scheme:      cfg.AuthScheme,
+		idleTimeout: cfg.IdleTimeout,
+		userAgent:   cfg.UserAgent,
+	}
+	if c.scheme == "" {
+		c.scheme = "Bearer"
+	}
+	return c, nil
+}
+
+// NewTransport returns an HTTP transport tuned for a gateway that holds many
+// concurrent upstream streams: keep-alive pools sized for them, HTTP/2 where
+// the upstream offers it, and a bound on how long the upstream may take to
+// start answering.
+func NewTransport(responseHeaderTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: responseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// call is one request in flight, with what is needed to report its failure.
+type call struct {
+	endpoint string
+	secret   string
+}
+
+// newRequest builds an authenticated request to path under the base URL.
+func (c *Client) newRequest(ctx context.Context, method, path string, query url.Values, body io.Reader) (*http.Request, call, error) {
+	u := *c.base
+	u.Path += path
+	u.RawQuery = query.Encode()
+	cl := call{endpoint: method + " " + u.Path, secret: c.credential(ctx)}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return nil, cl, err
+	}
+	if cl.secret != "" {
+		req.Header.Set("Authorization", c.scheme+" "+cl.secret)
+	}
+	if c.userAgent != "" {
+		req.Header.Set("User-Agent", c.userAgent)
+		req.Header.Set("X-Source", c.userAgent)
+	}
+	return req, cl, nil
+}
+
+// do sends req and returns the response if its status is 2xx. Any other
+// outcome is an *Error, or the context's error when the caller gave up.
+func (c *Client) do(req *http.Request, cl call) (*http.Response, error) {
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, cl.transportError(req.Context(), err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		defer resp.Body.Close()
+		return nil, responseError(cl.endpoint, resp, cl.secret)
+	}
+	return resp, nil
+}
+
+// errIdle is the cause recorded when a stream's idle timer ends it.
+var errIdle = errors.New("upstream sent nothing within the idle timeout")
+
+// transportError classifies a failure to send a request or read a response.
+// When the caller's own context ended, its error is returned unchanged, so
+// that a cancel reads as a cancel and not as an upstream fault.
+func (cl call) transportError(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil {
+		if errors.Is(cause, errIdle) {
+			return &Error{Kind: KindTimeout, Endpoint: cl.endpoint, Message: errIdle.Error(), cause: err}
+		}
+		return cause
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &Error{Kind: KindTimeout, Endpoint: cl.endpoint, Message: "no response in time", cause: err}
+	}
+	return &Error{Kind: KindUnreachable, Endpoint: cl.endpoint, Message: scrub(rootCause(err), cl.secret), cause: err}
+}
+
+// rootCause returns the innermost error text, without the URL that
+// *url.Error puts in front of it.
+func rootCause(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return err.Error()
+}
+
+// decodeJSON decodes a successful response's JSON body, read up to limit
+// bytes, into v, and closes the body.
+func (cl call) decodeJSON(resp *http.Response, limit int64, v any) error {
+	defer resp.Body.Close()
+	err := json.NewDecoder(io.LimitReader(resp.Body, limit)).Decode(v)
+	if err == nil {
+		return nil
+	}
+	if ctx := resp.Request.Context(); ctx.Err() != nil {
+		return cl.transportError(ctx, err)
+	}
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &syntax) || errors.As(err, &typ) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return &Error{Kind: KindMalformed, Endpoint: cl.endpoint, RequestID: resp.Header.Get("X-Request-Id"),
+			Message: "the response was not the expected JSON: " + err.Error(), cause: err}
+	}
+	return cl.transportError(resp.Request.Context(), err)
+}

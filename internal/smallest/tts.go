@@ -1,0 +1,246 @@
+package smallest
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/speechgate/speechgate/internal/sse"
+)
+
+// SpeechRequest is Lightning's TtsRequest (contract §1.2). Zero values are
+// left out so that Smallest applies its own defaults.
+type SpeechRequest struct {
+	Text                        string   `json:"text"`
+	VoiceID                     string   `json:"voice_id"`
+	Model                       string   `json:"model,omitempty"`
+	SampleRate                  int      `json:"sample_rate,omitempty"`
+	Speed                       float32  `json:"speed,omitempty"`
+	Language                    string   `json:"language,omitempty"`
+	NumberPronunciationLanguage string   `json:"number_pronunciation_language,omitempty"`
+	MathNotation                bool     `json:"math_notation,omitempty"`
+	OutputFormat                string   `json:"output_format,omitempty"`
+	PronunciationDicts          []string `json:"pronunciation_dicts,omitempty"`
+	SessionID                   string   `json:"session_id,omitempty"`
+	RequestID                   string   `json:"request_id,omitempty"`
+
+	// ExpireContent sends the Enterprise x-expire-content header.
+	ExpireContent bool `json:"-"`
+}
+
+// maxFrame bounds one SSE line or event. Smallest's frames carry about 1 KB of
+// audio; 1 MiB leaves room for any chunking it might choose while refusing an
+// upstream that never ends a line.
+const maxFrame = 1 << 20
+
+// SpeechStream is a Lightning synthesis in progress over SSE. It is not safe
+// for concurrent use. Close it when done.
+type SpeechStream struct {
+	// RequestID and SessionID are Smallest's X-Request-Id and X-Session-Id.
+	RequestID, SessionID string
+	// ContentExpiry is Smallest's x-content-expiry answer, if any.
+	ContentExpiry string
+
+	call   call
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	body   io.ReadCloser
+	events *sse.Reader
+	idle   *time.Timer
+	idleD  time.Duration
+	sent   time.Time
+	first  time.Duration
+	audio  []byte
+	done   bool
+}
+
+// StreamSpeech starts a synthesis on POST /waves/v1/tts/live and returns once
+// Smallest has accepted it (a 2xx status with headers). Audio is then read
+// with Next.
+func (c *Client) StreamSpeech(ctx context.Context, r *SpeechRequest) (*SpeechStream, error) {
+	payload, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	req, cl, err := c.newRequest(ctx, http.MethodPost, "/waves/v1/tts/live", nil, bytes.NewReader(payload))
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	if r.ExpireContent {
+		req.Header.Set("x-expire-content", "true")
+	}
+	s := &SpeechStream{call: cl, ctx: ctx, cancel: cancel, idleD: c.idleTimeout, sent: time.Now()}
+	if s.idleD > 0 {
+		// The idle timer also bounds the wait for response headers.
+		s.idle = time.AfterFunc(s.idleD, func() { cancel(errIdle) })
+	}
+	resp, err := c.do(req, cl)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.body = resp.Body
+	s.events = sse.NewReader(resp.Body, maxFrame)
+	s.RequestID = resp.Header.Get("X-Request-Id")
+	s.SessionID = resp.Header.Get("X-Session-Id")
+	s.ContentExpiry = resp.Header.Get("x-content-expiry")
+	return s, nil
+}
+
+// FirstByte is the time from sending the request to decoding the first audio
+// byte; zero until then.
+func (s *SpeechStream) FirstByte() time.Duration { return s.first }
+
+// Next returns the next piece of audio, decoded. The slice is reused by the
+// following call. It returns io.EOF after Smallest's final frame, and an
+// *Error when the stream fails or ends before that frame.
+func (s *SpeechStream) Next() ([]byte, error) {
+	if s.done {
+		return nil, io.EOF
+	}
+	for {
+		ev, err := s.events.Next()
+		if err != nil {
+			return nil, s.readError(err)
+		}
+		if s.idle != nil {
+			s.idle.Reset(s.idleD)
+		}
+		f, err := s.parseFrame(ev.Data)
+		if err != nil {
+			if ev.Unterminated && IsKind(err, KindMalformed) {
+				return nil, s.broken() // the connection ended inside this frame
+			}
+			return nil, err
+		}
+		if len(f.audio) > 0 {
+			if s.first == 0 {
+				s.first = max(time.Since(s.sent), time.Nanosecond)
+			}
+			return f.audio, nil
+		}
+		if f.done {
+			s.done = true
+			return nil, io.EOF
+		}
+	}
+}
+
+// Close ends the stream and releases its connection. It is safe to call more than once.
+func (s *SpeechStream) Close() error {
+	if s.idle != nil {
+		s.idle.Stop()
+	}
+	s.cancel(context.Canceled)
+	if s.body != nil {
+		return s.body.Close()
+	}
+	return nil
+}
+
+func (s *SpeechStream) readError(err error) error {
+	switch {
+	case errors.Is(err, sse.ErrEventTooLarge):
+		return &Error{Kind: KindMalformed, Endpoint: s.call.endpoint, RequestID: s.RequestID,
+			Message: "a frame exceeded " + strconv.Itoa(maxFrame) + " bytes"}
+	case s.ctx.Err() != nil:
+		return s.withRequestID(s.call.transportError(s.ctx, err))
+	case errors.Is(err, io.EOF):
+		return s.broken()
+	default:
+		return &Error{Kind: KindStreamBroken, Endpoint: s.call.endpoint, RequestID: s.RequestID,
+			Message: scrub(rootCause(err), s.call.secret), cause: err}
+	}
+}
+
+func (s *SpeechStream) broken() *Error {
+	return &Error{Kind: KindStreamBroken, Endpoint: s.call.endpoint, RequestID: s.RequestID,
+		Message: "the stream ended before its final frame"}
+}
+
+func (s *SpeechStream) withRequestID(err error) error {
+	var e *Error
+	if errors.As(err, &e) && e.RequestID == "" {
+		e.RequestID = s.RequestID
+	}
+	return err
+}
+
+// ttsFrame is the union of the SSE frame shapes Smallest has documented
+// (contract §1.4): the current {"audio","done","status"} frames and their
+// {"done":true} terminator, and the older envelope {"status":"chunk","data":{"audio"}}
+// ended by {"status":"complete"}.
+type ttsFrame struct {
+	Audio  string          `json:"audio"`
+	Data   json.RawMessage `json:"data"`
+	Done   json.RawMessage `json:"done"`
+	Status json.RawMessage `json:"status"`
+	Error  json.RawMessage `json:"error"`
+	Errors json.RawMessage `json:"errors"`
+}
+
+type frame struct {
+	audio []byte
+	done  bool
+}
+
+func (s *SpeechStream) parseFrame(data []byte) (frame, error) {
+	var f ttsFrame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return frame{}, s.malformed("a frame was not JSON")
+	}
+	status, _ := jsonScalar(f.Status)
+	code, _ := strconv.Atoi(status)
+	if status == "error" || code >= 400 || len(f.Error) > 0 || len(f.Errors) > 0 {
+		e := &Error{Kind: KindStreamError, Endpoint: s.call.endpoint, HTTPStatus: code, RequestID: s.RequestID}
+		e.parseBody(data, s.call.secret)
+		if e.RequestID == "" {
+			e.RequestID = s.RequestID
+		}
+		return frame{}, e
+	}
+	b64 := f.Audio
+	if b64 == "" && len(f.Data) > 0 && f.Data[0] == '{' {
+		var env struct {
+			Audio string `json:"audio"`
+		}
+		if json.Unmarshal(f.Data, &env) != nil {
+			return frame{}, s.malformed("a frame's data was not an object")
+		}
+		b64 = env.Audio
+	}
+	var out frame
+	if b64 != "" {
+		var err error
+		if s.audio, err = decodeBase64(s.audio[:0], b64); err != nil {
+			return frame{}, s.malformed("a frame's audio was not base64")
+		}
+		out.audio = s.audio
+	}
+	out.done = jsonTrue(f.Done) || status == "complete"
+	return out, nil
+}
+
+func (s *SpeechStream) malformed(msg string) *Error {
+	return &Error{Kind: KindMalformed, Endpoint: s.call.endpoint, RequestID: s.RequestID, Message: msg}
+}
+
+// decodeBase64 appends the decoding of src to dst, accepting padded and
+// unpadded standard base64.
+func decodeBase64(dst []byte, src string) ([]byte, error) {
+	enc := base64.StdEncoding
+	if len(src)%4 != 0 {
+		enc = base64.RawStdEncoding
+	}
+	return enc.AppendDecode(dst, []byte(src))
+}
