@@ -1,0 +1,238 @@
+// Package auth decides who is calling the gateway and which Smallest API key
+// each call uses. It supports three modes:
+//
+//   - passthrough: the caller's bearer token is its own Smallest key, forwarded
+//     upstream; the gateway holds no secret.
+//   - keys: callers present one of the gateway's client keys (compared in
+//     constant time); the gateway calls Smallest with its own key, and the
+//     client key's name identifies the caller in logs.
+//   - none: the mesh is trusted to have authenticated the caller; the gateway
+//     calls Smallest with its own key.
+package auth
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+
+	"google.golang.org/grpc/metadata"
+
+	"github.com/speechgate/speechgate/internal/rpcerror"
+)
+
+// Mode is how callers are authenticated.
+type Mode string
+
+// The modes.
+const (
+	ModePassthrough Mode = "passthrough"
+	ModeKeys        Mode = "keys"
+	ModeNone        Mode = "none"
+)
+
+// ParseMode returns the Mode named s.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case ModePassthrough, ModeKeys, ModeNone:
+		return m, nil
+	}
+	return "", fmt.Errorf("auth mode %q: must be passthrough, keys or none", s)
+}
+
+// ClientKey is one caller's key in keys mode.
+type ClientKey struct {
+	// Name identifies the caller in logs.
+	Name string
+	// Key is the secret the caller presents as a bearer token.
+	Key string
+}
+
+// Authenticator checks callers and chooses the upstream key. It is safe for
+// concurrent use.
+type Authenticator struct {
+	mode        Mode
+	upstreamKey string
+	names       []string
+	digests     [][sha256.Size]byte
+}
+
+// New returns an Authenticator. upstreamKey is required in keys and none
+// modes and unused in passthrough; keys is required in keys mode only.
+func New(mode Mode, upstreamKey string, keys []ClientKey) (*Authenticator, error) {
+	a := &Authenticator{mode: mode}
+	switch mode {
+	case ModePassthrough:
+		if len(keys) > 0 {
+			return nil, errors.New("auth: client keys are only used with --auth=keys")
+		}
+	case ModeKeys:
+		if len(keys) == 0 {
+			return nil, errors.New("auth: --auth=keys needs at least one client key (--keys-file)")
+		}
+		fallthrough
+	case ModeNone:
+		if upstreamKey == "" {
+			return nil, fmt.Errorf("auth: --auth=%s needs the gateway's own Smallest key in SMALLEST_API_KEY", mode)
+		}
+		a.upstreamKey = upstreamKey
+	default:
+		return nil, fmt.Errorf("auth: unknown mode %q", mode)
+	}
+	for _, k := range keys {
+		a.names = append(a.names, k.Name)
+		// Digests have a fixed length, so the comparison below takes the same
+		// time whatever the presented token's length.
+		a.digests = append(a.digests, sha256.Sum256([]byte(k.Key)))
+	}
+	return a, nil
+}
+
+type ctxKey int
+
+const (
+	callerKey ctxKey = iota
+	tokenKey
+)
+
+// Authenticate checks the caller's credentials in the incoming metadata and
+// returns a context that carries its identity (and, in passthrough mode, its
+// key). Failures are UNAUTHENTICATED statuses. It has the shape of
+// go-grpc-middleware's auth.AuthFunc.
+func (a *Authenticator) Authenticate(ctx context.Context) (context.Context, error) {
+	if a.mode == ModeNone {
+		return context.WithValue(ctx, callerKey, "anonymous"), nil
+	}
+	token, err := bearerToken(ctx)
+	if err != nil {
+		return nil, err
+	}
+	switch a.mode {
+	case ModePassthrough:
+		ctx = context.WithValue(ctx, tokenKey, token)
+		return context.WithValue(ctx, callerKey, Fingerprint(token)), nil
+	default: // ModeKeys
+		name, ok := a.match(token)
+		if !ok {
+			return nil, rpcerror.Unauthenticated(rpcerror.ReasonInvalidCredentials, "the bearer token is not a valid client key")
+		}
+		return context.WithValue(ctx, callerKey, name), nil
+	}
+}
+
+// match finds the client key equal to token. It compares against every key,
+// in constant time each, so that timing reveals neither which key matched
+// nor how much of a key was right.
+func (a *Authenticator) match(token string) (string, bool) {
+	d := sha256.Sum256([]byte(token))
+	found := -1
+	for i := range a.digests {
+		if subtle.ConstantTimeCompare(d[:], a.digests[i][:]) == 1 {
+			found = i
+		}
+	}
+	if found < 0 {
+		return "", false
+	}
+	return a.names[found], true
+}
+
+func bearerToken(ctx context.Context) (string, error) {
+	vals := metadata.ValueFromIncomingContext(ctx, "authorization")
+	switch len(vals) {
+	case 0:
+		return "", rpcerror.Unauthenticated(rpcerror.ReasonMissingCredentials,
+			"missing credentials: send metadata 'authorization: Bearer <token>'")
+	case 1:
+	default:
+		return "", rpcerror.Unauthenticated(rpcerror.ReasonInvalidCredentials, "more than one authorization header")
+	}
+	scheme, token, ok := strings.Cut(strings.TrimSpace(vals[0]), " ")
+	token = strings.TrimSpace(token)
+	if !ok || !strings.EqualFold(scheme, "bearer") || token == "" {
+		return "", rpcerror.Unauthenticated(rpcerror.ReasonInvalidCredentials,
+			"the authorization header must be 'Bearer <token>'")
+	}
+	return token, nil
+}
+
+// UpstreamKey returns the Smallest key for a call authenticated by Authenticate.
+func (a *Authenticator) UpstreamKey(ctx context.Context) string {
+	if a.mode == ModePassthrough {
+		token, _ := ctx.Value(tokenKey).(string)
+		return token
+	}
+	return a.upstreamKey
+}
+
+// Caller returns the identity Authenticate recorded: a client key's name, a
+// passthrough key's fingerprint, or "anonymous".
+func Caller(ctx context.Context) string {
+	c, _ := ctx.Value(callerKey).(string)
+	return c
+}
+
+// Fingerprint names a secret in logs without revealing it: the first 8 hex
+// digits of its SHA-256.
+func Fingerprint(secret string) string {
+	d := sha256.Sum256([]byte(secret))
+	return "key:" + hex.EncodeToString(d[:4])
+}
+
+// minKeyLen is the shortest client key accepted: shorter keys can be guessed.
+const minKeyLen = 16
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9_.@-]{1,64}$`)
+
+// ReadKeys parses a keys file: one "<name> <key>" pair per line, with blank
+// lines and lines starting with '#' ignored. Names are 1 to 64 characters from
+// [A-Za-z0-9_.@-]; keys are at least 16 characters without spaces. Errors name
+// the line but never echo a key.
+func ReadKeys(r io.Reader) ([]ClientKey, error) {
+	var keys []ClientKey
+	names := map[string]bool{}
+	secrets := map[string]bool{}
+	sc := bufio.NewScanner(r)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		switch {
+		case len(fields) != 2:
+			return nil, fmt.Errorf("keys file line %d: want '<name> <key>'", n)
+		case !namePattern.MatchString(fields[0]):
+			return nil, fmt.Errorf("keys file line %d: name must be 1 to 64 characters from [A-Za-z0-9_.@-]", n)
+		case len(fields[1]) < minKeyLen:
+			return nil, fmt.Errorf("keys file line %d: the key of %q is shorter than %d characters", n, fields[0], minKeyLen)
+		case names[fields[0]]:
+			return nil, fmt.Errorf("keys file line %d: name %q appears twice", n, fields[0])
+		case secrets[fields[1]]:
+			return nil, fmt.Errorf("keys file line %d: the key of %q is also another name's key", n, fields[0])
+		}
+		names[fields[0]], secrets[fields[1]] = true, true
+		keys = append(keys, ClientKey{Name: fields[0], Key: fields[1]})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("keys file: %w", err)
+	}
+	return keys, nil
+}
+
+// ReadKeysFile reads a keys file from path (see ReadKeys).
+func ReadKeysFile(path string) ([]ClientKey, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ReadKeys(f)
+}

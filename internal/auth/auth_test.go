@@ -1,0 +1,170 @@
+package auth_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/speechgate/speechgate/internal/auth"
+)
+
+const upstream = "sk_gateway_own_key_1234"
+
+func incoming(ctx context.Context, authz ...string) context.Context {
+	md := metadata.MD{}
+	for _, a := range authz {
+		md.Append("authorization", a)
+	}
+	return metadata.NewIncomingContext(ctx, md)
+}
+
+func reason(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
+func TestAuthenticate(t *testing.T) {
+	t.Parallel()
+	keys := []auth.ClientKey{{Name: "billing", Key: "billing-secret-0123456789"}, {Name: "search", Key: "search-secret-0123456789"}}
+	tests := []struct {
+		name         string
+		mode         auth.Mode
+		authz        []string
+		wantReason   string // empty: success
+		wantCaller   string
+		wantUpstream string
+	}{
+		{name: "passthrough forwards the token", mode: auth.ModePassthrough, authz: []string{"Bearer sk_caller_key"},
+			wantCaller: auth.Fingerprint("sk_caller_key"), wantUpstream: "sk_caller_key"},
+		{name: "scheme is case-insensitive", mode: auth.ModePassthrough, authz: []string{"bearer   sk_caller_key "},
+			wantCaller: auth.Fingerprint("sk_caller_key"), wantUpstream: "sk_caller_key"},
+		{name: "passthrough without token", mode: auth.ModePassthrough, wantReason: "MISSING_CREDENTIALS"},
+		{name: "passthrough with basic auth", mode: auth.ModePassthrough, authz: []string{"Basic dXNlcjpwYXNz"}, wantReason: "INVALID_CREDENTIALS"},
+		{name: "empty bearer", mode: auth.ModePassthrough, authz: []string{"Bearer "}, wantReason: "INVALID_CREDENTIALS"},
+		{name: "two headers", mode: auth.ModePassthrough, authz: []string{"Bearer a", "Bearer b"}, wantReason: "INVALID_CREDENTIALS"},
+		{name: "keys: first key", mode: auth.ModeKeys, authz: []string{"Bearer billing-secret-0123456789"}, wantCaller: "billing", wantUpstream: upstream},
+		{name: "keys: second key", mode: auth.ModeKeys, authz: []string{"Bearer search-secret-0123456789"}, wantCaller: "search", wantUpstream: upstream},
+		{name: "keys: wrong key", mode: auth.ModeKeys, authz: []string{"Bearer search-secret-012345678"}, wantReason: "INVALID_CREDENTIALS"},
+		{name: "keys: missing", mode: auth.ModeKeys, wantReason: "MISSING_CREDENTIALS"},
+		{name: "none trusts the mesh", mode: auth.ModeNone, wantCaller: "anonymous", wantUpstream: upstream},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var ks []auth.ClientKey
+			up := ""
+			if tt.mode != auth.ModePassthrough {
+				up = upstream
+			}
+			if tt.mode == auth.ModeKeys {
+				ks = keys
+			}
+			a, err := auth.New(tt.mode, up, ks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, err := a.Authenticate(incoming(t.Context(), tt.authz...))
+			if tt.wantReason != "" {
+				if status.Code(err) != codes.Unauthenticated || reason(err) != tt.wantReason {
+					t.Fatalf("err = %v (reason %q), want Unauthenticated with reason %s", err, reason(err), tt.wantReason)
+				}
+				for _, a := range tt.authz {
+					if _, tok, _ := strings.Cut(a, " "); len(tok) > 3 && strings.Contains(err.Error(), tok) {
+						t.Fatalf("error %q echoes the token", err)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := auth.Caller(ctx); got != tt.wantCaller {
+				t.Errorf("Caller = %q, want %q", got, tt.wantCaller)
+			}
+			if got := a.UpstreamKey(ctx); got != tt.wantUpstream {
+				t.Errorf("UpstreamKey = %q, want %q", got, tt.wantUpstream)
+			}
+		})
+	}
+}
+
+func TestNewRefusesIncompleteConfig(t *testing.T) {
+	t.Parallel()
+	key := []auth.ClientKey{{Name: "a", Key: "0123456789abcdef"}}
+	tests := []struct {
+		name string
+		mode auth.Mode
+		up   string
+		keys []auth.ClientKey
+	}{
+		{name: "keys without client keys", mode: auth.ModeKeys, up: upstream},
+		{name: "keys without upstream key", mode: auth.ModeKeys, keys: key},
+		{name: "none without upstream key", mode: auth.ModeNone},
+		{name: "passthrough with client keys", mode: auth.ModePassthrough, keys: key},
+		{name: "unknown mode", mode: "open"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := auth.New(tt.mode, tt.up, tt.keys); err == nil {
+				t.Fatal("New accepted an incomplete configuration")
+			}
+		})
+	}
+}
+
+func TestReadKeys(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		in      string
+		want    int
+		wantErr string
+	}{
+		{name: "valid with comments", in: "# team keys\n\nbilling  0123456789abcdef0123\nsearch\tfedcba9876543210fedc\n", want: 2},
+		{name: "short key", in: "billing short\n", wantErr: "line 1: the key of \"billing\" is shorter than 16"},
+		{name: "three fields", in: "a b c\n", wantErr: "line 1: want '<name> <key>'"},
+		{name: "bad name", in: "bad/name 0123456789abcdef\n", wantErr: "line 1: name must be"},
+		{name: "duplicate name", in: "a 0123456789abcdef\na fedcba9876543210\n", wantErr: "line 2: name \"a\" appears twice"},
+		{name: "duplicate key", in: "a 0123456789abcdef\nb 0123456789abcdef\n", wantErr: "line 2: the key of \"b\" is also"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := auth.ReadKeys(strings.NewReader(tt.in))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), "0123456789abcdef") {
+					t.Fatalf("error %q echoes a key", err)
+				}
+				return
+			}
+			if err != nil || len(got) != tt.want {
+				t.Fatalf("got %d keys, err %v; want %d", len(got), err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseMode(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"passthrough", "keys", "none"} {
+		if m, err := auth.ParseMode(s); err != nil || string(m) != s {
+			t.Errorf("ParseMode(%q) = %q, %v", s, m, err)
+		}
+	}
+	if _, err := auth.ParseMode("None"); err == nil {
+		t.Error("ParseMode accepted a mode in the wrong case")
+	}
+}
