@@ -1,0 +1,117 @@
+// Package emulator is a stand-in for Smallest AI's Waves API, so that the
+// gateway can be tried, tested and benchmarked with no key and no network.
+//
+// It speaks the documented wire formats (shared/smallest-api.md): Lightning
+// synthesis as SSE frames of base64 audio at the requested rate and encoding,
+// the voice catalog, Pulse transcription JSON, and the documented error bodies.
+// It accepts any non-empty bearer key.
+//
+// Its audio is synthetic: a hum with a syllable rhythm, not speech. PCM and WAV
+// output carry the synthesized text in the least significant bit of the
+// samples, and the emulated transcription reads it back, so that transcribing
+// the emulator's own speech returns the text that was spoken.
+package emulator
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Options tune the emulator. The zero value behaves like the real API at full speed.
+type Options struct {
+	// ChunkBytes is the decoded audio size of one SSE frame. Default 960,
+	// which matches what Smallest sends.
+	ChunkBytes int
+	// Pace is how fast audio is sent relative to real time: 1 sends one second
+	// of audio per second, 0 sends as fast as possible.
+	Pace float64
+	// FirstByteDelay is waited before the first audio frame, as upstream
+	// synthesis latency.
+	FirstByteDelay time.Duration
+	// AudioPerChar is the audio length of one character of text at speed 1.
+	// Default 60 ms, close to natural speech.
+	AudioPerChar time.Duration
+	// Logger receives a line per request; nil logs nothing.
+	Logger *slog.Logger
+}
+
+// Emulator is an http.Handler that serves the emulated API.
+type Emulator struct {
+	opts Options
+	log  *slog.Logger
+	mux  *http.ServeMux
+}
+
+// New returns an Emulator.
+func New(opts Options) *Emulator {
+	if opts.ChunkBytes <= 0 {
+		opts.ChunkBytes = 960
+	}
+	if opts.AudioPerChar <= 0 {
+		opts.AudioPerChar = 60 * time.Millisecond
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := &Emulator{opts: opts, log: log.With("component", "emulator"), mux: http.NewServeMux()}
+	e.mux.HandleFunc("POST /waves/v1/tts/live", e.authed(e.ttsLive))
+	e.mux.HandleFunc("GET /waves/v1/lightning-v3.1/get_voices", e.authed(e.voices))
+	e.mux.HandleFunc("POST /waves/v1/stt/", e.authed(e.transcribe))
+	e.mux.HandleFunc("GET /waves/v1/health", e.health)
+	// Retired routes answer as the real API documents (contract §1.1).
+	for _, model := range []string{"lightning-v2", "lightning-large", "prof-voice-cloning"} {
+		e.mux.HandleFunc("/waves/v1/"+model+"/", e.retired)
+	}
+	return e
+}
+
+func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e.mux.ServeHTTP(w, r)
+}
+
+// authed accepts any non-empty bearer key, as the issue of keys is not the
+// emulator's to judge; a missing key gets the documented 401 body.
+func (e *Emulator) authed(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		scheme, key, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(key) == "" {
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "Unauthorized", "message": "Bearer token is missing or invalid."})
+			return
+		}
+		id := newID()
+		w.Header().Set("X-Request-Id", id)
+		e.log.DebugContext(r.Context(), "emulated request", "method", r.Method, "path", r.URL.Path, "request_id", id)
+		h(w, r)
+	}
+}
+
+func (e *Emulator) health(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "emulator": true,
+		"mongo": map[string]string{"status": "connected"}, "redis": map[string]string{"status": "connected"}})
+}
+
+func (e *Emulator) retired(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusGone, map[string]string{
+		"status": "error", "error_code": "MODEL_DEPRECATED",
+		"message":              "This model is retired. Use lightning_v3.1.",
+		"recommended_endpoint": "/waves/v1/tts",
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func newID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
