@@ -54,6 +54,7 @@ const (
 	ReasonCancelled                  = "CANCELLED"
 	ReasonDeadlineExceeded           = "DEADLINE_EXCEEDED"
 	ReasonUnimplemented              = "UNIMPLEMENTED"
+	ReasonDraining                   = "DRAINING"
 	ReasonInternal                   = "INTERNAL"
 )
 
@@ -261,6 +262,12 @@ func build(code codes.Code, msg, reason string, meta map[string]string, details 
 // missing or wrong. reason is ReasonMissingCredentials or ReasonInvalidCredentials.
 func Unauthenticated(reason, msg string) error {
 	return build(codes.Unauthenticated, msg, reason, nil)
+}
+
+// Draining returns the status for a call that arrives while the gateway shuts
+// down: UNAVAILABLE, which clients retry, on another replica.
+func Draining() error {
+	return build(codes.Unavailable, "the gateway is shutting down; retry on another instance", ReasonDraining, nil)
 }
 
 // Unimplemented returns the status for a feature the configured upstream does not offer.

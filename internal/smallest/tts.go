@@ -56,7 +56,6 @@ type SpeechStream struct {
 	idleD  time.Duration
 	sent   time.Time
 	first  time.Duration
-	audio  []byte
 	done   bool
 }
 
@@ -101,8 +100,9 @@ func (c *Client) StreamSpeech(ctx context.Context, r *SpeechRequest) (*SpeechStr
 // byte; zero until then.
 func (s *SpeechStream) FirstByte() time.Duration { return s.first }
 
-// Next returns the next piece of audio, decoded. The slice is reused by the
-// following call. It returns io.EOF after Smallest's final frame, and an
+// Next returns the next piece of audio, decoded into a new slice that the
+// caller owns (gRPC may read a sent message after SendMsg returns, so the
+// gateway cannot reuse it). It returns io.EOF after Smallest's final frame, and an
 // *Error when the stream fails or ends before that frame.
 func (s *SpeechStream) Next() ([]byte, error) {
 	if s.done {
@@ -222,10 +222,9 @@ func (s *SpeechStream) parseFrame(data []byte) (frame, error) {
 	var out frame
 	if b64 != "" {
 		var err error
-		if s.audio, err = decodeBase64(s.audio[:0], b64); err != nil {
+		if out.audio, err = decodeBase64(b64); err != nil {
 			return frame{}, s.malformed("a frame's audio was not base64")
 		}
-		out.audio = s.audio
 	}
 	out.done = jsonTrue(f.Done) || status == "complete"
 	return out, nil
@@ -235,12 +234,13 @@ func (s *SpeechStream) malformed(msg string) *Error {
 	return &Error{Kind: KindMalformed, Endpoint: s.call.endpoint, RequestID: s.RequestID, Message: msg}
 }
 
-// decodeBase64 appends the decoding of src to dst, accepting padded and
-// unpadded standard base64.
-func decodeBase64(dst []byte, src string) ([]byte, error) {
+// decodeBase64 decodes padded or unpadded standard base64 into a new slice.
+func decodeBase64(src string) ([]byte, error) {
 	enc := base64.StdEncoding
 	if len(src)%4 != 0 {
 		enc = base64.RawStdEncoding
 	}
-	return enc.AppendDecode(dst, []byte(src))
+	dst := make([]byte, enc.DecodedLen(len(src)))
+	n, err := enc.Decode(dst, []byte(src))
+	return dst[:n], err
 }
