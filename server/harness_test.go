@@ -27,8 +27,8 @@ import (
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/auth"
-	"github.com/speechgate/speechgate/server"
 	"github.com/speechgate/speechgate/internal/smallest"
+	"github.com/speechgate/speechgate/server"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -26,6 +28,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/auth"
@@ -78,7 +81,6 @@ type Server struct {
 	drain  *drainer
 	log    *slog.Logger
 }
-
 
 // The services whose health is reported, besides the server as a whole ("").
 var services = []string{
@@ -164,12 +166,13 @@ func (s *Server) SetServing(service string, serving bool) {
 // completion for up to grace. Then the server stops, cutting off whatever
 // remains. It reports whether every call finished within the grace.
 func (s *Server) Shutdown(grace time.Duration) bool {
+	idle := s.drain.drain() // before health flips, so that no call slips in between
 	s.health.Shutdown()
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
 	drained := true
 	select {
-	case <-s.drain.drain():
+	case <-idle:
 	case <-timer.C:
 		drained = false
 		s.log.Warn("drain grace expired; cutting off the calls still in flight", "grace", grace)
@@ -209,9 +212,8 @@ func chain(log *slog.Logger, authenticate func(context.Context) (context.Context
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
-	callLog := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
-	probeLog := []logging.Option{logging.WithLogOnEvents(logging.FinishCall),
-		logging.WithLevels(func(codes.Code) logging.Level { return logging.LevelDebug })}
+	callLog := []logging.Option{logging.WithLogOnEvents(logging.FinishCall), logging.WithErrorFields(errorFields)}
+	probeLog := append(slices.Clip(callLog), logging.WithLevels(func(codes.Code) logging.Level { return logging.LevelDebug }))
 
 	authFunc := authmw.AuthFunc(func(ctx context.Context) (context.Context, error) {
 		ctx, err := authenticate(ctx)
@@ -247,6 +249,21 @@ func chain(log *slog.Logger, authenticate func(context.Context) (context.Context
 		recovery.StreamServerInterceptor(panicked),
 	}
 	return unary, stream
+}
+
+// errorFields adds a failed call's ErrorInfo reason and Smallest's request id
+// to its log line, so that on-call can grep for either.
+func errorFields(err error) logging.Fields {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			f := logging.Fields{"error_reason", info.GetReason()}
+			if id := info.GetMetadata()["upstreamRequestId"]; id != "" {
+				f = append(f, "upstream_request_id", id)
+			}
+			return f
+		}
+	}
+	return nil
 }
 
 func isHealth(service string) bool { return service == healthpb.Health_ServiceDesc.ServiceName }

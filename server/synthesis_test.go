@@ -360,6 +360,7 @@ func TestLongStreamKeepsHeapBounded(t *testing.T) {
 		}
 		received += len(msg.GetAudio().GetData())
 		if i%256 == 0 {
+			runtime.GC() // count what is live, not garbage awaiting collection
 			runtime.ReadMemStats(&ms)
 			peak = max(peak, ms.HeapAlloc)
 		}
@@ -367,9 +368,11 @@ func TestLongStreamKeepsHeapBounded(t *testing.T) {
 	if received != chunk*chunks {
 		t.Fatalf("received %d bytes, want %d", received, chunk*chunks)
 	}
-	// Garbage between collections counts too, so the bound is generous; a
-	// gateway that kept the stream would need all 48 MiB.
-	if growth := int64(peak) - int64(base); growth > 24<<20 {
-		t.Fatalf("heap grew by %d MiB while relaying 48 MiB; the stream is being accumulated", growth>>20)
+	growth := int64(peak) - int64(base)
+	t.Logf("live heap grew by at most %.1f MiB while relaying 48 MiB", float64(growth)/(1<<20))
+	// gRPC's flow-control windows legitimately hold some audio in flight; a
+	// gateway that kept the stream would hold all 48 MiB.
+	if growth > 8<<20 {
+		t.Fatalf("live heap grew by %d MiB while relaying 48 MiB; the stream is being accumulated", growth>>20)
 	}
 }

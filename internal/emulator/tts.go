@@ -188,7 +188,7 @@ type encoder struct {
 
 func newEncoder(s synthesis, o Options) *encoder {
 	perChar := float64(o.AudioPerChar) / float64(time.Second) / s.speed
-	total := int(math.Max(0.2, perChar*float64(utf8.RuneCountInString(s.text))) * float64(s.rate))
+	total := int(math.Round(math.Max(0.2, perChar*float64(utf8.RuneCountInString(s.text))) * float64(s.rate)))
 	enc := &encoder{format: s.format, rate: s.rate, total: total, loop: humLoop(s.rate), chunkBytes: o.ChunkBytes}
 	if s.format == "pcm" || s.format == "wav" {
 		enc.mark = watermark(s.text)

@@ -1,0 +1,208 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+
+	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
+	"github.com/speechgate/speechgate/internal/emulator"
+	"github.com/speechgate/speechgate/internal/smallest"
+	"github.com/speechgate/speechgate/server"
+)
+
+func TestHealthAndReflectionNeedNoCredentials(t *testing.T) {
+	t.Parallel()
+	g := start(t, emulator.New(emulator.Options{}), options{})
+	for _, svc := range []string{"", "speech.v1.SynthesisService", "speech.v1.TranscriptionService"} {
+		resp, err := g.health.Check(t.Context(), &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("health of %q = %v, %v; want SERVING", svc, resp.GetStatus(), err)
+		}
+	}
+	stream, err := reflectionpb.NewServerReflectionClient(g.conn).ServerReflectionInfo(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.CloseSend()
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	for _, want := range []string{"speech.v1.SynthesisService", "speech.v1.TranscriptionService", "grpc.health.v1.Health"} {
+		if !strings.Contains(strings.Join(names, " "), want) {
+			t.Errorf("reflection lists %v; %s is missing", names, want)
+		}
+	}
+}
+
+func TestShutdownDrainsStreamsInFlight(t *testing.T) {
+	t.Parallel()
+	// 25 characters at real time: 1.5 s of audio, sent in 20 ms chunks.
+	g := start(t, emulator.New(emulator.Options{Pace: 1}), options{})
+	ctx := withKey(t.Context(), callerKey)
+	stream, err := g.synth.Synthesize(ctx, &speechv1.SynthesizeRequest{Text: strings.Repeat("a", 25), VoiceId: "avery"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil { // the format: the stream is under way
+		t.Fatal(err)
+	}
+	drained := make(chan bool, 1)
+	go func() { drained <- g.srv.Shutdown(10 * time.Second) }()
+
+	// While the stream runs, health says NOT_SERVING, also to a new
+	// connection (a probe), and new work is turned away as retryable.
+	probe := healthpb.NewHealthClient(g.dial(t))
+	waitFor(t, func() bool {
+		resp, err := probe.Check(t.Context(), &healthpb.HealthCheckRequest{})
+		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING
+	})
+	refused := synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
+	if status.Code(refused.err) != codes.Unavailable || errorInfo(refused.err).GetReason() != "DRAINING" {
+		t.Errorf("a new call during the drain got %v, want Unavailable with reason DRAINING", refused.err)
+	}
+
+	var audio, totals int
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			if status.Code(err) != codes.OK && !errors.Is(err, context.Canceled) && err.Error() != "EOF" {
+				t.Fatalf("the stream in flight ended with %v; the drain must let it finish", err)
+			}
+			break
+		}
+		if msg.GetAudio() != nil {
+			audio++
+		}
+		if msg.GetTotals() != nil {
+			totals++
+		}
+	}
+	if totals != 1 || audio < 50 {
+		t.Fatalf("the stream delivered %d audio messages and %d totals; want all 75 and one totals", audio, totals)
+	}
+	select {
+	case ok := <-drained:
+		if !ok {
+			t.Fatal("Shutdown reported that calls were cut off")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return after the stream finished")
+	}
+}
+
+func TestShutdownCutsOffAfterGrace(t *testing.T) {
+	t.Parallel()
+	g := start(t, emulator.New(emulator.Options{Pace: 1}), options{})
+	stream, err := g.synth.Synthesize(withKey(t.Context(), callerKey), &speechv1.SynthesizeRequest{Text: strings.Repeat("a", 500), VoiceId: "avery"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if g.srv.Shutdown(200 * time.Millisecond) {
+		t.Fatal("Shutdown reported a clean drain while a 30 s stream was in flight")
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			if status.Code(err) == codes.OK {
+				t.Fatal("the cut-off stream ended with OK")
+			}
+			return
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// panicky is an upstream whose every call panics, as a bug would.
+type panicky struct{}
+
+func (panicky) StreamSpeech(context.Context, *smallest.SpeechRequest) (*smallest.SpeechStream, error) {
+	panic("bug")
+}
+func (panicky) ListVoices(context.Context) ([]smallest.Voice, error) { panic("bug") }
+
+func TestPanicBecomesInternal(t *testing.T) {
+	t.Parallel()
+	g := start(t, emulator.New(emulator.Options{}), options{cfg: func(c *server.Config) { c.Speech = panicky{} }})
+	ctx := withKey(t.Context(), callerKey)
+	for range 2 { // the server survives the first
+		_, err := g.synth.ListVoices(ctx, &speechv1.ListVoicesRequest{})
+		if status.Code(err) != codes.Internal || errorInfo(err).GetReason() != "INTERNAL" {
+			t.Fatalf("ListVoices = %v, want Internal with ErrorInfo", err)
+		}
+		got := synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
+		if status.Code(got.err) != codes.Internal {
+			t.Fatalf("Synthesize = %v, want Internal", got.err)
+		}
+	}
+	if !strings.Contains(g.logs.String(), "handler panicked") {
+		t.Error("the panic was not logged")
+	}
+}
+
+func TestSynthesisUnavailableOnBackend(t *testing.T) {
+	t.Parallel()
+	const why = "the self-hosted server has no text-to-speech"
+	g := start(t, emulator.New(emulator.Options{}), options{cfg: func(c *server.Config) { c.Speech, c.SpeechUnavailable = nil, why }})
+	got := synthesize(withKey(t.Context(), callerKey), g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
+	if status.Code(got.err) != codes.Unimplemented || !strings.Contains(status.Convert(got.err).Message(), why) {
+		t.Fatalf("Synthesize = %v, want Unimplemented saying why", got.err)
+	}
+}
+
+func TestOneLogLinePerCall(t *testing.T) {
+	t.Parallel()
+	g := start(t, emulator.New(emulator.Options{}), options{})
+	ctx := withKey(t.Context(), callerKey)
+	if got := synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"}); got.err != nil {
+		t.Fatal(got.err)
+	}
+	synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "nobody"})
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(g.logs.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("log line is not JSON: %q", l)
+		}
+		if m["grpc.method"] == "Synthesize" {
+			lines = append(lines, m)
+		}
+	}
+	if len(lines) != 2 {
+		t.Fatalf("%d log lines for 2 calls:\n%s", len(lines), g.logs.String())
+	}
+	for i, wantCode := range []string{"OK", "InvalidArgument"} {
+		l := lines[i]
+		if l["grpc.code"] != wantCode || l["caller"] == nil || l["upstream_request_id"] == nil || l["grpc.time_ms"] == nil {
+			t.Errorf("line %d = %v; want code %s with caller, upstream_request_id and duration", i, l, wantCode)
+		}
+	}
+}
