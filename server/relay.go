@@ -12,7 +12,7 @@ import (
 type relay struct {
 	stream   grpc.ServerStreamingServer[speechv1.SynthesizeResponse]
 	timeline *audio.Timeline // nil for MP3: offsets cannot be computed without decoding
-	seq      uint64
+	seq      uint32
 	bytes    uint64
 }
 

@@ -88,7 +88,7 @@ func TestSynthesizeStreamDescribesItself(t *testing.T) {
 
 			var next uint32
 			for i, c := range got.audio {
-				if c.GetSequence() != uint64(i) {
+				if c.GetSequence() != uint32(i) {
 					t.Fatalf("chunk %d has sequence %d", i, c.GetSequence())
 				}
 				if tt.wantMS == nil {
@@ -104,7 +104,7 @@ func TestSynthesizeStreamDescribesItself(t *testing.T) {
 			}
 			audio := got.bytes()
 			tot := got.totals
-			if tot.GetAudioBytes() != uint64(len(audio)) || tot.GetAudioChunks() != uint64(len(got.audio)) {
+			if tot.GetAudioBytes() != uint64(len(audio)) || tot.GetAudioChunks() != uint32(len(got.audio)) {
 				t.Errorf("totals say %d bytes in %d chunks; the stream had %d in %d", tot.GetAudioBytes(), tot.GetAudioChunks(), len(audio), len(got.audio))
 			}
 			if tt.wantBytes != 0 && uint64(len(audio)) != tt.wantBytes {

@@ -515,11 +515,12 @@ type AudioChunk struct {
 	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
 	// Position of this message among the stream's audio messages, from 0, with
 	// no gaps.
-	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Sequence uint32 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	// Start of this chunk's audio from the start of the stream, in milliseconds,
 	// rounded down. Absent for MP3, where it cannot be computed without decoding.
 	// For WAV, the first audio message holds only the 44-byte header and has
-	// offset 0 and duration 0.
+	// offset 0 and duration 0. Its RIFF and data sizes are 0xFFFFFFFF, the
+	// usual "length unknown" of streamed WAV, which players read to the end.
 	OffsetMs *uint32 `protobuf:"varint,3,opt,name=offset_ms,json=offsetMs,proto3,oneof" json:"offset_ms,omitempty"`
 	// Length of this chunk's audio in milliseconds. Offsets and durations are
 	// derived from the running sample count, so offset_ms + duration_ms of one
@@ -567,7 +568,7 @@ func (x *AudioChunk) GetData() []byte {
 	return nil
 }
 
-func (x *AudioChunk) GetSequence() uint64 {
+func (x *AudioChunk) GetSequence() uint32 {
 	if x != nil {
 		return x.Sequence
 	}
@@ -595,10 +596,11 @@ type SynthesisTotals struct {
 	// for MP3.
 	AudioDurationMs *uint32 `protobuf:"varint,1,opt,name=audio_duration_ms,json=audioDurationMs,proto3,oneof" json:"audio_duration_ms,omitempty"`
 	// Bytes of audio sent, the WAV header included: the size of the file the
-	// audio messages make.
+	// audio messages make. A caller that writes a WAV stream to a file can
+	// patch the header's sizes from it (see AudioChunk).
 	AudioBytes uint64 `protobuf:"varint,2,opt,name=audio_bytes,json=audioBytes,proto3" json:"audio_bytes,omitempty"`
 	// Number of audio messages sent.
-	AudioChunks uint64 `protobuf:"varint,3,opt,name=audio_chunks,json=audioChunks,proto3" json:"audio_chunks,omitempty"`
+	AudioChunks uint32 `protobuf:"varint,3,opt,name=audio_chunks,json=audioChunks,proto3" json:"audio_chunks,omitempty"`
 	// Characters (Unicode code points) of text synthesized.
 	Characters uint32 `protobuf:"varint,4,opt,name=characters,proto3" json:"characters,omitempty"`
 	// Milliseconds from sending the request upstream to receiving the first
@@ -654,7 +656,7 @@ func (x *SynthesisTotals) GetAudioBytes() uint64 {
 	return 0
 }
 
-func (x *SynthesisTotals) GetAudioChunks() uint64 {
+func (x *SynthesisTotals) GetAudioChunks() uint32 {
 	if x != nil {
 		return x.AudioChunks
 	}
@@ -959,7 +961,7 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\n" +
 	"AudioChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1a\n" +
-	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12 \n" +
+	"\bsequence\x18\x02 \x01(\rR\bsequence\x12 \n" +
 	"\toffset_ms\x18\x03 \x01(\rH\x00R\boffsetMs\x88\x01\x01\x12$\n" +
 	"\vduration_ms\x18\x04 \x01(\rH\x01R\n" +
 	"durationMs\x88\x01\x01B\f\n" +
@@ -970,7 +972,7 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\x11audio_duration_ms\x18\x01 \x01(\rH\x00R\x0faudioDurationMs\x88\x01\x01\x12\x1f\n" +
 	"\vaudio_bytes\x18\x02 \x01(\x04R\n" +
 	"audioBytes\x12!\n" +
-	"\faudio_chunks\x18\x03 \x01(\x04R\vaudioChunks\x12\x1e\n" +
+	"\faudio_chunks\x18\x03 \x01(\rR\vaudioChunks\x12\x1e\n" +
 	"\n" +
 	"characters\x18\x04 \x01(\rR\n" +
 	"characters\x123\n" +

@@ -1,0 +1,254 @@
+// Package config reads speechgate's settings. Every setting is a flag with
+// an environment variable behind it: the flag wins, then the variable, then
+// the default. Secrets are read from the environment only, since command
+// lines are visible to every user of the machine.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/speechgate/speechgate/internal/auth"
+)
+
+// Upstream names which Smallest the gateway talks to.
+type Upstream string
+
+// The upstreams.
+const (
+	UpstreamCloud    Upstream = "cloud"
+	UpstreamSelfhost Upstream = "selfhost"
+	UpstreamEmulator Upstream = "emulator"
+)
+
+// Default base URLs per upstream.
+const (
+	CloudBaseURL    = "https://api.smallest.ai"
+	SelfhostBaseURL = "http://localhost:7100"
+)
+
+// Config is every setting of the gateway.
+type Config struct {
+	GRPCAddr string
+	Upstream Upstream
+	Auth     auth.Mode
+	KeysFile string
+
+	// SmallestBaseURL is empty unless set; BaseURL applies the default.
+	SmallestBaseURL string
+	// SmallestAPIKey is the gateway's own key (keys and none modes); from the environment only.
+	SmallestAPIKey string
+
+	TLSCert, TLSKey string
+
+	ShutdownGrace         time.Duration
+	MaxRecvMsgBytes       int
+	MaxSendMsgBytes       int
+	KeepaliveMinTime      time.Duration
+	MaxConnectionAge      time.Duration
+	MaxConnectionAgeGrace time.Duration
+
+	UpstreamTimeout     time.Duration
+	UpstreamIdleTimeout time.Duration
+
+	EmulatorPace           float64
+	EmulatorFirstByteDelay time.Duration
+
+	LogLevel  slog.Level
+	LogFormat string
+}
+
+// BaseURL returns the Smallest base URL for the configured upstream.
+func (c *Config) BaseURL() string {
+	if c.SmallestBaseURL != "" {
+		return c.SmallestBaseURL
+	}
+	if c.Upstream == UpstreamSelfhost {
+		return SelfhostBaseURL
+	}
+	return CloudBaseURL
+}
+
+// entry is one setting as --help shows it.
+type entry struct {
+	flag, env, def, usage string
+}
+
+// loader registers settings on a FlagSet, applying environment variables to
+// their defaults as it goes.
+type loader struct {
+	fs      *flag.FlagSet
+	getenv  func(string) string
+	entries []entry
+	errs    []error
+}
+
+// value registers a setting. parse sets the destination from text; it is
+// called with the default, then the environment variable if set, then the
+// flag if given.
+func (l *loader) value(name, env, def, usage string, parse func(string) error) {
+	l.entries = append(l.entries, entry{"--" + name, env, def, usage})
+	if err := parse(def); err != nil {
+		panic(fmt.Sprintf("config: default of --%s: %v", name, err)) // a programming error
+	}
+	if v := l.getenv(env); v != "" {
+		if err := parse(v); err != nil {
+			l.errs = append(l.errs, fmt.Errorf("%s=%q: %w", env, v, err))
+		}
+	}
+	l.fs.Func(name, usage, parse)
+}
+
+func (l *loader) str(p *string, name, env, def, usage string) {
+	l.value(name, env, def, usage, func(s string) error { *p = s; return nil })
+}
+
+func (l *loader) duration(p *time.Duration, name, env, def, usage string) {
+	l.value(name, env, def, usage, func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return errors.New("not a duration (like 30s or 2m)")
+		}
+		if d < 0 {
+			return errors.New("must not be negative")
+		}
+		*p = d
+		return nil
+	})
+}
+
+func (l *loader) integer(p *int, name, env, def, usage string) {
+	l.value(name, env, def, usage, func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			return errors.New("must be a positive whole number")
+		}
+		*p = n
+		return nil
+	})
+}
+
+func (l *loader) float(p *float64, name, env, def, usage string) {
+	l.value(name, env, def, usage, func(s string) error {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || f < 0 {
+			return errors.New("must be a number, 0 or more")
+		}
+		*p = f
+		return nil
+	})
+}
+
+// oneOf returns a parse function that accepts only the given words.
+func oneOf[T ~string](p *T, words ...string) func(string) error {
+	return func(s string) error {
+		for _, w := range words {
+			if s == w {
+				*p = T(s)
+				return nil
+			}
+		}
+		return fmt.Errorf("must be one of %s", strings.Join(words, ", "))
+	}
+}
+
+// ErrHelp is returned by Load after it has written the help text.
+var ErrHelp = flag.ErrHelp
+
+// Load reads the configuration from args and the environment. On --help it
+// writes the help text to out and returns ErrHelp.
+func Load(args []string, getenv func(string) string, out io.Writer) (*Config, error) {
+	c := &Config{}
+	fs := flag.NewFlagSet("speechgate", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	l := &loader{fs: fs, getenv: getenv}
+
+	l.str(&c.GRPCAddr, "grpc-addr", "SPEECHGATE_GRPC_ADDR", ":50051", "address to serve gRPC on (plaintext h2c unless TLS is set)")
+	l.value("upstream", "SPEECHGATE_UPSTREAM", "cloud", "which Smallest to call: cloud, selfhost, or emulator (built in, for trying and testing)",
+		oneOf(&c.Upstream, string(UpstreamCloud), string(UpstreamSelfhost), string(UpstreamEmulator)))
+	l.value("auth", "SPEECHGATE_AUTH", "passthrough", "caller authentication: passthrough (caller's bearer token is its Smallest key), keys (client keys from --keys-file), or none (trust the mesh)",
+		oneOf(&c.Auth, string(auth.ModePassthrough), string(auth.ModeKeys), string(auth.ModeNone)))
+	l.str(&c.KeysFile, "keys-file", "SPEECHGATE_KEYS_FILE", "", "file of client keys for --auth=keys: one '<name> <key>' per line")
+	l.str(&c.SmallestBaseURL, "smallest-base-url", "SMALLEST_BASE_URL", "", "Smallest API base URL (default "+CloudBaseURL+"; "+SelfhostBaseURL+" with --upstream=selfhost)")
+	l.str(&c.TLSCert, "tls-cert", "SPEECHGATE_TLS_CERT", "", "PEM certificate file; with --tls-key, serves TLS instead of h2c")
+	l.str(&c.TLSKey, "tls-key", "SPEECHGATE_TLS_KEY", "", "PEM private key file for --tls-cert")
+	l.duration(&c.ShutdownGrace, "shutdown-grace", "SPEECHGATE_SHUTDOWN_GRACE", "30s", "on SIGTERM, how long calls in flight may run before they are cut off")
+	l.integer(&c.MaxRecvMsgBytes, "max-recv-msg-bytes", "SPEECHGATE_MAX_RECV_MSG_BYTES", "33554432", "largest request message accepted, in bytes (bounds unary Transcribe audio)")
+	l.integer(&c.MaxSendMsgBytes, "max-send-msg-bytes", "SPEECHGATE_MAX_SEND_MSG_BYTES", "16777216", "largest response message sent, in bytes")
+	l.duration(&c.KeepaliveMinTime, "keepalive-min-time", "SPEECHGATE_KEEPALIVE_MIN_TIME", "10s", "shortest client ping interval tolerated (sidecars ping)")
+	l.duration(&c.MaxConnectionAge, "max-connection-age", "SPEECHGATE_MAX_CONNECTION_AGE", "0s", "ask clients to reconnect after this long, to spread load (0: never)")
+	l.duration(&c.MaxConnectionAgeGrace, "max-connection-age-grace", "SPEECHGATE_MAX_CONNECTION_AGE_GRACE", "0s", "how long streams may outlive --max-connection-age (0: forever); make it longer than the longest stream")
+	l.duration(&c.UpstreamTimeout, "upstream-timeout", "SPEECHGATE_UPSTREAM_TIMEOUT", "30s", "how long Smallest may take to start answering a request")
+	l.duration(&c.UpstreamIdleTimeout, "upstream-idle-timeout", "SPEECHGATE_UPSTREAM_IDLE_TIMEOUT", "30s", "how long a Smallest stream may go silent before it is treated as failed (0: no limit)")
+	l.float(&c.EmulatorPace, "emulator-pace", "SPEECHGATE_EMULATOR_PACE", "0", "with --upstream=emulator: audio speed relative to real time (1 streams as long as the audio lasts; 0: as fast as possible)")
+	l.duration(&c.EmulatorFirstByteDelay, "emulator-first-byte-delay", "SPEECHGATE_EMULATOR_FIRST_BYTE_DELAY", "0s", "with --upstream=emulator: simulated time to first audio byte")
+	l.value("log-level", "SPEECHGATE_LOG_LEVEL", "info", "debug, info, warn or error", func(s string) error { return c.LogLevel.UnmarshalText([]byte(s)) })
+	l.value("log-format", "SPEECHGATE_LOG_FORMAT", "json", "json or text", oneOf(&c.LogFormat, "json", "text"))
+	c.SmallestAPIKey = getenv("SMALLEST_API_KEY")
+	l.entries = append(l.entries, entry{"(environment only)", "SMALLEST_API_KEY", "", "the gateway's own Smallest key, for --auth=keys and --auth=none"})
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			writeHelp(out, l.entries)
+			return nil, ErrHelp
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	if err := errors.Join(l.errs...); err != nil {
+		return nil, err
+	}
+	return c, c.check()
+}
+
+// check validates settings that depend on one another.
+func (c *Config) check() error {
+	var errs []error
+	if c.Auth == auth.ModeKeys && c.KeysFile == "" {
+		errs = append(errs, errors.New("--auth=keys needs --keys-file"))
+	}
+	if c.Auth != auth.ModeKeys && c.KeysFile != "" {
+		errs = append(errs, errors.New("--keys-file is only used with --auth=keys"))
+	}
+	if c.Auth != auth.ModePassthrough && c.SmallestAPIKey == "" && c.Upstream != UpstreamEmulator {
+		errs = append(errs, fmt.Errorf("--auth=%s needs the gateway's own key in SMALLEST_API_KEY", c.Auth))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if u, err := url.Parse(c.BaseURL()); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("--smallest-base-url %q must be an absolute http or https URL", c.BaseURL()))
+	}
+	return errors.Join(errs...)
+}
+
+func writeHelp(out io.Writer, entries []entry) {
+	fmt.Fprint(out, `speechgate serves Smallest AI's speech APIs over gRPC.
+
+Usage: speechgate [flags]
+
+Every flag can also be set by its environment variable; a flag given on the
+command line wins over the variable.
+
+`)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "FLAG\tENVIRONMENT\tDEFAULT\tMEANING")
+	for _, e := range entries {
+		def := e.def
+		if def == "" {
+			def = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.flag, e.env, def, e.usage)
+	}
+	tw.Flush()
+}
