@@ -27,6 +27,7 @@ import (
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/auth"
+	"github.com/speechgate/speechgate/internal/emulator"
 	"github.com/speechgate/speechgate/internal/smallest"
 	"github.com/speechgate/speechgate/server"
 )
@@ -73,7 +74,7 @@ func start(t *testing.T, upstream http.Handler, o options) *gateway {
 		t.Fatal(err)
 	}
 	client, err := smallest.New(smallest.Config{
-		BaseURL: up.URL, HTTPClient: up.Client(), Credential: authn.UpstreamKey, IdleTimeout: o.idleTimeout,
+		BaseURL: up.URL, USBaseURL: up.URL + emulator.USPrefix, HTTPClient: up.Client(), Credential: authn.UpstreamKey, IdleTimeout: o.idleTimeout,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +85,7 @@ func start(t *testing.T, upstream http.Handler, o options) *gateway {
 		Authenticate:  authn.Authenticate,
 		Speech:        client,
 		Transcription: client,
+		Live:          client,
 	}
 	if o.cfg != nil {
 		o.cfg(&cfg)

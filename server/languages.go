@@ -17,6 +17,10 @@ var synthesisLanguages = []string{"auto", "en", "hi", "mr", "kn", "ta", "bn", "g
 var transcriptionLanguages = []string{"en", "hi", "de", "es", "ru", "it", "fr", "nl", "pt", "uk", "pl", "cs", "sk",
 	"ro", "fi", "sv", "bg", "hu", "lt", "zh", "ja", "ko", "multi-eu", "multi-asian", "multi-indic"}
 
+// liveLanguages are the languages of Pulse's realtime endpoint (contract §2.4).
+var liveLanguages = []string{"en", "hi", "de", "es", "ru", "it", "fr", "nl", "pt", "zh", "yue", "ja", "ko", "gu", "mr",
+	"or", "bn", "ta", "te", "kn", "ml", "north_indic", "multi-asian", "multi-south-indic"}
+
 // checkLanguage records a violation unless lang is empty or one of allowed.
 func checkLanguage(v *rpcerror.Violations, field, lang string, allowed []string) {
 	if lang != "" && !slices.Contains(allowed, lang) {

@@ -40,6 +40,8 @@ const (
 	DefaultMaxRecvMsgBytes  = 32 << 20
 	DefaultMaxSendMsgBytes  = 16 << 20
 	DefaultKeepaliveMinTime = 10 * time.Second
+	// DefaultMaxUploadBytes is Pulse's documented limit: 250 MB.
+	DefaultMaxUploadBytes = 250 << 20
 )
 
 // Config configures a Server.
@@ -56,6 +58,14 @@ type Config struct {
 	SpeechUnavailable string
 	// Transcription serves speech-to-text. Required.
 	Transcription TranscriptionUpstream
+	// Live serves realtime recognition. Required unless LiveUnavailable says why not.
+	Live LiveUpstream
+	// LiveUnavailable, when set, makes TranscribeLive answer UNIMPLEMENTED
+	// with this explanation.
+	LiveUnavailable string
+	// MaxUploadBytes is the largest recording the upstream accepts, enforced
+	// on TranscribeUpload as the bytes arrive. Default DefaultMaxUploadBytes.
+	MaxUploadBytes int64
 	// MaxRecvMsgBytes bounds one request message (and so the audio of a unary
 	// Transcribe). Default DefaultMaxRecvMsgBytes.
 	MaxRecvMsgBytes int
@@ -99,10 +109,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("server: Config.Speech is required")
 	case cfg.Transcription == nil:
 		return nil, errors.New("server: Config.Transcription is required")
+	case cfg.Live == nil && cfg.LiveUnavailable == "":
+		return nil, errors.New("server: Config.Live is required")
 	}
 	cfg.MaxRecvMsgBytes = cmp.Or(cfg.MaxRecvMsgBytes, DefaultMaxRecvMsgBytes)
 	cfg.MaxSendMsgBytes = cmp.Or(cfg.MaxSendMsgBytes, DefaultMaxSendMsgBytes)
 	cfg.KeepaliveMinTime = cmp.Or(cfg.KeepaliveMinTime, DefaultKeepaliveMinTime)
+	cfg.MaxUploadBytes = cmp.Or(cfg.MaxUploadBytes, DefaultMaxUploadBytes)
 
 	drain := newDrainer()
 	unary, stream := chain(cfg.Logger, cfg.Authenticate, drain)
@@ -129,7 +142,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	gs := grpc.NewServer(opts...)
 	speechv1.RegisterSynthesisServiceServer(gs, &synthesisService{upstream: cfg.Speech, unavailable: cfg.SpeechUnavailable})
-	speechv1.RegisterTranscriptionServiceServer(gs, &transcriptionService{upstream: cfg.Transcription})
+	speechv1.RegisterTranscriptionServiceServer(gs, &transcriptionService{
+		upstream: cfg.Transcription, maxUpload: cfg.MaxUploadBytes, live: cfg.Live, liveUnavailable: cfg.LiveUnavailable,
+	})
 
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)

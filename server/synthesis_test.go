@@ -324,11 +324,11 @@ func TestCancelAndDeadlineReachUpstream(t *testing.T) {
 	}
 }
 
-// TestLongStreamKeepsHeapBounded streams 48 MB of audio through the gateway
+// TestLongStreamKeepsHeapBounded streams 32 MiB of audio through the gateway
 // and samples the heap as it goes: the gateway must relay, not accumulate.
 // Not parallel, so that no other test's allocations are counted.
 func TestLongStreamKeepsHeapBounded(t *testing.T) {
-	const chunk, chunks = 16 << 10, 3072 // 48 MiB
+	const chunk, chunks = 16 << 10, 2048 // 32 MiB
 	body := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		frame := fmt.Sprintf("event: audio\ndata: {\"audio\": %q, \"done\": false, \"status\": \"206\"}\n\n",
@@ -369,10 +369,10 @@ func TestLongStreamKeepsHeapBounded(t *testing.T) {
 		t.Fatalf("received %d bytes, want %d", received, chunk*chunks)
 	}
 	growth := int64(peak) - int64(base)
-	t.Logf("live heap grew by at most %.1f MiB while relaying 48 MiB", float64(growth)/(1<<20))
+	t.Logf("live heap grew by at most %.1f MiB while relaying 32 MiB", float64(growth)/(1<<20))
 	// gRPC's flow-control windows legitimately hold some audio in flight; a
-	// gateway that kept the stream would hold all 48 MiB.
+	// gateway that kept the stream would hold all 32 MiB.
 	if growth > 8<<20 {
-		t.Fatalf("live heap grew by %d MiB while relaying 48 MiB; the stream is being accumulated", growth>>20)
+		t.Fatalf("live heap grew by %d MiB while relaying 32 MiB; the stream is being accumulated", growth>>20)
 	}
 }

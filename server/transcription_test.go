@@ -2,12 +2,14 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -17,6 +19,8 @@ import (
 	"github.com/speechgate/speechgate/internal/emulator"
 	"github.com/speechgate/speechgate/server"
 )
+
+func en() *speechv1.TranscriptionConfig { return &speechv1.TranscriptionConfig{Language: "en"} }
 
 func TestTranscribeWhatWasSynthesized(t *testing.T) {
 	t.Parallel()
@@ -29,23 +33,25 @@ func TestTranscribeWhatWasSynthesized(t *testing.T) {
 		t.Fatal(spoken.err)
 	}
 	resp, err := g.trans.Transcribe(ctx, &speechv1.TranscribeRequest{
-		Source: &speechv1.TranscribeRequest_Audio{Audio: spoken.bytes()}, Language: "en", WordTimestamps: true, Diarize: true,
+		Source: &speechv1.TranscribeRequest_Audio{Audio: spoken.bytes()},
+		Config: &speechv1.TranscriptionConfig{Language: "en", WordTimestamps: true, Diarize: true},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.GetTranscript() != text || resp.GetStatus() != speechv1.TranscriptionStatus_TRANSCRIPTION_STATUS_COMPLETED {
-		t.Fatalf("transcript %q (%v), want %q", resp.GetTranscript(), resp.GetStatus(), text)
+	tr := resp.GetTranscript()
+	if tr.GetText() != text || tr.GetStatus() != speechv1.TranscriptionStatus_TRANSCRIPTION_STATUS_COMPLETED {
+		t.Fatalf("transcript %q (%v), want %q", tr.GetText(), tr.GetStatus(), text)
 	}
-	if resp.GetAudioDurationMs() != spoken.totals.GetAudioDurationMs() {
-		t.Errorf("transcribed %d ms of audio; %d ms were synthesized", resp.GetAudioDurationMs(), spoken.totals.GetAudioDurationMs())
+	if tr.GetAudioDurationMs() != spoken.totals.GetAudioDurationMs() {
+		t.Errorf("transcribed %d ms of audio; %d ms were synthesized", tr.GetAudioDurationMs(), spoken.totals.GetAudioDurationMs())
 	}
-	words := resp.GetWords()
-	if len(words) != 9 || words[0].GetWord() != "The" || words[0].Speaker == nil || words[8].GetEndMs() != resp.GetAudioDurationMs() {
+	words := tr.GetWords()
+	if len(words) != 9 || words[0].GetWord() != "The" || words[0].Speaker == nil || words[8].GetEndMs() != tr.GetAudioDurationMs() {
 		t.Errorf("words = %v", words)
 	}
-	if len(resp.GetUtterances()) != 1 {
-		t.Errorf("utterances = %v", resp.GetUtterances())
+	if len(tr.GetUtterances()) != 1 {
+		t.Errorf("utterances = %v", tr.GetUtterances())
 	}
 }
 
@@ -77,20 +83,21 @@ func TestTranscribeMapsOptionsAndResponse(t *testing.T) {
 		"gender":"male","emotions":{"calm":0.25},"metadata":{"duration":5.28,"fileSize":4}}`}
 	g := start(t, fake, options{})
 	resp, err := g.trans.Transcribe(withKey(t.Context(), callerKey), &speechv1.TranscribeRequest{
-		Source: &speechv1.TranscribeRequest_Audio{Audio: []byte{1, 2, 3, 4}}, Language: "hi", WordTimestamps: true, Diarize: true,
-		RedactPii: true, GenderDetection: true, EmotionDetection: true, Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, SampleRateHz: 8000,
+		Source: &speechv1.TranscribeRequest_Audio{Audio: []byte{1, 2, 3, 4}},
+		Config: &speechv1.TranscriptionConfig{Language: "hi", WordTimestamps: true, Diarize: true, RedactPii: true, GenderDetection: true,
+			EmotionDetection: true, Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, SampleRateHz: 8000},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &speechv1.TranscribeResponse{
-		Status: speechv1.TranscriptionStatus_TRANSCRIPTION_STATUS_COMPLETED, Transcript: "Hello, world.", AudioDurationMs: 5280,
+	want := &speechv1.Transcript{
+		Status: speechv1.TranscriptionStatus_TRANSCRIPTION_STATUS_COMPLETED, Text: "Hello, world.", AudioDurationMs: 5280,
 		Words:      []*speechv1.Word{{Word: "Hello,", StartMs: 160, EndMs: 1125, Confidence: 0.9975, Speaker: ptr[int32](1), SpeakerConfidence: 0.5}},
 		Utterances: []*speechv1.Utterance{{Text: "Hello, world.", StartMs: 160, EndMs: 2880, Speaker: ptr[int32](1)}},
 		Gender:     "male", Emotions: map[string]float64{"calm": 0.25},
 	}
-	if d := diff(want, resp); d != "" {
-		t.Errorf("response (-want +got):\n%s", d)
+	if d := diff(want, resp.GetTranscript()); d != "" {
+		t.Errorf("transcript (-want +got):\n%s", d)
 	}
 	wantQuery := url.Values{"model": {"pulse"}, "language": {"hi"}, "word_timestamps": {"true"}, "diarize": {"true"},
 		"redact_pii": {"true"}, "redact_pci": {"false"}, "emotion_detection": {"true"}, "gender_detection": {"true"},
@@ -119,45 +126,46 @@ func TestTranscribeValidatesBeforeCallingUpstream(t *testing.T) {
 			req:  &speechv1.TranscribeRequest{},
 			want: []*errdetails.BadRequest_FieldViolation{
 				{Field: "source", Reason: "REQUIRED", Description: "set audio (the recording's bytes) or url"},
-				{Field: "language", Reason: "REQUIRED", Description: "is required: one of en, hi, de, es, ru, it, fr, nl, pt, uk, pl, cs, sk, ro, fi, sv, bg, hu, lt, zh, ja, ko, multi-eu, multi-asian, multi-indic"},
+				{Field: "config.language", Reason: "REQUIRED", Description: "is required: one of en, hi, de, es, ru, it, fr, nl, pt, uk, pl, cs, sk, ro, fi, sv, bg, hu, lt, zh, ja, ko, multi-eu, multi-asian, multi-indic"},
 			},
 		},
 		{
 			name: "headerless audio needs its rate",
-			req:  &speechv1.TranscribeRequest{Source: audio, Language: "en", Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_PCM_S16LE},
-			want: []*errdetails.BadRequest_FieldViolation{{Field: "sample_rate_hz", Reason: "REQUIRED",
+			req:  &speechv1.TranscribeRequest{Source: audio, Config: &speechv1.TranscriptionConfig{Language: "en", Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_PCM_S16LE}},
+			want: []*errdetails.BadRequest_FieldViolation{{Field: "config.sample_rate_hz", Reason: "REQUIRED",
 				Description: "is required with encoding AUDIO_ENCODING_PCM_S16LE: headerless audio does not say its rate"}},
 		},
 		{
 			name: "pro limits",
-			req: &speechv1.TranscribeRequest{Source: &speechv1.TranscribeRequest_Url{Url: "ftp://x"}, Model: pro, Language: "de",
-				Diarize: true, GenderDetection: true, SampleRateHz: 12345},
+			req: &speechv1.TranscribeRequest{Source: &speechv1.TranscribeRequest_Url{Url: "ftp://x"},
+				Config: &speechv1.TranscriptionConfig{Model: pro, Language: "de", Diarize: true, GenderDetection: true, SampleRateHz: 12345}},
 			want: []*errdetails.BadRequest_FieldViolation{
 				{Field: "url", Reason: "BAD_FORMAT", Description: "must be an absolute http or https URL"},
-				{Field: "language", Reason: "NOT_ALLOWED", Description: `must be "en" with TRANSCRIPTION_MODEL_PULSE_PRO, got "de"`},
-				{Field: "diarize", Reason: "CONFLICT", Description: "is not supported by TRANSCRIPTION_MODEL_PULSE_PRO"},
-				{Field: "gender_detection", Reason: "CONFLICT", Description: "is not supported by TRANSCRIPTION_MODEL_PULSE_PRO"},
-				{Field: "url", Reason: "CONFLICT", Description: "is only supported by TRANSCRIPTION_MODEL_PULSE; send the audio instead"},
-				{Field: "sample_rate_hz", Reason: "NOT_ALLOWED", Description: "must be one of 8000, 16000, 22050, 24000, 44100, 48000, got 12345"},
+				{Field: "config.language", Reason: "NOT_ALLOWED", Description: `must be "en" with TRANSCRIPTION_MODEL_PULSE_PRO, got "de"`},
+				{Field: "config.diarize", Reason: "CONFLICT", Description: "is not supported by TRANSCRIPTION_MODEL_PULSE_PRO"},
+				{Field: "config.gender_detection", Reason: "CONFLICT", Description: "is not supported by TRANSCRIPTION_MODEL_PULSE_PRO"},
+				{Field: "config.model", Reason: "CONFLICT", Description: "TRANSCRIPTION_MODEL_PULSE_PRO cannot fetch a url; send the audio instead"},
+				{Field: "config.sample_rate_hz", Reason: "NOT_ALLOWED", Description: "must be one of 8000, 16000, 22050, 24000, 44100, 48000, got 12345"},
 			},
 		},
 		{
 			name: "webhooks",
-			req: &speechv1.TranscribeRequest{Source: audio, Language: "en", WebhookUrl: "https://h.example/x", WebhookMethod: "PUT",
-				WebhookExtra: map[string]string{"ok": "v", "bad key": "v", "k": "a,b"}},
+			req: &speechv1.TranscribeRequest{Source: audio, Config: &speechv1.TranscriptionConfig{Language: "en", WebhookUrl: "https://h.example/x",
+				WebhookMethod: "PUT", WebhookExtra: map[string]string{"ok": "v", "bad key": "v", "k": "a,b"}}},
 			want: []*errdetails.BadRequest_FieldViolation{
-				{Field: "webhook_url", Reason: "CONFLICT", Description: "is only supported by TRANSCRIPTION_MODEL_PULSE_PRO"},
-				{Field: "webhook_method", Reason: "NOT_ALLOWED", Description: `must be "POST" or "GET", got "PUT"`},
-				{Field: `webhook_extra["bad key"]`, Reason: "BAD_FORMAT", Description: "keys must be 1 to 64 characters from [A-Za-z0-9_.-]"},
-				{Field: `webhook_extra["k"]`, Reason: "BAD_FORMAT", Description: "values must not contain ',' or ':', which Smallest uses as separators"},
+				{Field: "config.webhook_url", Reason: "CONFLICT", Description: "is only supported by TRANSCRIPTION_MODEL_PULSE_PRO"},
+				{Field: "config.webhook_method", Reason: "NOT_ALLOWED", Description: `must be "POST" or "GET", got "PUT"`},
+				{Field: `config.webhook_extra["bad key"]`, Reason: "BAD_FORMAT", Description: "keys must be 1 to 64 characters from [A-Za-z0-9_.-]"},
+				{Field: `config.webhook_extra["k"]`, Reason: "BAD_FORMAT", Description: "values must not contain ',' or ':', which Smallest uses as separators"},
 			},
 		},
 		{
-			name: "encoding with a URL; empty audio",
-			req:  &speechv1.TranscribeRequest{Source: &speechv1.TranscribeRequest_Audio{}, Language: "en", Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_OPUS, WebhookMethod: "GET"},
+			name: "empty audio, method without webhook",
+			req: &speechv1.TranscribeRequest{Source: &speechv1.TranscribeRequest_Audio{},
+				Config: &speechv1.TranscriptionConfig{Language: "en", Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_OPUS, WebhookMethod: "GET"}},
 			want: []*errdetails.BadRequest_FieldViolation{
 				{Field: "audio", Reason: "REQUIRED", Description: "must not be empty"},
-				{Field: "webhook_method", Reason: "CONFLICT", Description: "is only used with webhook_url"},
+				{Field: "config.webhook_method", Reason: "CONFLICT", Description: "is only used with webhook_url"},
 			},
 		},
 	}
@@ -186,7 +194,7 @@ func TestTranscribeLimits(t *testing.T) {
 		t.Parallel()
 		g := start(t, &recordSTT{status: 413, answer: `{"error":"File size exceeds maximum limit of 250MB.","request_id":"r-413"}`}, options{})
 		_, err := g.trans.Transcribe(withKey(t.Context(), callerKey), &speechv1.TranscribeRequest{
-			Source: &speechv1.TranscribeRequest_Audio{Audio: []byte{1}}, Language: "en"})
+			Source: &speechv1.TranscribeRequest_Audio{Audio: []byte{1}}, Config: en()})
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "250MB") {
 			t.Fatalf("err = %v, want InvalidArgument stating the limit", err)
 		}
@@ -198,12 +206,159 @@ func TestTranscribeLimits(t *testing.T) {
 		t.Parallel()
 		g := start(t, emulator.New(emulator.Options{}), options{cfg: func(c *server.Config) { c.MaxRecvMsgBytes = 1 << 20 }})
 		_, err := g.trans.Transcribe(withKey(t.Context(), callerKey), &speechv1.TranscribeRequest{
-			Source: &speechv1.TranscribeRequest_Audio{Audio: make([]byte, 2<<20)}, Language: "en"})
+			Source: &speechv1.TranscribeRequest_Audio{Audio: make([]byte, 2<<20)}, Config: en()})
 		if status.Code(err) != codes.ResourceExhausted {
 			t.Fatalf("err = %v, want ResourceExhausted", err)
 		}
 	})
 }
+
+// upload sends config then audio in pieces of size and returns the result.
+func upload(ctx context.Context, c speechv1.TranscriptionServiceClient, cfg *speechv1.TranscriptionConfig, audio io.Reader, size int) (*speechv1.Transcript, error) {
+	stream, err := c.TranscribeUpload(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if cfg != nil {
+		if err := stream.Send(&speechv1.TranscribeUploadRequest{Part: &speechv1.TranscribeUploadRequest_Config{Config: cfg}}); err != nil {
+			return nil, err
+		}
+	}
+	buf := make([]byte, size)
+	for {
+		n, rerr := io.ReadFull(audio, buf)
+		if n > 0 {
+			if err := stream.Send(&speechv1.TranscribeUploadRequest{Part: &speechv1.TranscribeUploadRequest_Audio{Audio: buf[:n]}}); err != nil {
+				break // the server ended the call; CloseAndRecv has its status
+			}
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	return resp.GetTranscript(), err
+}
+
+func TestTranscribeUploadOfSynthesizedAudio(t *testing.T) {
+	t.Parallel()
+	g := start(t, emulator.New(emulator.Options{}), options{})
+	ctx := withKey(t.Context(), callerKey)
+	text := strings.Repeat("Streamed uploads keep memory flat. ", 40)
+	spoken := synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: text, VoiceId: "avery",
+		Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_WAV, SampleRateHz: 16000})
+	if spoken.err != nil {
+		t.Fatal(spoken.err)
+	}
+	tr, err := upload(ctx, g.trans, en(), bytes.NewReader(spoken.bytes()), 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.GetText() != text {
+		t.Fatalf("transcript of %d characters, want the %d synthesized", len(tr.GetText()), len(text))
+	}
+}
+
+// countingSTT stands in for POST /waves/v1/stt/: it counts the body as it
+// streams in, and reports when its request ends.
+type countingSTT struct {
+	received atomic.Int64
+	ended    chan struct{}
+}
+
+func (f *countingSTT) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer close(f.ended)
+	_, err := io.Copy(io.Discard, countingReader{r.Body, &f.received})
+	if err != nil {
+		return // the gateway cut the upload off
+	}
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"status":"success","transcription":"ok","metadata":{"duration":1}}`)
+}
+
+func TestTranscribeUploadLimitsAndCancels(t *testing.T) {
+	t.Parallel()
+	t.Run("crossing the limit is refused at once", func(t *testing.T) {
+		t.Parallel()
+		fake := &countingSTT{ended: make(chan struct{})}
+		g := start(t, fake, options{cfg: func(c *server.Config) { c.MaxUploadBytes = 1 << 20 }})
+		_, err := upload(withKey(t.Context(), callerKey), g.trans, en(), io.LimitReader(zeros{}, 4<<20), 64<<10)
+		if status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("err = %v, want InvalidArgument", err)
+		}
+		want := []*errdetails.BadRequest_FieldViolation{{Field: "audio", Reason: "TOO_LONG",
+			Description: "the recording must be at most 1 MB (1048576 bytes); the upload passed that at byte 1114112"}}
+		if d := diff(want, detail[*errdetails.BadRequest](err).GetFieldViolations()); d != "" {
+			t.Errorf("violations (-want +got):\n%s", d)
+		}
+		<-fake.ended
+		if n := fake.received.Load(); n > 1<<20 {
+			t.Errorf("the upstream received %d bytes; nothing past the limit may be sent", n)
+		}
+	})
+	t.Run("a cancel reaches the upstream", func(t *testing.T) {
+		t.Parallel()
+		fake := &countingSTT{ended: make(chan struct{})}
+		g := start(t, fake, options{})
+		ctx, cancel := context.WithCancel(withKey(t.Context(), callerKey))
+		stream, err := g.trans.TranscribeUpload(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream.Send(&speechv1.TranscribeUploadRequest{Part: &speechv1.TranscribeUploadRequest_Config{Config: en()}})
+		stream.Send(&speechv1.TranscribeUploadRequest{Part: &speechv1.TranscribeUploadRequest_Audio{Audio: make([]byte, 1000)}})
+		waitFor(t, func() bool { return fake.received.Load() == 1000 }) // the upload is under way upstream
+		cancel()
+		select {
+		case <-fake.ended:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the upstream request was still open 5 s after the caller cancelled")
+		}
+		if _, err := stream.CloseAndRecv(); status.Code(err) != codes.Canceled {
+			t.Fatalf("err = %v, want Canceled", err)
+		}
+	})
+	t.Run("config first and only once", func(t *testing.T) {
+		t.Parallel()
+		fake := &countingSTT{ended: make(chan struct{})}
+		g := start(t, fake, options{})
+		ctx := withKey(t.Context(), callerKey)
+		_, err := upload(ctx, g.trans, nil, bytes.NewReader([]byte{1}), 1)
+		if v := detail[*errdetails.BadRequest](err).GetFieldViolations(); status.Code(err) != codes.InvalidArgument || len(v) != 1 || v[0].GetField() != "config" {
+			t.Errorf("audio first: %v", err)
+		}
+		stream, err := g.trans.TranscribeUpload(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			stream.Send(&speechv1.TranscribeUploadRequest{Part: &speechv1.TranscribeUploadRequest_Config{Config: en()}})
+		}
+		_, err = stream.CloseAndRecv()
+		if v := detail[*errdetails.BadRequest](err).GetFieldViolations(); status.Code(err) != codes.InvalidArgument || len(v) != 1 || v[0].GetReason() != "CONFLICT" {
+			t.Errorf("two configs: %v", err)
+		}
+		_, err = upload(ctx, g.trans, &speechv1.TranscriptionConfig{}, bytes.NewReader([]byte{1}), 1)
+		if v := detail[*errdetails.BadRequest](err).GetFieldViolations(); len(v) != 1 || v[0].GetField() != "config.language" {
+			t.Errorf("config without language: %v", err)
+		}
+	})
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 func TestListVoicesFilters(t *testing.T) {
 	t.Parallel()

@@ -178,28 +178,11 @@ var transcriptionEncodings = map[speechv1.AudioEncoding]string{
 	speechv1.AudioEncoding_AUDIO_ENCODING_OGG_OPUS:    "ogg_opus",
 }
 
-// transcriptionOptions is everything in a TranscribeRequest but the audio.
-// The unary and (later) streamed transcription RPCs share it.
-type transcriptionOptions interface {
-	GetModel() speechv1.TranscriptionModel
-	GetLanguage() string
-	GetWordTimestamps() bool
-	GetDiarize() bool
-	GetRedactPii() bool
-	GetRedactPci() bool
-	GetEmotionDetection() bool
-	GetGenderDetection() bool
-	GetEncoding() speechv1.AudioEncoding
-	GetSampleRateHz() uint32
-	GetWebhookUrl() string
-	GetWebhookMethod() string
-	GetWebhookExtra() map[string]string
-	GetExpireContent() bool
-}
-
-// planTranscription validates the options of a transcription and returns the
-// upstream request without its audio. hasURL says the audio comes by URL.
-func planTranscription(v *rpcerror.Violations, o transcriptionOptions, hasURL bool) *smallest.TranscribeRequest {
+// planTranscription validates a transcription's config, recording problems
+// under field names prefixed with prefix, and returns the upstream request
+// without its audio. hasURL says the audio comes by URL.
+func planTranscription(v *rpcerror.Violations, prefix string, o *speechv1.TranscriptionConfig, hasURL bool) *smallest.TranscribeRequest {
+	v = v.Under(prefix)
 	model, ok := transcriptionModels[o.GetModel()]
 	if !ok {
 		v.Add("model", rpcerror.RuleNotAllowed, "must be a TranscriptionModel value, got %d", o.GetModel())
@@ -220,7 +203,7 @@ func planTranscription(v *rpcerror.Violations, o transcriptionOptions, hasURL bo
 		v.Add("gender_detection", rpcerror.RuleConflict, "is not supported by TRANSCRIPTION_MODEL_PULSE_PRO")
 	}
 	if pro && hasURL {
-		v.Add("url", rpcerror.RuleConflict, "is only supported by TRANSCRIPTION_MODEL_PULSE; send the audio instead")
+		v.Add("model", rpcerror.RuleConflict, "TRANSCRIPTION_MODEL_PULSE_PRO cannot fetch a url; send the audio instead")
 	}
 	enc, ok := transcriptionEncodings[o.GetEncoding()]
 	switch {
@@ -256,7 +239,7 @@ func planTranscription(v *rpcerror.Violations, o transcriptionOptions, hasURL bo
 	}
 }
 
-func checkWebhook(v *rpcerror.Violations, o transcriptionOptions, pro bool) {
+func checkWebhook(v *rpcerror.Violations, o *speechv1.TranscriptionConfig, pro bool) {
 	hook := o.GetWebhookUrl()
 	if hook == "" {
 		if o.GetWebhookMethod() != "" {
@@ -303,7 +286,9 @@ func checkURL(v *rpcerror.Violations, field, raw string) {
 	}
 }
 
-func planTranscribe(r *speechv1.TranscribeRequest) (*smallest.TranscribeRequest, error) {
+// planTranscribe validates a unary transcription. check adds the backend's
+// own refusals before the verdict.
+func planTranscribe(r *speechv1.TranscribeRequest, check func(*rpcerror.Violations, *smallest.TranscribeRequest)) (*smallest.TranscribeRequest, error) {
 	var v rpcerror.Violations
 	switch src := r.GetSource().(type) {
 	case nil:
@@ -315,11 +300,12 @@ func planTranscribe(r *speechv1.TranscribeRequest) (*smallest.TranscribeRequest,
 	case *speechv1.TranscribeRequest_Url:
 		checkURL(&v, "url", src.Url)
 	}
-	up := planTranscription(&v, r, r.GetUrl() != "")
+	up := planTranscription(&v, "config", r.GetConfig(), r.GetUrl() != "")
+	up.URL = r.GetUrl()
+	check(&v, up)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	up.URL = r.GetUrl()
 	return up, nil
 }
 

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,9 +16,11 @@ import (
 	"syscall"
 	"time"
 
+	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/auth"
 	"github.com/speechgate/speechgate/internal/config"
 	"github.com/speechgate/speechgate/internal/emulator"
+	"github.com/speechgate/speechgate/internal/probe"
 	"github.com/speechgate/speechgate/internal/smallest"
 	"github.com/speechgate/speechgate/server"
 )
@@ -46,8 +49,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := newLogger(cfg, stderr)
 
-	// The upstream: Smallest's cloud, or the built-in emulator on loopback.
-	baseURL, upstreamKey := cfg.BaseURL(), cfg.SmallestAPIKey
+	// The upstream: Smallest's cloud, its self-hosted server, or the
+	// built-in emulator on loopback.
+	baseURL, usBaseURL := cfg.BaseURL(), cfg.SmallestUSBaseURL
+	upstreamKey := cfg.SmallestAPIKey
 	switch cfg.Upstream {
 	case config.UpstreamEmulator:
 		emu, err := startEmulator(cfg, log)
@@ -55,15 +60,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		defer emu.Close()
-		baseURL = emu.URL
-		if upstreamKey == "" {
-			upstreamKey = "emulator" // the emulator accepts any key
-		}
+		baseURL, usBaseURL = emu.URL, emu.URL+emulator.USPrefix
+		upstreamKey = cmp.Or(upstreamKey, "emulator") // the emulator accepts any key
 	case config.UpstreamSelfhost:
-		return errors.New("--upstream=selfhost is not available yet")
+		upstreamKey = cmp.Or(cfg.SmallestLicenseKey, "unused") // with --selfhost-auth-scheme=none no key is sent
 	}
 
-	// Callers and the key each call uses upstream.
+	// Callers, and the key each call uses upstream.
 	var keys []auth.ClientKey
 	if cfg.Auth == auth.ModeKeys {
 		if keys, err = auth.ReadKeysFile(cfg.KeysFile); err != nil {
@@ -75,14 +78,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	// The Smallest client.
-	client, err := smallest.New(smallest.Config{
-		BaseURL:     baseURL,
-		HTTPClient:  &http.Client{Transport: smallest.NewTransport(cfg.UpstreamTimeout)},
-		Credential:  authn.UpstreamKey,
-		IdleTimeout: cfg.UpstreamIdleTimeout,
-		UserAgent:   "speechgate/" + version,
-	})
+	// The client of the upstream, and what it offers.
+	httpClient := &http.Client{Transport: smallest.NewTransport(cfg.UpstreamTimeout)}
+	be, err := newBackend(cfg, httpClient, baseURL, usBaseURL, authn.UpstreamKey)
 	if err != nil {
 		return err
 	}
@@ -95,8 +93,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv, err := server.New(server.Config{
 		Logger:                log,
 		Authenticate:          authn.Authenticate,
-		Speech:                client,
-		Transcription:         client,
+		Speech:                be.speech,
+		SpeechUnavailable:     be.speechUnavailable,
+		Transcription:         be.transcription,
+		Live:                  be.live,
+		LiveUnavailable:       be.liveUnavailable,
+		MaxUploadBytes:        be.maxUpload,
 		MaxRecvMsgBytes:       cfg.MaxRecvMsgBytes,
 		MaxSendMsgBytes:       cfg.MaxSendMsgBytes,
 		KeepaliveMinTime:      cfg.KeepaliveMinTime,
@@ -114,6 +116,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("serving gRPC", "addr", lis.Addr().String(), "tls", tlsConfig != nil, "upstream", cfg.Upstream,
 		"smallest_base_url", baseURL, "auth", cfg.Auth, "version", version)
 
+	// Health follows a self-hosted server's own.
+	probing := make(chan struct{})
+	if be.healthy == nil {
+		close(probing)
+	} else {
+		srv.SetServing(speechv1.SynthesisService_ServiceDesc.ServiceName, false)
+		go func() {
+			defer close(probing)
+			followHealth(ctx, cfg, srv, be.healthy, log)
+		}()
+	}
+
 	// Serve until the context ends, then drain.
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
@@ -128,8 +142,81 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := <-served; err != nil {
 		return fmt.Errorf("serving gRPC: %w", err)
 	}
+	<-probing
 	log.Info("stopped", "drained", drained, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// backend is what the configured upstream offers the server.
+type backend struct {
+	speech            server.SpeechUpstream
+	speechUnavailable string
+	transcription     server.TranscriptionUpstream
+	live              server.LiveUpstream
+	liveUnavailable   string
+	maxUpload         int64
+	// healthy checks the upstream's health endpoint; nil: nothing to follow.
+	healthy func(context.Context) error
+}
+
+func newBackend(cfg *config.Config, hc *http.Client, baseURL, usBaseURL string, credential func(context.Context) string) (*backend, error) {
+	if cfg.Upstream != config.UpstreamSelfhost {
+		client, err := smallest.New(smallest.Config{
+			BaseURL:     baseURL,
+			USBaseURL:   usBaseURL,
+			HTTPClient:  hc,
+			Credential:  credential,
+			IdleTimeout: cfg.UpstreamIdleTimeout,
+			UserAgent:   "speechgate/" + version,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return &backend{speech: client, transcription: client, live: client}, nil
+	}
+	scheme := cfg.SelfhostAuthScheme
+	if scheme == "none" {
+		scheme, credential = "", func(context.Context) string { return "" }
+	}
+	sh, err := smallest.NewSelfHost(smallest.SelfHostConfig{
+		BaseURL:        baseURL,
+		HTTPClient:     hc,
+		Credential:     credential,
+		AuthScheme:     scheme,
+		TranscribePath: cfg.SelfhostTranscribePath,
+		Format:         smallest.UploadFormat(cfg.SelfhostUploadFormat),
+		UserAgent:      "speechgate/" + version,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &backend{
+		speechUnavailable: "speech synthesis is not available: this gateway uses a self-hosted Smallest server for " +
+			"speech-to-text, and the self-hosted text-to-speech API has no documented streaming protocol",
+		transcription: sh,
+		liveUnavailable: "realtime recognition is not available: this gateway uses a self-hosted Smallest server, " +
+			"whose streaming protocol is not documented; use TranscribeUpload",
+		maxUpload: int64(cfg.SelfhostMaxUploadBytes),
+		healthy:   func(ctx context.Context) error { return sh.Healthy(ctx, cfg.SelfhostHealthPath) },
+	}, nil
+}
+
+// followHealth makes the gateway's health, and its transcription service's,
+// follow the self-hosted server's, until ctx ends.
+func followHealth(ctx context.Context, cfg *config.Config, srv *server.Server, healthy func(context.Context) error, log *slog.Logger) {
+	probe.Run(ctx, probe.Config{
+		Check:    healthy,
+		Interval: cfg.SelfhostHealthInterval,
+		OnChange: func(ok bool, err error) {
+			srv.SetServing("", ok)
+			srv.SetServing(speechv1.TranscriptionService_ServiceDesc.ServiceName, ok)
+			if ok {
+				log.Info("the self-hosted server is healthy: serving")
+			} else {
+				log.Warn("the self-hosted server is unhealthy: reporting NOT_SERVING", "error", err)
+			}
+		},
+	})
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {

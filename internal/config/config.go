@@ -32,6 +32,7 @@ const (
 // Default base URLs per upstream.
 const (
 	CloudBaseURL    = "https://api.smallest.ai"
+	CloudUSBaseURL  = "https://api.us.smallest.ai"
 	SelfhostBaseURL = "http://localhost:7100"
 )
 
@@ -44,8 +45,19 @@ type Config struct {
 
 	// SmallestBaseURL is empty unless set; BaseURL applies the default.
 	SmallestBaseURL string
+	// SmallestUSBaseURL is Smallest's US host, for realtime languages only it serves.
+	SmallestUSBaseURL string
 	// SmallestAPIKey is the gateway's own key (keys and none modes); from the environment only.
 	SmallestAPIKey string
+	// SmallestLicenseKey is the self-hosted server's license key; from the environment only.
+	SmallestLicenseKey string
+
+	SelfhostAuthScheme     string
+	SelfhostTranscribePath string
+	SelfhostUploadFormat   string
+	SelfhostHealthPath     string
+	SelfhostHealthInterval time.Duration
+	SelfhostMaxUploadBytes int
 
 	TLSCert, TLSKey string
 
@@ -178,6 +190,15 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 		oneOf(&c.Auth, string(auth.ModePassthrough), string(auth.ModeKeys), string(auth.ModeNone)))
 	l.str(&c.KeysFile, "keys-file", "SPEECHGATE_KEYS_FILE", "", "file of client keys for --auth=keys: one '<name> <key>' per line")
 	l.str(&c.SmallestBaseURL, "smallest-base-url", "SMALLEST_BASE_URL", "", "Smallest API base URL (default "+CloudBaseURL+"; "+SelfhostBaseURL+" with --upstream=selfhost)")
+	l.str(&c.SmallestUSBaseURL, "smallest-us-base-url", "SMALLEST_US_BASE_URL", CloudUSBaseURL, "Smallest's US host, used for realtime recognition of zh, yue, ja, ko and multi-asian")
+	l.value("selfhost-auth-scheme", "SPEECHGATE_SELFHOST_AUTH_SCHEME", "Token", "with --upstream=selfhost: the scheme before the license key: Token, Bearer, or none",
+		oneOf(&c.SelfhostAuthScheme, "Token", "Bearer", "none"))
+	l.str(&c.SelfhostTranscribePath, "selfhost-transcribe-path", "SPEECHGATE_SELFHOST_TRANSCRIBE_PATH", "/v1/listen", "with --upstream=selfhost: the transcription endpoint (/v1/listen, /api/v1/lightning/get_text, ...)")
+	l.value("selfhost-upload-format", "SPEECHGATE_SELFHOST_UPLOAD_FORMAT", "multipart", "with --upstream=selfhost: how recordings are sent: multipart (field audio) or raw (bytes, options in the query)",
+		oneOf(&c.SelfhostUploadFormat, "multipart", "raw"))
+	l.str(&c.SelfhostHealthPath, "selfhost-health-path", "SPEECHGATE_SELFHOST_HEALTH_PATH", "/health", "with --upstream=selfhost: the server's unauthenticated health endpoint, which the gateway's health follows")
+	l.duration(&c.SelfhostHealthInterval, "selfhost-health-interval", "SPEECHGATE_SELFHOST_HEALTH_INTERVAL", "5s", "with --upstream=selfhost: how often to check it (3 failures in a row mark the gateway NOT_SERVING, 2 successes SERVING again)")
+	l.integer(&c.SelfhostMaxUploadBytes, "selfhost-max-upload-bytes", "SPEECHGATE_SELFHOST_MAX_UPLOAD_BYTES", "104857600", "with --upstream=selfhost: the largest recording the server accepts (its documented default: 100 MB)")
 	l.str(&c.TLSCert, "tls-cert", "SPEECHGATE_TLS_CERT", "", "PEM certificate file; with --tls-key, serves TLS instead of h2c")
 	l.str(&c.TLSKey, "tls-key", "SPEECHGATE_TLS_KEY", "", "PEM private key file for --tls-cert")
 	l.duration(&c.ShutdownGrace, "shutdown-grace", "SPEECHGATE_SHUTDOWN_GRACE", "30s", "on SIGTERM, how long calls in flight may run before they are cut off")
@@ -193,7 +214,10 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	l.value("log-level", "SPEECHGATE_LOG_LEVEL", "info", "debug, info, warn or error", func(s string) error { return c.LogLevel.UnmarshalText([]byte(s)) })
 	l.value("log-format", "SPEECHGATE_LOG_FORMAT", "json", "json or text", oneOf(&c.LogFormat, "json", "text"))
 	c.SmallestAPIKey = getenv("SMALLEST_API_KEY")
-	l.entries = append(l.entries, entry{"(environment only)", "SMALLEST_API_KEY", "", "the gateway's own Smallest key, for --auth=keys and --auth=none"})
+	c.SmallestLicenseKey = getenv("SMALLEST_LICENSE_KEY")
+	l.entries = append(l.entries,
+		entry{"(environment only)", "SMALLEST_API_KEY", "", "the gateway's own Smallest key, for --auth=keys and --auth=none"},
+		entry{"(environment only)", "SMALLEST_LICENSE_KEY", "", "the self-hosted server's license key, for --upstream=selfhost with --auth=keys or none"})
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -220,14 +244,23 @@ func (c *Config) check() error {
 	if c.Auth != auth.ModeKeys && c.KeysFile != "" {
 		errs = append(errs, errors.New("--keys-file is only used with --auth=keys"))
 	}
-	if c.Auth != auth.ModePassthrough && c.SmallestAPIKey == "" && c.Upstream != UpstreamEmulator {
+	switch {
+	case c.Auth == auth.ModePassthrough || c.Upstream == UpstreamEmulator:
+	case c.Upstream == UpstreamCloud && c.SmallestAPIKey == "":
 		errs = append(errs, fmt.Errorf("--auth=%s needs the gateway's own key in SMALLEST_API_KEY", c.Auth))
+	case c.Upstream == UpstreamSelfhost && c.SmallestLicenseKey == "" && c.SelfhostAuthScheme != "none":
+		errs = append(errs, fmt.Errorf("--auth=%s with --upstream=selfhost needs the license key in SMALLEST_LICENSE_KEY (or --selfhost-auth-scheme=none)", c.Auth))
+	}
+	if !strings.HasPrefix(c.SelfhostTranscribePath, "/") || !strings.HasPrefix(c.SelfhostHealthPath, "/") {
+		errs = append(errs, errors.New("--selfhost-transcribe-path and --selfhost-health-path must start with /"))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
 	}
-	if u, err := url.Parse(c.BaseURL()); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("--smallest-base-url %q must be an absolute http or https URL", c.BaseURL()))
+	for flag, raw := range map[string]string{"--smallest-base-url": c.BaseURL(), "--smallest-us-base-url": c.SmallestUSBaseURL} {
+		if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("%s %q must be an absolute http or https URL", flag, raw))
+		}
 	}
 	return errors.Join(errs...)
 }

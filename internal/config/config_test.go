@@ -26,6 +26,8 @@ func TestDefaults(t *testing.T) {
 		GRPCAddr: ":50051", Upstream: config.UpstreamCloud, Auth: auth.ModePassthrough,
 		ShutdownGrace: 30 * time.Second, MaxRecvMsgBytes: 32 << 20, MaxSendMsgBytes: 16 << 20, KeepaliveMinTime: 10 * time.Second,
 		UpstreamTimeout: 30 * time.Second, UpstreamIdleTimeout: 30 * time.Second, LogLevel: slog.LevelInfo, LogFormat: "json",
+		SmallestUSBaseURL: "https://api.us.smallest.ai", SelfhostAuthScheme: "Token", SelfhostTranscribePath: "/v1/listen",
+		SelfhostUploadFormat: "multipart", SelfhostHealthPath: "/health", SelfhostHealthInterval: 5 * time.Second, SelfhostMaxUploadBytes: 100 << 20,
 	}
 	if d := cmp.Diff(want, c); d != "" {
 		t.Fatalf("defaults (-want +got):\n%s", d)
@@ -39,7 +41,7 @@ func TestFlagsWinOverEnvironment(t *testing.T) {
 	t.Parallel()
 	c, err := config.Load([]string{"--grpc-addr=127.0.0.1:9", "--shutdown-grace", "5s"}, env(map[string]string{
 		"SPEECHGATE_GRPC_ADDR": ":1", "SPEECHGATE_SHUTDOWN_GRACE": "1m", "SPEECHGATE_UPSTREAM": "selfhost",
-		"SPEECHGATE_LOG_LEVEL": "debug", "SMALLEST_API_KEY": "sk_x", "SPEECHGATE_AUTH": "none",
+		"SPEECHGATE_LOG_LEVEL": "debug", "SMALLEST_API_KEY": "sk_x", "SPEECHGATE_AUTH": "none", "SMALLEST_LICENSE_KEY": "lic",
 	}), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -65,6 +67,9 @@ func TestRejectsBadSettings(t *testing.T) {
 		{name: "zero message size", args: []string{"--max-recv-msg-bytes=0"}, wantErr: "must be a positive whole number"},
 		{name: "keys without file", args: []string{"--auth=keys"}, env: map[string]string{"SMALLEST_API_KEY": "k"}, wantErr: "--auth=keys needs --keys-file"},
 		{name: "none without key", args: []string{"--auth=none"}, wantErr: "needs the gateway's own key in SMALLEST_API_KEY"},
+		{name: "selfhost without license", args: []string{"--auth=none", "--upstream=selfhost"}, wantErr: "needs the license key in SMALLEST_LICENSE_KEY"},
+		{name: "selfhost path", args: []string{"--selfhost-transcribe-path=v1/listen"}, wantErr: "must start with /"},
+		{name: "selfhost scheme", args: []string{"--selfhost-auth-scheme=Basic"}, wantErr: "must be one of Token, Bearer, none"},
 		{name: "half TLS", args: []string{"--tls-cert=c.pem"}, wantErr: "--tls-cert and --tls-key go together"},
 		{name: "relative base URL", args: []string{"--smallest-base-url=api.smallest.ai"}, wantErr: "must be an absolute http or https URL"},
 		{name: "stray argument", args: []string{"serve"}, wantErr: `unexpected argument "serve"`},

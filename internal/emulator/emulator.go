@@ -3,8 +3,9 @@
 //
 // It speaks the documented wire formats (shared/smallest-api.md): Lightning
 // synthesis as SSE frames of base64 audio at the requested rate and encoding,
-// the voice catalog, Pulse transcription JSON, and the documented error bodies.
-// It accepts any non-empty bearer key.
+// the voice catalog, Pulse transcription JSON and its realtime WebSocket, the
+// self-hosted server's endpoints, and the documented error bodies. It accepts
+// any non-empty key.
 //
 // Its audio is synthetic: a hum with a syllable rhythm, not speech. PCM and WAV
 // output carry the synthesized text in the least significant bit of the
@@ -19,6 +20,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -36,15 +38,24 @@ type Options struct {
 	// AudioPerChar is the audio length of one character of text at speed 1.
 	// Default 60 ms, close to natural speech.
 	AudioPerChar time.Duration
+	// MaxLiveSessions caps concurrent realtime sessions; one more is closed
+	// with code 1008, as Smallest does. Zero: no cap.
+	MaxLiveSessions int
 	// Logger receives a line per request; nil logs nothing.
 	Logger *slog.Logger
 }
+
+// USPrefix is the path under which the emulator plays Smallest's US host.
+const USPrefix = "/us"
 
 // Emulator is an http.Handler that serves the emulated API.
 type Emulator struct {
 	opts Options
 	log  *slog.Logger
 	mux  *http.ServeMux
+
+	mu           sync.Mutex
+	liveSessions int
 }
 
 // New returns an Emulator.
@@ -63,7 +74,18 @@ func New(opts Options) *Emulator {
 	e.mux.HandleFunc("POST /waves/v1/tts/live", e.authed(e.ttsLive))
 	e.mux.HandleFunc("GET /waves/v1/lightning-v3.1/get_voices", e.authed(e.voices))
 	e.mux.HandleFunc("POST /waves/v1/stt/", e.authed(e.transcribe))
+	e.mux.HandleFunc("GET /waves/v1/stt/live", e.authed(e.live(false)))
+	// The US host, which alone serves some realtime languages, is emulated
+	// under this prefix: point the gateway's US base URL at it.
+	e.mux.HandleFunc("GET "+USPrefix+"/waves/v1/stt/live", e.authed(e.live(true)))
 	e.mux.HandleFunc("GET /waves/v1/health", e.health)
+	// The self-hosted server's routes (contract §4), side by side with the
+	// cloud's, so that one emulator serves either backend.
+	e.mux.HandleFunc("POST /v1/listen", e.selfHostAuthed(e.listenV1))
+	e.mux.HandleFunc("POST /api/v1/lightning/get_text", e.getText) // Smallest's own test script sends no key
+	for _, p := range []string{"/health", "/api/v1/health", "/healthz"} {
+		e.mux.HandleFunc("GET "+p, e.selfHostHealth)
+	}
 	// Retired routes answer as the real API documents (contract §1.1).
 	for _, model := range []string{"lightning-v2", "lightning-large", "prof-voice-cloning"} {
 		e.mux.HandleFunc("/waves/v1/"+model+"/", e.retired)

@@ -67,25 +67,19 @@ func (e *Emulator) transcribe(w http.ResponseWriter, r *http.Request) {
 		// The emulator cannot fetch: it answers as if it had fetched a 5 s file.
 		filename, size = body.URL[strings.LastIndex(body.URL, "/")+1:], 5*32000
 	} else {
-		var buf bytes.Buffer
-		n, err := io.Copy(&buf, io.LimitReader(r.Body, peekBytes))
-		if err == nil && n == peekBytes {
-			var rest int64
-			rest, err = io.Copy(io.Discard, io.LimitReader(r.Body, MaxUpload-peekBytes+1))
-			n += rest
-		}
+		var err error
+		head, size, err = receive(r.Body, MaxUpload)
 		if err != nil {
 			return // the client went away
 		}
-		if n > MaxUpload {
+		if size > MaxUpload {
 			fail(http.StatusRequestEntityTooLarge, "File size exceeds maximum limit of 250MB.")
 			return
 		}
-		if n == 0 {
+		if size == 0 {
 			fail(http.StatusBadRequest, "No audio data received.")
 			return
 		}
-		head, size = buf.Bytes(), n
 	}
 	if q.Get("webhook_url") != "" {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "processing", "request_id": reqID})
@@ -123,6 +117,19 @@ func (e *Emulator) transcribe(w http.ResponseWriter, r *http.Request) {
 		delete(resp, "utterances") // Pulse Pro returns none
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// receive reads an upload, keeping only its first peekBytes and counting the
+// rest, up to one byte past limit so that the caller can tell it was too large.
+func receive(r io.Reader, limit int64) (head []byte, size int64, err error) {
+	var buf bytes.Buffer
+	n, err := io.Copy(&buf, io.LimitReader(r, peekBytes))
+	if err == nil && n == peekBytes {
+		var rest int64
+		rest, err = io.Copy(io.Discard, io.LimitReader(r, limit-peekBytes+1))
+		n += rest
+	}
+	return buf.Bytes(), n, err
 }
 
 // listen works out the length of the audio and its "transcript": the text

@@ -97,12 +97,17 @@ func classify(e *smallest.Error) mapping {
 		return mapping{codes.Unavailable, ReasonUpstreamStreamBroken, "Smallest's stream broke off"}
 	case smallest.KindMalformed:
 		return mapping{codes.Internal, ReasonUpstreamMalformedResponse, "Smallest's answer could not be understood"}
-	case smallest.KindStreamError:
-		if e.HTTPStatus < 400 {
-			return mapping{codes.Unavailable, ReasonUpstreamStreamError, "Smallest reported an error mid-stream"}
-		}
 	}
 	s := e.HTTPStatus
+	if s < 400 {
+		s = codeStatus[e.Code]
+	}
+	if e.CloseCode == closePolicyViolation { // Pulse's answer to too many sessions
+		s = http.StatusTooManyRequests
+	}
+	if e.Kind == smallest.KindStreamError && s < 400 {
+		return mapping{codes.Unavailable, ReasonUpstreamStreamError, "Smallest reported an error mid-stream"}
+	}
 	switch {
 	case s == http.StatusUnauthorized:
 		return mapping{codes.Unauthenticated, ReasonUpstreamUnauthenticated, "Smallest rejected the credentials"}
@@ -110,7 +115,7 @@ func classify(e *smallest.Error) mapping {
 		return mapping{codes.PermissionDenied, ReasonUpstreamPermissionDenied, "Smallest denied access"}
 	case s == http.StatusTooManyRequests:
 		return mapping{codes.ResourceExhausted, ReasonUpstreamRateLimited, "Smallest's rate or concurrency limit was reached"}
-	case s == http.StatusRequestEntityTooLarge || (s == http.StatusUnprocessableEntity && e.Code == "FILE_TOO_LARGE"):
+	case s == http.StatusRequestEntityTooLarge || e.Code == "FILE_TOO_LARGE":
 		return mapping{codes.InvalidArgument, ReasonUpstreamPayloadTooLarge, "the audio is larger than Smallest accepts"}
 	case s == http.StatusUnsupportedMediaType:
 		return mapping{codes.InvalidArgument, ReasonUpstreamUnsupportedFormat, "Smallest does not accept this audio format"}
@@ -128,11 +133,32 @@ func classify(e *smallest.Error) mapping {
 	return mapping{codes.Internal, ReasonUpstreamUnexpectedResponse, "Smallest answered unexpectedly"}
 }
 
+// closePolicyViolation is the WebSocket close code Pulse uses to refuse a
+// session over the concurrency limit.
+const closePolicyViolation = 1008
+
+// codeStatus gives the HTTP status that Smallest's documented error codes
+// stand for, for errors that arrive without one (WebSocket error messages).
+var codeStatus = map[string]int{
+	"MISSING_PARAMETER":              http.StatusBadRequest,
+	"LANGUAGE_NOT_ENABLED_IN_REGION": http.StatusBadRequest,
+	"INVALID_LICENSE":                http.StatusUnauthorized,
+	"LICENSE_EXPIRED":                http.StatusForbidden,
+	"MODEL_DEPRECATED":               http.StatusGone,
+	"UNSUPPORTED_FORMAT":             http.StatusUnsupportedMediaType,
+	"FILE_TOO_LARGE":                 http.StatusUnprocessableEntity,
+	"RATE_LIMIT_EXCEEDED":            http.StatusTooManyRequests,
+	"SERVICE_UNAVAILABLE":            http.StatusServiceUnavailable,
+}
+
 func fromUpstream(e *smallest.Error) error {
 	m := classify(e)
 	msg := m.lead
-	if e.HTTPStatus != 0 {
+	switch {
+	case e.HTTPStatus != 0:
 		msg += fmt.Sprintf(" (HTTP %d)", e.HTTPStatus)
+	case e.CloseCode != 0:
+		msg += fmt.Sprintf(" (WebSocket close %d)", e.CloseCode)
 	}
 	if e.Message != "" {
 		msg += ": " + e.Message
@@ -144,6 +170,9 @@ func fromUpstream(e *smallest.Error) error {
 	meta := map[string]string{"endpoint": e.Endpoint}
 	if e.HTTPStatus != 0 {
 		meta["httpStatus"] = strconv.Itoa(e.HTTPStatus)
+	}
+	if e.CloseCode != 0 {
+		meta["websocketCloseCode"] = strconv.Itoa(e.CloseCode)
 	}
 	if e.Code != "" {
 		meta["upstreamCode"] = e.Code

@@ -181,11 +181,33 @@ func TestFromUpstreamError(t *testing.T) {
 			want: want(codes.Unavailable, "Smallest reported an error mid-stream: boom", info("UPSTREAM_STREAM_ERROR", map[string]string{"endpoint": tts})),
 		},
 		{
+			name: "WebSocket closed without the last transcript",
+			in:   &smallest.Error{Kind: smallest.KindStreamBroken, Endpoint: "WS /waves/v1/stt/live", CloseCode: 1011, Message: "Smallest closed the session before its last transcript"},
+			want: want(codes.Unavailable, "Smallest's stream broke off (WebSocket close 1011): Smallest closed the session before its last transcript",
+				info("UPSTREAM_STREAM_BROKEN", map[string]string{"endpoint": "WS /waves/v1/stt/live", "websocketCloseCode": "1011"})),
+		},
+		{
 			name: "error frame with a 429 status",
 			in:   &smallest.Error{Kind: smallest.KindStreamError, Endpoint: tts, HTTPStatus: 429, Message: "busy"},
 			want: want(codes.ResourceExhausted, "Smallest's rate or concurrency limit was reached (HTTP 429): busy",
 				info("UPSTREAM_RATE_LIMITED", map[string]string{"endpoint": tts, "httpStatus": "429"}),
 				&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{Subject: "smallest:" + tts, Description: "busy"}}}),
+		},
+		{
+			name: "coded error frame without status",
+			in: &smallest.Error{Kind: smallest.KindStreamError, Endpoint: "WS /waves/v1/stt/live", Code: "LANGUAGE_NOT_ENABLED_IN_REGION",
+				Message: "Language 'multi-south-indic' has not been enabled in this region."},
+			want: want(codes.InvalidArgument, "Smallest rejected the request: Language 'multi-south-indic' has not been enabled in this region.",
+				info("LANGUAGE_NOT_ENABLED_IN_REGION", map[string]string{"endpoint": "WS /waves/v1/stt/live", "upstreamCode": "LANGUAGE_NOT_ENABLED_IN_REGION"}),
+				&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "language",
+					Description: "Language 'multi-south-indic' has not been enabled in this region.", Reason: "LANGUAGE_NOT_ENABLED_IN_REGION"}}}),
+		},
+		{
+			name: "WebSocket close 1008",
+			in:   &smallest.Error{Kind: smallest.KindStreamError, Endpoint: "WS /waves/v1/stt/live", CloseCode: 1008, Message: "too many concurrent sessions"},
+			want: want(codes.ResourceExhausted, "Smallest's rate or concurrency limit was reached (WebSocket close 1008): too many concurrent sessions",
+				info("UPSTREAM_RATE_LIMITED", map[string]string{"endpoint": "WS /waves/v1/stt/live", "websocketCloseCode": "1008"}),
+				&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{Subject: "smallest:WS /waves/v1/stt/live", Description: "too many concurrent sessions"}}}),
 		},
 		{
 			name: "malformed",

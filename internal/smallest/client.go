@@ -28,6 +28,9 @@ const DefaultBaseURL = "https://api.smallest.ai"
 type Config struct {
 	// BaseURL is the scheme and host (and optional path prefix) of the API.
 	BaseURL string
+	// USBaseURL is Smallest's US host, which alone serves realtime recognition
+	// of some languages (see NeedsUSHost). Empty: BaseURL serves everything.
+	USBaseURL string
 	// HTTPClient makes the requests. Its Timeout must be zero: streams last as
 	// long as the audio, and deadlines come from each call's context.
 	HTTPClient *http.Client
@@ -47,6 +50,7 @@ type Config struct {
 // Client calls Smallest's API. It is safe for concurrent use.
 type Client struct {
 	base        *url.URL
+	usBase      *url.URL
 	hc          *http.Client
 	credential  func(context.Context) string
 	scheme      string
@@ -56,11 +60,16 @@ type Client struct {
 
 // New returns a Client for cfg.
 func New(cfg Config) (*Client, error) {
-	base, err := url.Parse(cfg.BaseURL)
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-		return nil, fmt.Errorf("smallest: base URL %q must be an absolute http or https URL", cfg.BaseURL)
+	base, err := parseBase(cfg.BaseURL)
+	if err != nil {
+		return nil, err
 	}
-	base.Path = strings.TrimSuffix(base.Path, "/")
+	var usBase *url.URL
+	if cfg.USBaseURL != "" {
+		if usBase, err = parseBase(cfg.USBaseURL); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.HTTPClient == nil {
 		return nil, errors.New("smallest: Config.HTTPClient is required")
 	}
@@ -69,6 +78,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{
 		base:        base,
+		usBase:      usBase,
 		hc:          cfg.HTTPClient,
 		credential:  cfg.Credential,
 		scheme:      cfg.AuthScheme,
@@ -79,6 +89,15 @@ func New(cfg Config) (*Client, error) {
 		c.scheme = "Bearer"
 	}
 	return c, nil
+}
+
+func parseBase(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("smallest: base URL %q must be an absolute http or https URL", raw)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	return u, nil
 }
 
 // NewTransport returns an HTTP transport tuned for a gateway that holds many

@@ -68,6 +68,8 @@ type Error struct {
 	// HTTPStatus is the upstream status code: the HTTP status, or the status an
 	// error frame carried; 0 when there was none.
 	HTTPStatus int
+	// CloseCode is the WebSocket close code that ended a session; 0 if none.
+	CloseCode int
 	// Code is Smallest's machine-readable error code (error_code, code), if any.
 	Code string
 	// Message is Smallest's human-readable message, scrubbed of secrets.
@@ -95,6 +97,8 @@ func (e *Error) Error() string {
 		if t := http.StatusText(e.HTTPStatus); t != "" {
 			b.WriteString(" " + t)
 		}
+	case e.CloseCode != 0:
+		fmt.Fprintf(&b, ": WebSocket close %d", e.CloseCode)
 	default:
 		b.WriteString(": " + e.Kind.String())
 	}

@@ -76,10 +76,11 @@ func (r *TranscribeRequest) query() url.Values {
 	return q
 }
 
-// Transcript is Pulse's answer (contract §2.3), normalized across the shapes
-// Smallest has used: "transcription" or "transcript" or "text" for the text,
-// "words" or "word_timestamps" for the words, speakers as numbers or
-// "speaker_N" strings, and the duration at the top level or under metadata.
+// Transcript is Pulse's answer (contract §2.3, §4), normalized across the
+// shapes Smallest has used: "transcription" or "transcript" or "text" for the
+// text, "words" or "word_timestamps" for the words, "utterances" or the
+// self-host's "speakers" for the turns, speakers as numbers or "speaker_N" /
+// "SPEAKER_00" strings, and the duration at the top level or under metadata.
 type Transcript struct {
 	// Status is "success", or "processing" when a webhook will get the result.
 	Status     string
@@ -147,6 +148,8 @@ type transcriptBody struct {
 	Words          []Word             `json:"words"`
 	WordTimestamps []Word             `json:"word_timestamps"`
 	Utterances     []Utterance        `json:"utterances"`
+	Speakers       []Utterance        `json:"speakers"` // self-host: speaker turns
+	JobID          string             `json:"job_id"`   // self-host: an accepted async job
 	Language       string             `json:"language"`
 	Duration       float64            `json:"duration"`
 	AudioLength    float64            `json:"audio_length"`
@@ -176,6 +179,12 @@ func (b *transcriptBody) transcript() *Transcript {
 	}
 	if len(t.Words) == 0 {
 		t.Words = b.WordTimestamps
+	}
+	if len(t.Utterances) == 0 {
+		t.Utterances = b.Speakers
+	}
+	if t.RequestID == "" {
+		t.RequestID = b.JobID
 	}
 	for _, d := range []float64{b.Metadata.Duration, b.Duration, b.AudioLength} {
 		if d > 0 {

@@ -27,10 +27,11 @@ type TranscriptionModel int32
 const (
 	// Not set: the gateway uses TRANSCRIPTION_MODEL_PULSE.
 	TranscriptionModel_TRANSCRIPTION_MODEL_UNSPECIFIED TranscriptionModel = 0
-	// Pulse (upstream "pulse"): many languages, diarization, gender detection.
+	// Pulse (upstream "pulse"): many languages, diarization, gender detection,
+	// realtime recognition.
 	TranscriptionModel_TRANSCRIPTION_MODEL_PULSE TranscriptionModel = 1
-	// Pulse Pro (upstream "pulse-pro"): English only, no diarization, supports
-	// webhooks.
+	// Pulse Pro (upstream "pulse-pro"): English only, recordings only (no
+	// realtime, no URLs), no diarization, supports webhooks.
 	TranscriptionModel_TRANSCRIPTION_MODEL_PULSE_PRO TranscriptionModel = 2
 )
 
@@ -129,6 +130,187 @@ func (TranscriptionStatus) EnumDescriptor() ([]byte, []int) {
 	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{1}
 }
 
+// TranscriptionConfig says how to transcribe a recording.
+type TranscriptionConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The model. Default: TRANSCRIPTION_MODEL_PULSE.
+	Model TranscriptionModel `protobuf:"varint,1,opt,name=model,proto3,enum=speech.v1.TranscriptionModel" json:"model,omitempty"`
+	// The spoken language. Required. Pulse: en, hi, de, es, ru, it, fr, nl, pt,
+	// uk, pl, cs, sk, ro, fi, sv, bg, hu, lt, zh, ja, ko, or multi-eu,
+	// multi-asian, multi-indic to detect among a family. Pulse Pro: en only.
+	Language string `protobuf:"bytes,2,opt,name=language,proto3" json:"language,omitempty"`
+	// Return words with start and end times, and utterances. Default false;
+	// without it `words` and `utterances` are empty.
+	WordTimestamps bool `protobuf:"varint,3,opt,name=word_timestamps,json=wordTimestamps,proto3" json:"word_timestamps,omitempty"`
+	// Label each word and utterance with a speaker. Default false. Pulse only.
+	// Speakers are only reported together with word_timestamps.
+	Diarize bool `protobuf:"varint,4,opt,name=diarize,proto3" json:"diarize,omitempty"`
+	// Redact personal data (names, addresses, ...) from the transcript. Default
+	// false. Effective only for "en" and "hi".
+	RedactPii bool `protobuf:"varint,5,opt,name=redact_pii,json=redactPii,proto3" json:"redact_pii,omitempty"`
+	// Redact payment card data from the transcript. Default false. Effective
+	// only for "en" and "hi".
+	RedactPci bool `protobuf:"varint,6,opt,name=redact_pci,json=redactPci,proto3" json:"redact_pci,omitempty"`
+	// Detect the speaker's emotions (see Transcript.emotions). Default false.
+	EmotionDetection bool `protobuf:"varint,7,opt,name=emotion_detection,json=emotionDetection,proto3" json:"emotion_detection,omitempty"`
+	// Detect the speaker's gender (see Transcript.gender). Default false. Pulse only.
+	GenderDetection bool `protobuf:"varint,8,opt,name=gender_detection,json=genderDetection,proto3" json:"gender_detection,omitempty"`
+	// How the audio is encoded. AUDIO_ENCODING_UNSPECIFIED (the default), WAV
+	// and MP3 mean that Smallest detects the format from the file's container.
+	// Headerless audio needs one of AUDIO_ENCODING_PCM_S16LE,
+	// AUDIO_ENCODING_PCM_S32LE, AUDIO_ENCODING_MULAW, AUDIO_ENCODING_ALAW,
+	// AUDIO_ENCODING_OPUS, AUDIO_ENCODING_OGG_OPUS. Not allowed with a URL.
+	Encoding AudioEncoding `protobuf:"varint,9,opt,name=encoding,proto3,enum=speech.v1.AudioEncoding" json:"encoding,omitempty"`
+	// Sample rate of headerless audio, in hertz. Required with a PCM, μ-law or
+	// A-law `encoding`, otherwise optional. Allowed: 8000, 16000, 22050, 24000,
+	// 44100, 48000.
+	SampleRateHz uint32 `protobuf:"varint,10,opt,name=sample_rate_hz,json=sampleRateHz,proto3" json:"sample_rate_hz,omitempty"`
+	// Deliver the transcript to this https or http URL instead of in the
+	// response (whose status is then PROCESSING). Optional; at most 2048
+	// characters. Only with TRANSCRIPTION_MODEL_PULSE_PRO.
+	WebhookUrl string `protobuf:"bytes,11,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
+	// The HTTP method of the webhook call: "POST" (the default when empty) or
+	// "GET". Only with webhook_url.
+	WebhookMethod string `protobuf:"bytes,12,opt,name=webhook_method,json=webhookMethod,proto3" json:"webhook_method,omitempty"`
+	// Key-value pairs that Smallest returns verbatim in the webhook call. Only
+	// with webhook_url; at most 16 pairs; keys 1 to 64 characters from
+	// [A-Za-z0-9_.-]; values at most 256 characters, without "," or ":".
+	WebhookExtra map[string]string `protobuf:"bytes,13,rep,name=webhook_extra,json=webhookExtra,proto3" json:"webhook_extra,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Ask Smallest to expire stored content for this request (Enterprise
+	// accounts; others are ignored, not refused). Default false.
+	ExpireContent bool `protobuf:"varint,14,opt,name=expire_content,json=expireContent,proto3" json:"expire_content,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TranscriptionConfig) Reset() {
+	*x = TranscriptionConfig{}
+	mi := &file_speech_v1_transcription_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TranscriptionConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TranscriptionConfig) ProtoMessage() {}
+
+func (x *TranscriptionConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_transcription_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TranscriptionConfig.ProtoReflect.Descriptor instead.
+func (*TranscriptionConfig) Descriptor() ([]byte, []int) {
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *TranscriptionConfig) GetModel() TranscriptionModel {
+	if x != nil {
+		return x.Model
+	}
+	return TranscriptionModel_TRANSCRIPTION_MODEL_UNSPECIFIED
+}
+
+func (x *TranscriptionConfig) GetLanguage() string {
+	if x != nil {
+		return x.Language
+	}
+	return ""
+}
+
+func (x *TranscriptionConfig) GetWordTimestamps() bool {
+	if x != nil {
+		return x.WordTimestamps
+	}
+	return false
+}
+
+func (x *TranscriptionConfig) GetDiarize() bool {
+	if x != nil {
+		return x.Diarize
+	}
+	return false
+}
+
+func (x *TranscriptionConfig) GetRedactPii() bool {
+	if x != nil {
+		return x.RedactPii
+	}
+	return false
+}
+
+func (x *TranscriptionConfig) GetRedactPci() bool {
+	if x != nil {
+		return x.RedactPci
+	}
+	return false
+}
+
+func (x *TranscriptionConfig) GetEmotionDetection() bool {
+	if x != nil {
+		return x.EmotionDetection
+	}
+	return false
+}
+
+func (x *TranscriptionConfig) GetGenderDetection() bool {
+	if x != nil {
+		return x.GenderDetection
+	}
+	return false
+}
+
+func (x *TranscriptionConfig) GetEncoding() AudioEncoding {
+	if x != nil {
+		return x.Encoding
+	}
+	return AudioEncoding_AUDIO_ENCODING_UNSPECIFIED
+}
+
+func (x *TranscriptionConfig) GetSampleRateHz() uint32 {
+	if x != nil {
+		return x.SampleRateHz
+	}
+	return 0
+}
+
+func (x *TranscriptionConfig) GetWebhookUrl() string {
+	if x != nil {
+		return x.WebhookUrl
+	}
+	return ""
+}
+
+func (x *TranscriptionConfig) GetWebhookMethod() string {
+	if x != nil {
+		return x.WebhookMethod
+	}
+	return ""
+}
+
+func (x *TranscriptionConfig) GetWebhookExtra() map[string]string {
+	if x != nil {
+		return x.WebhookExtra
+	}
+	return nil
+}
+
+func (x *TranscriptionConfig) GetExpireContent() bool {
+	if x != nil {
+		return x.ExpireContent
+	}
+	return false
+}
+
 // TranscribeRequest is one recording to transcribe and how.
 type TranscribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -139,60 +321,15 @@ type TranscribeRequest struct {
 	//	*TranscribeRequest_Audio
 	//	*TranscribeRequest_Url
 	Source isTranscribeRequest_Source `protobuf_oneof:"source"`
-	// The model. Default: TRANSCRIPTION_MODEL_PULSE.
-	Model TranscriptionModel `protobuf:"varint,3,opt,name=model,proto3,enum=speech.v1.TranscriptionModel" json:"model,omitempty"`
-	// The spoken language. Required. Pulse: en, hi, de, es, ru, it, fr, nl, pt,
-	// uk, pl, cs, sk, ro, fi, sv, bg, hu, lt, zh, ja, ko, or multi-eu,
-	// multi-asian, multi-indic to detect among a family. Pulse Pro: en only.
-	Language string `protobuf:"bytes,4,opt,name=language,proto3" json:"language,omitempty"`
-	// Return words with start and end times, and utterances. Default false;
-	// without it `words` and `utterances` are empty.
-	WordTimestamps bool `protobuf:"varint,5,opt,name=word_timestamps,json=wordTimestamps,proto3" json:"word_timestamps,omitempty"`
-	// Label each word and utterance with a speaker. Default false. Pulse only.
-	// Speakers are only reported together with word_timestamps.
-	Diarize bool `protobuf:"varint,6,opt,name=diarize,proto3" json:"diarize,omitempty"`
-	// Redact personal data (names, addresses, ...) from the transcript. Default
-	// false. Effective only for "en" and "hi".
-	RedactPii bool `protobuf:"varint,7,opt,name=redact_pii,json=redactPii,proto3" json:"redact_pii,omitempty"`
-	// Redact payment card data from the transcript. Default false. Effective
-	// only for "en" and "hi".
-	RedactPci bool `protobuf:"varint,8,opt,name=redact_pci,json=redactPci,proto3" json:"redact_pci,omitempty"`
-	// Detect the speaker's emotions (see TranscribeResponse.emotions). Default false.
-	EmotionDetection bool `protobuf:"varint,9,opt,name=emotion_detection,json=emotionDetection,proto3" json:"emotion_detection,omitempty"`
-	// Detect the speaker's gender (see TranscribeResponse.gender). Default
-	// false. Pulse only.
-	GenderDetection bool `protobuf:"varint,10,opt,name=gender_detection,json=genderDetection,proto3" json:"gender_detection,omitempty"`
-	// How `audio` is encoded. AUDIO_ENCODING_UNSPECIFIED (the default), WAV and
-	// MP3 mean that Smallest detects the format from the file's container.
-	// Headerless audio needs one of AUDIO_ENCODING_PCM_S16LE,
-	// AUDIO_ENCODING_PCM_S32LE, AUDIO_ENCODING_MULAW, AUDIO_ENCODING_ALAW,
-	// AUDIO_ENCODING_OPUS, AUDIO_ENCODING_OGG_OPUS. Not allowed with `url`.
-	Encoding AudioEncoding `protobuf:"varint,11,opt,name=encoding,proto3,enum=speech.v1.AudioEncoding" json:"encoding,omitempty"`
-	// Sample rate of headerless `audio`, in hertz. Required with a PCM, μ-law
-	// or A-law `encoding`, otherwise optional. Allowed: 8000, 16000, 22050,
-	// 24000, 44100, 48000.
-	SampleRateHz uint32 `protobuf:"varint,12,opt,name=sample_rate_hz,json=sampleRateHz,proto3" json:"sample_rate_hz,omitempty"`
-	// Deliver the transcript to this https or http URL instead of in the
-	// response (the response then has status PROCESSING). Optional; at most
-	// 2048 characters. Only with TRANSCRIPTION_MODEL_PULSE_PRO.
-	WebhookUrl string `protobuf:"bytes,13,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
-	// The HTTP method of the webhook call: "POST" (the default when empty) or
-	// "GET". Only with webhook_url.
-	WebhookMethod string `protobuf:"bytes,14,opt,name=webhook_method,json=webhookMethod,proto3" json:"webhook_method,omitempty"`
-	// Key-value pairs that Smallest returns verbatim in the webhook call. Only
-	// with webhook_url; at most 16 pairs; keys 1 to 64 characters from
-	// [A-Za-z0-9_.-]; values at most 256 characters, without "," or ":".
-	WebhookExtra map[string]string `protobuf:"bytes,15,rep,name=webhook_extra,json=webhookExtra,proto3" json:"webhook_extra,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Ask Smallest to expire stored content for this request (Enterprise
-	// accounts; others are ignored, not refused). Default false.
-	ExpireContent bool `protobuf:"varint,16,opt,name=expire_content,json=expireContent,proto3" json:"expire_content,omitempty"`
+	// How to transcribe. Required (at least config.language).
+	Config        *TranscriptionConfig `protobuf:"bytes,3,opt,name=config,proto3" json:"config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TranscribeRequest) Reset() {
 	*x = TranscribeRequest{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[0]
+	mi := &file_speech_v1_transcription_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -204,7 +341,7 @@ func (x *TranscribeRequest) String() string {
 func (*TranscribeRequest) ProtoMessage() {}
 
 func (x *TranscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[0]
+	mi := &file_speech_v1_transcription_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -217,7 +354,7 @@ func (x *TranscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeRequest.ProtoReflect.Descriptor instead.
 func (*TranscribeRequest) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{0}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *TranscribeRequest) GetSource() isTranscribeRequest_Source {
@@ -245,102 +382,11 @@ func (x *TranscribeRequest) GetUrl() string {
 	return ""
 }
 
-func (x *TranscribeRequest) GetModel() TranscriptionModel {
+func (x *TranscribeRequest) GetConfig() *TranscriptionConfig {
 	if x != nil {
-		return x.Model
-	}
-	return TranscriptionModel_TRANSCRIPTION_MODEL_UNSPECIFIED
-}
-
-func (x *TranscribeRequest) GetLanguage() string {
-	if x != nil {
-		return x.Language
-	}
-	return ""
-}
-
-func (x *TranscribeRequest) GetWordTimestamps() bool {
-	if x != nil {
-		return x.WordTimestamps
-	}
-	return false
-}
-
-func (x *TranscribeRequest) GetDiarize() bool {
-	if x != nil {
-		return x.Diarize
-	}
-	return false
-}
-
-func (x *TranscribeRequest) GetRedactPii() bool {
-	if x != nil {
-		return x.RedactPii
-	}
-	return false
-}
-
-func (x *TranscribeRequest) GetRedactPci() bool {
-	if x != nil {
-		return x.RedactPci
-	}
-	return false
-}
-
-func (x *TranscribeRequest) GetEmotionDetection() bool {
-	if x != nil {
-		return x.EmotionDetection
-	}
-	return false
-}
-
-func (x *TranscribeRequest) GetGenderDetection() bool {
-	if x != nil {
-		return x.GenderDetection
-	}
-	return false
-}
-
-func (x *TranscribeRequest) GetEncoding() AudioEncoding {
-	if x != nil {
-		return x.Encoding
-	}
-	return AudioEncoding_AUDIO_ENCODING_UNSPECIFIED
-}
-
-func (x *TranscribeRequest) GetSampleRateHz() uint32 {
-	if x != nil {
-		return x.SampleRateHz
-	}
-	return 0
-}
-
-func (x *TranscribeRequest) GetWebhookUrl() string {
-	if x != nil {
-		return x.WebhookUrl
-	}
-	return ""
-}
-
-func (x *TranscribeRequest) GetWebhookMethod() string {
-	if x != nil {
-		return x.WebhookMethod
-	}
-	return ""
-}
-
-func (x *TranscribeRequest) GetWebhookExtra() map[string]string {
-	if x != nil {
-		return x.WebhookExtra
+		return x.Config
 	}
 	return nil
-}
-
-func (x *TranscribeRequest) GetExpireContent() bool {
-	if x != nil {
-		return x.ExpireContent
-	}
-	return false
 }
 
 type isTranscribeRequest_Source interface {
@@ -349,14 +395,16 @@ type isTranscribeRequest_Source interface {
 
 type TranscribeRequest_Audio struct {
 	// The recording's bytes: a file in a container (WAV, MP3, FLAC, OGG, M4A,
-	// WebM), or headerless audio described by `encoding` and `sample_rate_hz`.
-	// 1 byte up to the gateway's maximum receive message size.
+	// WebM), or headerless audio described by config.encoding and
+	// config.sample_rate_hz. 1 byte up to the gateway's maximum receive
+	// message size.
 	Audio []byte `protobuf:"bytes,1,opt,name=audio,proto3,oneof"`
 }
 
 type TranscribeRequest_Url struct {
 	// An http or https URL that Smallest fetches; it must be publicly
-	// reachable. At most 2048 characters. Only with TRANSCRIPTION_MODEL_PULSE.
+	// reachable. At most 2048 characters. Only with TRANSCRIPTION_MODEL_PULSE
+	// on Smallest's cloud.
 	Url string `protobuf:"bytes,2,opt,name=url,proto3,oneof"`
 }
 
@@ -367,10 +415,191 @@ func (*TranscribeRequest_Url) isTranscribeRequest_Source() {}
 // TranscribeResponse is the transcript of one recording.
 type TranscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
+	// The transcript.
+	Transcript    *Transcript `protobuf:"bytes,1,opt,name=transcript,proto3" json:"transcript,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TranscribeResponse) Reset() {
+	*x = TranscribeResponse{}
+	mi := &file_speech_v1_transcription_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TranscribeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TranscribeResponse) ProtoMessage() {}
+
+func (x *TranscribeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_transcription_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TranscribeResponse.ProtoReflect.Descriptor instead.
+func (*TranscribeResponse) Descriptor() ([]byte, []int) {
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *TranscribeResponse) GetTranscript() *Transcript {
+	if x != nil {
+		return x.Transcript
+	}
+	return nil
+}
+
+// TranscribeUploadRequest is one message of an upload: the config first, then audio.
+type TranscribeUploadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What this message holds.
+	//
+	// Types that are valid to be assigned to Part:
+	//
+	//	*TranscribeUploadRequest_Config
+	//	*TranscribeUploadRequest_Audio
+	Part          isTranscribeUploadRequest_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TranscribeUploadRequest) Reset() {
+	*x = TranscribeUploadRequest{}
+	mi := &file_speech_v1_transcription_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TranscribeUploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TranscribeUploadRequest) ProtoMessage() {}
+
+func (x *TranscribeUploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_transcription_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TranscribeUploadRequest.ProtoReflect.Descriptor instead.
+func (*TranscribeUploadRequest) Descriptor() ([]byte, []int) {
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TranscribeUploadRequest) GetPart() isTranscribeUploadRequest_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *TranscribeUploadRequest) GetConfig() *TranscriptionConfig {
+	if x != nil {
+		if x, ok := x.Part.(*TranscribeUploadRequest_Config); ok {
+			return x.Config
+		}
+	}
+	return nil
+}
+
+func (x *TranscribeUploadRequest) GetAudio() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*TranscribeUploadRequest_Audio); ok {
+			return x.Audio
+		}
+	}
+	return nil
+}
+
+type isTranscribeUploadRequest_Part interface {
+	isTranscribeUploadRequest_Part()
+}
+
+type TranscribeUploadRequest_Config struct {
+	// How to transcribe. Required in the first message, and only there.
+	Config *TranscriptionConfig `protobuf:"bytes,1,opt,name=config,proto3,oneof"`
+}
+
+type TranscribeUploadRequest_Audio struct {
+	// The next piece of the recording, in order. Any size up to the gateway's
+	// maximum receive message size; 64 KiB to 1 MiB pieces work well. Empty
+	// pieces are allowed and carry nothing.
+	Audio []byte `protobuf:"bytes,2,opt,name=audio,proto3,oneof"`
+}
+
+func (*TranscribeUploadRequest_Config) isTranscribeUploadRequest_Part() {}
+
+func (*TranscribeUploadRequest_Audio) isTranscribeUploadRequest_Part() {}
+
+// TranscribeUploadResponse is the transcript of an uploaded recording.
+type TranscribeUploadResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The transcript.
+	Transcript    *Transcript `protobuf:"bytes,1,opt,name=transcript,proto3" json:"transcript,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TranscribeUploadResponse) Reset() {
+	*x = TranscribeUploadResponse{}
+	mi := &file_speech_v1_transcription_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TranscribeUploadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TranscribeUploadResponse) ProtoMessage() {}
+
+func (x *TranscribeUploadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_transcription_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TranscribeUploadResponse.ProtoReflect.Descriptor instead.
+func (*TranscribeUploadResponse) Descriptor() ([]byte, []int) {
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TranscribeUploadResponse) GetTranscript() *Transcript {
+	if x != nil {
+		return x.Transcript
+	}
+	return nil
+}
+
+// Transcript is the result of transcribing a recording.
+type Transcript struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
 	// Whether the transcript is here or on its way to the webhook.
 	Status TranscriptionStatus `protobuf:"varint,1,opt,name=status,proto3,enum=speech.v1.TranscriptionStatus" json:"status,omitempty"`
-	// The full transcript.
-	Transcript string `protobuf:"bytes,2,opt,name=transcript,proto3" json:"transcript,omitempty"`
+	// The full text.
+	Text string `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
 	// The words with their times; empty unless word_timestamps was set.
 	Words []*Word `protobuf:"bytes,3,rep,name=words,proto3" json:"words,omitempty"`
 	// The utterances (sentences or speaker turns); empty unless word_timestamps
@@ -394,21 +623,21 @@ type TranscribeResponse struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *TranscribeResponse) Reset() {
-	*x = TranscribeResponse{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[1]
+func (x *Transcript) Reset() {
+	*x = Transcript{}
+	mi := &file_speech_v1_transcription_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *TranscribeResponse) String() string {
+func (x *Transcript) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*TranscribeResponse) ProtoMessage() {}
+func (*Transcript) ProtoMessage() {}
 
-func (x *TranscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[1]
+func (x *Transcript) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_transcription_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,68 +648,68 @@ func (x *TranscribeResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use TranscribeResponse.ProtoReflect.Descriptor instead.
-func (*TranscribeResponse) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{1}
+// Deprecated: Use Transcript.ProtoReflect.Descriptor instead.
+func (*Transcript) Descriptor() ([]byte, []int) {
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{5}
 }
 
-func (x *TranscribeResponse) GetStatus() TranscriptionStatus {
+func (x *Transcript) GetStatus() TranscriptionStatus {
 	if x != nil {
 		return x.Status
 	}
 	return TranscriptionStatus_TRANSCRIPTION_STATUS_UNSPECIFIED
 }
 
-func (x *TranscribeResponse) GetTranscript() string {
+func (x *Transcript) GetText() string {
 	if x != nil {
-		return x.Transcript
+		return x.Text
 	}
 	return ""
 }
 
-func (x *TranscribeResponse) GetWords() []*Word {
+func (x *Transcript) GetWords() []*Word {
 	if x != nil {
 		return x.Words
 	}
 	return nil
 }
 
-func (x *TranscribeResponse) GetUtterances() []*Utterance {
+func (x *Transcript) GetUtterances() []*Utterance {
 	if x != nil {
 		return x.Utterances
 	}
 	return nil
 }
 
-func (x *TranscribeResponse) GetLanguage() string {
+func (x *Transcript) GetLanguage() string {
 	if x != nil {
 		return x.Language
 	}
 	return ""
 }
 
-func (x *TranscribeResponse) GetAudioDurationMs() uint32 {
+func (x *Transcript) GetAudioDurationMs() uint32 {
 	if x != nil {
 		return x.AudioDurationMs
 	}
 	return 0
 }
 
-func (x *TranscribeResponse) GetUpstreamRequestId() string {
+func (x *Transcript) GetUpstreamRequestId() string {
 	if x != nil {
 		return x.UpstreamRequestId
 	}
 	return ""
 }
 
-func (x *TranscribeResponse) GetGender() string {
+func (x *Transcript) GetGender() string {
 	if x != nil {
 		return x.Gender
 	}
 	return ""
 }
 
-func (x *TranscribeResponse) GetEmotions() map[string]float64 {
+func (x *Transcript) GetEmotions() map[string]float64 {
 	if x != nil {
 		return x.Emotions
 	}
@@ -498,9 +727,9 @@ type Word struct {
 	EndMs uint32 `protobuf:"varint,3,opt,name=end_ms,json=endMs,proto3" json:"end_ms,omitempty"`
 	// Recognition confidence from 0 to 1.
 	Confidence float32 `protobuf:"fixed32,4,opt,name=confidence,proto3" json:"confidence,omitempty"`
-	// The speaker, numbered from 0, when diarize was set; absent otherwise.
+	// The speaker, numbered from 0, when diarization was asked for; absent otherwise.
 	Speaker *int32 `protobuf:"varint,5,opt,name=speaker,proto3,oneof" json:"speaker,omitempty"`
-	// Confidence of the speaker label from 0 to 1, when diarize was set.
+	// Confidence of the speaker label from 0 to 1, when diarization was asked for.
 	SpeakerConfidence float32 `protobuf:"fixed32,6,opt,name=speaker_confidence,json=speakerConfidence,proto3" json:"speaker_confidence,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
@@ -508,7 +737,7 @@ type Word struct {
 
 func (x *Word) Reset() {
 	*x = Word{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[2]
+	mi := &file_speech_v1_transcription_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +749,7 @@ func (x *Word) String() string {
 func (*Word) ProtoMessage() {}
 
 func (x *Word) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[2]
+	mi := &file_speech_v1_transcription_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +762,7 @@ func (x *Word) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Word.ProtoReflect.Descriptor instead.
 func (*Word) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{2}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Word) GetWord() string {
@@ -587,7 +816,7 @@ type Utterance struct {
 	StartMs uint32 `protobuf:"varint,2,opt,name=start_ms,json=startMs,proto3" json:"start_ms,omitempty"`
 	// End from the start of the audio, in milliseconds.
 	EndMs uint32 `protobuf:"varint,3,opt,name=end_ms,json=endMs,proto3" json:"end_ms,omitempty"`
-	// The speaker, numbered from 0, when diarize was set; absent otherwise.
+	// The speaker, numbered from 0, when diarization was asked for; absent otherwise.
 	Speaker       *int32 `protobuf:"varint,4,opt,name=speaker,proto3,oneof" json:"speaker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -595,7 +824,7 @@ type Utterance struct {
 
 func (x *Utterance) Reset() {
 	*x = Utterance{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[3]
+	mi := &file_speech_v1_transcription_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -607,7 +836,7 @@ func (x *Utterance) String() string {
 func (*Utterance) ProtoMessage() {}
 
 func (x *Utterance) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[3]
+	mi := &file_speech_v1_transcription_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -620,7 +849,7 @@ func (x *Utterance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Utterance.ProtoReflect.Descriptor instead.
 func (*Utterance) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{3}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Utterance) GetText() string {
@@ -651,41 +880,786 @@ func (x *Utterance) GetSpeaker() int32 {
 	return 0
 }
 
+// TranscribeLiveRequest is one message from the client of a live session.
+type TranscribeLiveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What this message holds.
+	//
+	// Types that are valid to be assigned to Part:
+	//
+	//	*TranscribeLiveRequest_Config
+	//	*TranscribeLiveRequest_Audio
+	//	*TranscribeLiveRequest_Finalize
+	Part          isTranscribeLiveRequest_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TranscribeLiveRequest) Reset() {
+	*x = TranscribeLiveRequest{}
+	mi := &file_speech_v1_transcription_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TranscribeLiveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TranscribeLiveRequest) ProtoMessage() {}
+
+func (x *TranscribeLiveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_transcription_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TranscribeLiveRequest.ProtoReflect.Descriptor instead.
+func (*TranscribeLiveRequest) Descriptor() ([]byte, []int) {
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TranscribeLiveRequest) GetPart() isTranscribeLiveRequest_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *TranscribeLiveRequest) GetConfig() *LiveTranscriptionConfig {
+	if x != nil {
+		if x, ok := x.Part.(*TranscribeLiveRequest_Config); ok {
+			return x.Config
+		}
+	}
+	return nil
+}
+
+func (x *TranscribeLiveRequest) GetAudio() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*TranscribeLiveRequest_Audio); ok {
+			return x.Audio
+		}
+	}
+	return nil
+}
+
+func (x *TranscribeLiveRequest) GetFinalize() *FinalizeUtterance {
+	if x != nil {
+		if x, ok := x.Part.(*TranscribeLiveRequest_Finalize); ok {
+			return x.Finalize
+		}
+	}
+	return nil
+}
+
+type isTranscribeLiveRequest_Part interface {
+	isTranscribeLiveRequest_Part()
+}
+
+type TranscribeLiveRequest_Config struct {
+	// How to recognize. Required in the first message, and only there.
+	Config *LiveTranscriptionConfig `protobuf:"bytes,1,opt,name=config,proto3,oneof"`
+}
+
+type TranscribeLiveRequest_Audio struct {
+	// The next piece of audio, in config.encoding at config.sample_rate_hz.
+	// Any size up to the gateway's maximum receive message size; Smallest
+	// recommends 4096 bytes. Sending in real time gives the lowest latency.
+	Audio []byte `protobuf:"bytes,2,opt,name=audio,proto3,oneof"`
+}
+
+type TranscribeLiveRequest_Finalize struct {
+	// End the current utterance now: Smallest flushes and sends a final
+	// transcript with from_finalize set. The session stays open.
+	Finalize *FinalizeUtterance `protobuf:"bytes,3,opt,name=finalize,proto3,oneof"`
+}
+
+func (*TranscribeLiveRequest_Config) isTranscribeLiveRequest_Part() {}
+
+func (*TranscribeLiveRequest_Audio) isTranscribeLiveRequest_Part() {}
+
+func (*TranscribeLiveRequest_Finalize) isTranscribeLiveRequest_Part() {}
+
+// FinalizeUtterance asks Smallest to finalize the current utterance.
+type FinalizeUtterance struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinalizeUtterance) Reset() {
+	*x = FinalizeUtterance{}
+	mi := &file_speech_v1_transcription_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinalizeUtterance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinalizeUtterance) ProtoMessage() {}
+
+func (x *FinalizeUtterance) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_transcription_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinalizeUtterance.ProtoReflect.Descriptor instead.
+func (*FinalizeUtterance) Descriptor() ([]byte, []int) {
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{9}
+}
+
+// Keyword is a word or phrase to favour in recognition.
+type Keyword struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The word or phrase, case-sensitive. 1 to 100 characters, without "," or ":".
+	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	// How strongly to favour it, 1 to 5; 0 (unset) means 1. Smallest advises
+	// 1 to 3: higher values make it hear the word where it was not said.
+	Intensifier   uint32 `protobuf:"varint,2,opt,name=intensifier,proto3" json:"intensifier,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Keyword) Reset() {
+	*x = Keyword{}
+	mi := &file_speech_v1_transcription_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Keyword) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Keyword) ProtoMessage() {}
+
+func (x *Keyword) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_transcription_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Keyword.ProtoReflect.Descriptor instead.
+func (*Keyword) Descriptor() ([]byte, []int) {
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Keyword) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *Keyword) GetIntensifier() uint32 {
+	if x != nil {
+		return x.Intensifier
+	}
+	return 0
+}
+
+// LiveTranscriptionConfig says how to recognize a live session.
+type LiveTranscriptionConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The model. Default and only value: TRANSCRIPTION_MODEL_PULSE (Pulse Pro
+	// has no realtime transport).
+	Model TranscriptionModel `protobuf:"varint,1,opt,name=model,proto3,enum=speech.v1.TranscriptionModel" json:"model,omitempty"`
+	// The spoken language. Required: en, hi, de, es, ru, it, fr, nl, pt, zh,
+	// yue, ja, ko, gu, mr, or, bn, ta, te, kn, ml, north_indic, multi-asian or
+	// multi-south-indic. The gateway sends zh, yue, ja, ko and multi-asian to
+	// Smallest's US host, which alone serves them, and the rest to the default
+	// host.
+	Language string `protobuf:"bytes,2,opt,name=language,proto3" json:"language,omitempty"`
+	// How the audio is encoded. Default AUDIO_ENCODING_PCM_S16LE. Allowed:
+	// AUDIO_ENCODING_PCM_S16LE, AUDIO_ENCODING_PCM_S32LE, AUDIO_ENCODING_MULAW,
+	// AUDIO_ENCODING_ALAW, AUDIO_ENCODING_OPUS, AUDIO_ENCODING_OGG_OPUS.
+	Encoding AudioEncoding `protobuf:"varint,3,opt,name=encoding,proto3,enum=speech.v1.AudioEncoding" json:"encoding,omitempty"`
+	// Sample rate of the audio in hertz; Smallest does not resample, so it
+	// must be the audio's true rate. 0 (unset) means 16000. Allowed: 8000,
+	// 16000, 22050, 24000, 44100, 48000.
+	SampleRateHz uint32 `protobuf:"varint,4,opt,name=sample_rate_hz,json=sampleRateHz,proto3" json:"sample_rate_hz,omitempty"`
+	// Also send interim transcripts (is_final false), which later messages may
+	// revise. Default false: only final transcripts.
+	InterimResults bool `protobuf:"varint,5,opt,name=interim_results,json=interimResults,proto3" json:"interim_results,omitempty"`
+	// Return words with start and end times in final transcripts. Default false.
+	WordTimestamps bool `protobuf:"varint,6,opt,name=word_timestamps,json=wordTimestamps,proto3" json:"word_timestamps,omitempty"`
+	// Return utterances with start and end times. Default false.
+	SentenceTimestamps bool `protobuf:"varint,7,opt,name=sentence_timestamps,json=sentenceTimestamps,proto3" json:"sentence_timestamps,omitempty"`
+	// Label words and utterances with speakers. Default false.
+	Diarize bool `protobuf:"varint,8,opt,name=diarize,proto3" json:"diarize,omitempty"`
+	// Send speech_started and speech_ended events. Default false.
+	VadEvents bool `protobuf:"varint,9,opt,name=vad_events,json=vadEvents,proto3" json:"vad_events,omitempty"`
+	// Finalize an utterance when the speaker pauses. Default true.
+	Endpointing *bool `protobuf:"varint,10,opt,name=endpointing,proto3,oneof" json:"endpointing,omitempty"`
+	// The pause, in milliseconds, that ends an utterance with endpointing.
+	// 0 (unset) means 800. Allowed: 100 to 10000.
+	EndOfUtteranceTimeoutMs uint32 `protobuf:"varint,11,opt,name=end_of_utterance_timeout_ms,json=endOfUtteranceTimeoutMs,proto3" json:"end_of_utterance_timeout_ms,omitempty"`
+	// Master switch for punctuation, capitalization and inverse text
+	// normalization. Default true; false turns the other two off.
+	Format *bool `protobuf:"varint,12,opt,name=format,proto3,oneof" json:"format,omitempty"`
+	// Add punctuation. Default true.
+	Punctuate *bool `protobuf:"varint,13,opt,name=punctuate,proto3,oneof" json:"punctuate,omitempty"`
+	// Capitalize. Default true.
+	Capitalize *bool `protobuf:"varint,14,opt,name=capitalize,proto3,oneof" json:"capitalize,omitempty"`
+	// Write numbers, dates and the like as digits ("twenty five" becomes
+	// "25"). Default false.
+	ItnNormalize bool `protobuf:"varint,15,opt,name=itn_normalize,json=itnNormalize,proto3" json:"itn_normalize,omitempty"`
+	// Finalize utterances on word boundaries Smallest detects. Default true;
+	// false finalizes only on a pause (with endpointing) or a finalize message.
+	FinalizeOnWords *bool `protobuf:"varint,16,opt,name=finalize_on_words,json=finalizeOnWords,proto3,oneof" json:"finalize_on_words,omitempty"`
+	// Force a final transcript after this many words. 0 (unset): no limit.
+	// At most 1000.
+	MaxWords uint32 `protobuf:"varint,17,opt,name=max_words,json=maxWords,proto3" json:"max_words,omitempty"`
+	// Redact personal data. Default false. Effective only for "en" and "hi";
+	// interim transcripts may still show it.
+	RedactPii bool `protobuf:"varint,18,opt,name=redact_pii,json=redactPii,proto3" json:"redact_pii,omitempty"`
+	// Redact payment card data. Default false. Effective only for "en" and "hi".
+	RedactPci bool `protobuf:"varint,19,opt,name=redact_pci,json=redactPci,proto3" json:"redact_pci,omitempty"`
+	// Words to favour. At most 10000.
+	Keywords []*Keyword `protobuf:"bytes,20,rep,name=keywords,proto3" json:"keywords,omitempty"`
+	// The caller's id for this session, sent to Smallest. Optional; 1 to 128
+	// characters from [A-Za-z0-9_.-].
+	SessionId string `protobuf:"bytes,21,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Ask Smallest to expire stored content (Enterprise). Default false.
+	ExpireContent bool `protobuf:"varint,22,opt,name=expire_content,json=expireContent,proto3" json:"expire_content,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LiveTranscriptionConfig) Reset() {
+	*x = LiveTranscriptionConfig{}
+	mi := &file_speech_v1_transcription_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LiveTranscriptionConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LiveTranscriptionConfig) ProtoMessage() {}
+
+func (x *LiveTranscriptionConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_transcription_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LiveTranscriptionConfig.ProtoReflect.Descriptor instead.
+func (*LiveTranscriptionConfig) Descriptor() ([]byte, []int) {
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *LiveTranscriptionConfig) GetModel() TranscriptionModel {
+	if x != nil {
+		return x.Model
+	}
+	return TranscriptionModel_TRANSCRIPTION_MODEL_UNSPECIFIED
+}
+
+func (x *LiveTranscriptionConfig) GetLanguage() string {
+	if x != nil {
+		return x.Language
+	}
+	return ""
+}
+
+func (x *LiveTranscriptionConfig) GetEncoding() AudioEncoding {
+	if x != nil {
+		return x.Encoding
+	}
+	return AudioEncoding_AUDIO_ENCODING_UNSPECIFIED
+}
+
+func (x *LiveTranscriptionConfig) GetSampleRateHz() uint32 {
+	if x != nil {
+		return x.SampleRateHz
+	}
+	return 0
+}
+
+func (x *LiveTranscriptionConfig) GetInterimResults() bool {
+	if x != nil {
+		return x.InterimResults
+	}
+	return false
+}
+
+func (x *LiveTranscriptionConfig) GetWordTimestamps() bool {
+	if x != nil {
+		return x.WordTimestamps
+	}
+	return false
+}
+
+func (x *LiveTranscriptionConfig) GetSentenceTimestamps() bool {
+	if x != nil {
+		return x.SentenceTimestamps
+	}
+	return false
+}
+
+func (x *LiveTranscriptionConfig) GetDiarize() bool {
+	if x != nil {
+		return x.Diarize
+	}
+	return false
+}
+
+func (x *LiveTranscriptionConfig) GetVadEvents() bool {
+	if x != nil {
+		return x.VadEvents
+	}
+	return false
+}
+
+func (x *LiveTranscriptionConfig) GetEndpointing() bool {
+	if x != nil && x.Endpointing != nil {
+		return *x.Endpointing
+	}
+	return false
+}
+
+func (x *LiveTranscriptionConfig) GetEndOfUtteranceTimeoutMs() uint32 {
+	if x != nil {
+		return x.EndOfUtteranceTimeoutMs
+	}
+	return 0
+}
+
+func (x *LiveTranscriptionConfig) GetFormat() bool {
+	if x != nil && x.Format != nil {
+		return *x.Format
+	}
+	return false
+}
+
+func (x *LiveTranscriptionConfig) GetPunctuate() bool {
+	if x != nil && x.Punctuate != nil {
+		return *x.Punctuate
+	}
+	return false
+}
+
+func (x *LiveTranscriptionConfig) GetCapitalize() bool {
+	if x != nil && x.Capitalize != nil {
+		return *x.Capitalize
+	}
+	return false
+}
+
+func (x *LiveTranscriptionConfig) GetItnNormalize() bool {
+	if x != nil {
+		return x.ItnNormalize
+	}
+	return false
+}
+
+func (x *LiveTranscriptionConfig) GetFinalizeOnWords() bool {
+	if x != nil && x.FinalizeOnWords != nil {
+		return *x.FinalizeOnWords
+	}
+	return false
+}
+
+func (x *LiveTranscriptionConfig) GetMaxWords() uint32 {
+	if x != nil {
+		return x.MaxWords
+	}
+	return 0
+}
+
+func (x *LiveTranscriptionConfig) GetRedactPii() bool {
+	if x != nil {
+		return x.RedactPii
+	}
+	return false
+}
+
+func (x *LiveTranscriptionConfig) GetRedactPci() bool {
+	if x != nil {
+		return x.RedactPci
+	}
+	return false
+}
+
+func (x *LiveTranscriptionConfig) GetKeywords() []*Keyword {
+	if x != nil {
+		return x.Keywords
+	}
+	return nil
+}
+
+func (x *LiveTranscriptionConfig) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *LiveTranscriptionConfig) GetExpireContent() bool {
+	if x != nil {
+		return x.ExpireContent
+	}
+	return false
+}
+
+// TranscribeLiveResponse is one message of a live session.
+type TranscribeLiveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened.
+	//
+	// Types that are valid to be assigned to Event:
+	//
+	//	*TranscribeLiveResponse_Transcript
+	//	*TranscribeLiveResponse_SpeechStarted
+	//	*TranscribeLiveResponse_SpeechEnded
+	Event         isTranscribeLiveResponse_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TranscribeLiveResponse) Reset() {
+	*x = TranscribeLiveResponse{}
+	mi := &file_speech_v1_transcription_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TranscribeLiveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TranscribeLiveResponse) ProtoMessage() {}
+
+func (x *TranscribeLiveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_transcription_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TranscribeLiveResponse.ProtoReflect.Descriptor instead.
+func (*TranscribeLiveResponse) Descriptor() ([]byte, []int) {
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TranscribeLiveResponse) GetEvent() isTranscribeLiveResponse_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *TranscribeLiveResponse) GetTranscript() *LiveTranscript {
+	if x != nil {
+		if x, ok := x.Event.(*TranscribeLiveResponse_Transcript); ok {
+			return x.Transcript
+		}
+	}
+	return nil
+}
+
+func (x *TranscribeLiveResponse) GetSpeechStarted() *SpeechEvent {
+	if x != nil {
+		if x, ok := x.Event.(*TranscribeLiveResponse_SpeechStarted); ok {
+			return x.SpeechStarted
+		}
+	}
+	return nil
+}
+
+func (x *TranscribeLiveResponse) GetSpeechEnded() *SpeechEvent {
+	if x != nil {
+		if x, ok := x.Event.(*TranscribeLiveResponse_SpeechEnded); ok {
+			return x.SpeechEnded
+		}
+	}
+	return nil
+}
+
+type isTranscribeLiveResponse_Event interface {
+	isTranscribeLiveResponse_Event()
+}
+
+type TranscribeLiveResponse_Transcript struct {
+	// A transcript of the current utterance.
+	Transcript *LiveTranscript `protobuf:"bytes,1,opt,name=transcript,proto3,oneof"`
+}
+
+type TranscribeLiveResponse_SpeechStarted struct {
+	// The speaker started speaking (with vad_events).
+	SpeechStarted *SpeechEvent `protobuf:"bytes,2,opt,name=speech_started,json=speechStarted,proto3,oneof"`
+}
+
+type TranscribeLiveResponse_SpeechEnded struct {
+	// The speaker stopped speaking (with vad_events).
+	SpeechEnded *SpeechEvent `protobuf:"bytes,3,opt,name=speech_ended,json=speechEnded,proto3,oneof"`
+}
+
+func (*TranscribeLiveResponse_Transcript) isTranscribeLiveResponse_Event() {}
+
+func (*TranscribeLiveResponse_SpeechStarted) isTranscribeLiveResponse_Event() {}
+
+func (*TranscribeLiveResponse_SpeechEnded) isTranscribeLiveResponse_Event() {}
+
+// LiveTranscript is the text of the current utterance so far.
+type LiveTranscript struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The text.
+	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	// False for an interim transcript, which a later one may revise; true for
+	// a final one, which will not change. The session's transcript is the
+	// concatenation of its final texts.
+	IsFinal bool `protobuf:"varint,2,opt,name=is_final,json=isFinal,proto3" json:"is_final,omitempty"`
+	// True on the session's last message, after the client half-closed.
+	IsLast bool `protobuf:"varint,3,opt,name=is_last,json=isLast,proto3" json:"is_last,omitempty"`
+	// True when this final transcript answers a finalize message.
+	FromFinalize bool `protobuf:"varint,4,opt,name=from_finalize,json=fromFinalize,proto3" json:"from_finalize,omitempty"`
+	// The words, with times from the start of the session (final transcripts,
+	// with word_timestamps).
+	Words []*Word `protobuf:"bytes,5,rep,name=words,proto3" json:"words,omitempty"`
+	// The utterances (final transcripts, with sentence_timestamps).
+	Utterances []*Utterance `protobuf:"bytes,6,rep,name=utterances,proto3" json:"utterances,omitempty"`
+	// The language recognized (final transcripts).
+	Language string `protobuf:"bytes,7,opt,name=language,proto3" json:"language,omitempty"`
+	// Every language heard (final transcripts).
+	Languages []string `protobuf:"bytes,8,rep,name=languages,proto3" json:"languages,omitempty"`
+	// Placeholders that replaced redacted data, such as "[FIRSTNAME_1]".
+	RedactedEntities []string `protobuf:"bytes,9,rep,name=redacted_entities,json=redactedEntities,proto3" json:"redacted_entities,omitempty"`
+	// Smallest's id for the session.
+	UpstreamSessionId string `protobuf:"bytes,10,opt,name=upstream_session_id,json=upstreamSessionId,proto3" json:"upstream_session_id,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *LiveTranscript) Reset() {
+	*x = LiveTranscript{}
+	mi := &file_speech_v1_transcription_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LiveTranscript) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LiveTranscript) ProtoMessage() {}
+
+func (x *LiveTranscript) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_transcription_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LiveTranscript.ProtoReflect.Descriptor instead.
+func (*LiveTranscript) Descriptor() ([]byte, []int) {
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *LiveTranscript) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *LiveTranscript) GetIsFinal() bool {
+	if x != nil {
+		return x.IsFinal
+	}
+	return false
+}
+
+func (x *LiveTranscript) GetIsLast() bool {
+	if x != nil {
+		return x.IsLast
+	}
+	return false
+}
+
+func (x *LiveTranscript) GetFromFinalize() bool {
+	if x != nil {
+		return x.FromFinalize
+	}
+	return false
+}
+
+func (x *LiveTranscript) GetWords() []*Word {
+	if x != nil {
+		return x.Words
+	}
+	return nil
+}
+
+func (x *LiveTranscript) GetUtterances() []*Utterance {
+	if x != nil {
+		return x.Utterances
+	}
+	return nil
+}
+
+func (x *LiveTranscript) GetLanguage() string {
+	if x != nil {
+		return x.Language
+	}
+	return ""
+}
+
+func (x *LiveTranscript) GetLanguages() []string {
+	if x != nil {
+		return x.Languages
+	}
+	return nil
+}
+
+func (x *LiveTranscript) GetRedactedEntities() []string {
+	if x != nil {
+		return x.RedactedEntities
+	}
+	return nil
+}
+
+func (x *LiveTranscript) GetUpstreamSessionId() string {
+	if x != nil {
+		return x.UpstreamSessionId
+	}
+	return ""
+}
+
+// SpeechEvent marks a change in voice activity.
+type SpeechEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When it happened, in milliseconds from the start of the session.
+	TimestampMs   uint32 `protobuf:"varint,1,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SpeechEvent) Reset() {
+	*x = SpeechEvent{}
+	mi := &file_speech_v1_transcription_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SpeechEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SpeechEvent) ProtoMessage() {}
+
+func (x *SpeechEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_transcription_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SpeechEvent.ProtoReflect.Descriptor instead.
+func (*SpeechEvent) Descriptor() ([]byte, []int) {
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SpeechEvent) GetTimestampMs() uint32 {
+	if x != nil {
+		return x.TimestampMs
+	}
+	return 0
+}
+
 var File_speech_v1_transcription_proto protoreflect.FileDescriptor
 
 const file_speech_v1_transcription_proto_rawDesc = "" +
 	"\n" +
-	"\x1dspeech/v1/transcription.proto\x12\tspeech.v1\x1a\x15speech/v1/audio.proto\"\xd4\x05\n" +
-	"\x11TranscribeRequest\x12\x16\n" +
-	"\x05audio\x18\x01 \x01(\fH\x00R\x05audio\x12\x12\n" +
-	"\x03url\x18\x02 \x01(\tH\x00R\x03url\x123\n" +
-	"\x05model\x18\x03 \x01(\x0e2\x1d.speech.v1.TranscriptionModelR\x05model\x12\x1a\n" +
-	"\blanguage\x18\x04 \x01(\tR\blanguage\x12'\n" +
-	"\x0fword_timestamps\x18\x05 \x01(\bR\x0ewordTimestamps\x12\x18\n" +
-	"\adiarize\x18\x06 \x01(\bR\adiarize\x12\x1d\n" +
+	"\x1dspeech/v1/transcription.proto\x12\tspeech.v1\x1a\x15speech/v1/audio.proto\"\xa2\x05\n" +
+	"\x13TranscriptionConfig\x123\n" +
+	"\x05model\x18\x01 \x01(\x0e2\x1d.speech.v1.TranscriptionModelR\x05model\x12\x1a\n" +
+	"\blanguage\x18\x02 \x01(\tR\blanguage\x12'\n" +
+	"\x0fword_timestamps\x18\x03 \x01(\bR\x0ewordTimestamps\x12\x18\n" +
+	"\adiarize\x18\x04 \x01(\bR\adiarize\x12\x1d\n" +
 	"\n" +
-	"redact_pii\x18\a \x01(\bR\tredactPii\x12\x1d\n" +
+	"redact_pii\x18\x05 \x01(\bR\tredactPii\x12\x1d\n" +
 	"\n" +
-	"redact_pci\x18\b \x01(\bR\tredactPci\x12+\n" +
-	"\x11emotion_detection\x18\t \x01(\bR\x10emotionDetection\x12)\n" +
-	"\x10gender_detection\x18\n" +
-	" \x01(\bR\x0fgenderDetection\x124\n" +
-	"\bencoding\x18\v \x01(\x0e2\x18.speech.v1.AudioEncodingR\bencoding\x12$\n" +
-	"\x0esample_rate_hz\x18\f \x01(\rR\fsampleRateHz\x12\x1f\n" +
-	"\vwebhook_url\x18\r \x01(\tR\n" +
+	"redact_pci\x18\x06 \x01(\bR\tredactPci\x12+\n" +
+	"\x11emotion_detection\x18\a \x01(\bR\x10emotionDetection\x12)\n" +
+	"\x10gender_detection\x18\b \x01(\bR\x0fgenderDetection\x124\n" +
+	"\bencoding\x18\t \x01(\x0e2\x18.speech.v1.AudioEncodingR\bencoding\x12$\n" +
+	"\x0esample_rate_hz\x18\n" +
+	" \x01(\rR\fsampleRateHz\x12\x1f\n" +
+	"\vwebhook_url\x18\v \x01(\tR\n" +
 	"webhookUrl\x12%\n" +
-	"\x0ewebhook_method\x18\x0e \x01(\tR\rwebhookMethod\x12S\n" +
-	"\rwebhook_extra\x18\x0f \x03(\v2..speech.v1.TranscribeRequest.WebhookExtraEntryR\fwebhookExtra\x12%\n" +
-	"\x0eexpire_content\x18\x10 \x01(\bR\rexpireContent\x1a?\n" +
+	"\x0ewebhook_method\x18\f \x01(\tR\rwebhookMethod\x12U\n" +
+	"\rwebhook_extra\x18\r \x03(\v20.speech.v1.TranscriptionConfig.WebhookExtraEntryR\fwebhookExtra\x12%\n" +
+	"\x0eexpire_content\x18\x0e \x01(\bR\rexpireContent\x1a?\n" +
 	"\x11WebhookExtraEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\b\n" +
-	"\x06source\"\xdf\x03\n" +
-	"\x12TranscribeResponse\x126\n" +
-	"\x06status\x18\x01 \x01(\x0e2\x1e.speech.v1.TranscriptionStatusR\x06status\x12\x1e\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x81\x01\n" +
+	"\x11TranscribeRequest\x12\x16\n" +
+	"\x05audio\x18\x01 \x01(\fH\x00R\x05audio\x12\x12\n" +
+	"\x03url\x18\x02 \x01(\tH\x00R\x03url\x126\n" +
+	"\x06config\x18\x03 \x01(\v2\x1e.speech.v1.TranscriptionConfigR\x06configB\b\n" +
+	"\x06source\"K\n" +
+	"\x12TranscribeResponse\x125\n" +
 	"\n" +
-	"transcript\x18\x02 \x01(\tR\n" +
-	"transcript\x12%\n" +
+	"transcript\x18\x01 \x01(\v2\x15.speech.v1.TranscriptR\n" +
+	"transcript\"s\n" +
+	"\x17TranscribeUploadRequest\x128\n" +
+	"\x06config\x18\x01 \x01(\v2\x1e.speech.v1.TranscriptionConfigH\x00R\x06config\x12\x16\n" +
+	"\x05audio\x18\x02 \x01(\fH\x00R\x05audioB\x06\n" +
+	"\x04part\"Q\n" +
+	"\x18TranscribeUploadResponse\x125\n" +
+	"\n" +
+	"transcript\x18\x01 \x01(\v2\x15.speech.v1.TranscriptR\n" +
+	"transcript\"\xc3\x03\n" +
+	"\n" +
+	"Transcript\x126\n" +
+	"\x06status\x18\x01 \x01(\x0e2\x1e.speech.v1.TranscriptionStatusR\x06status\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12%\n" +
 	"\x05words\x18\x03 \x03(\v2\x0f.speech.v1.WordR\x05words\x124\n" +
 	"\n" +
 	"utterances\x18\x04 \x03(\v2\x14.speech.v1.UtteranceR\n" +
@@ -693,8 +1667,8 @@ const file_speech_v1_transcription_proto_rawDesc = "" +
 	"\blanguage\x18\x05 \x01(\tR\blanguage\x12*\n" +
 	"\x11audio_duration_ms\x18\x06 \x01(\rR\x0faudioDurationMs\x12.\n" +
 	"\x13upstream_request_id\x18\a \x01(\tR\x11upstreamRequestId\x12\x16\n" +
-	"\x06gender\x18\b \x01(\tR\x06gender\x12G\n" +
-	"\bemotions\x18\t \x03(\v2+.speech.v1.TranscribeResponse.EmotionsEntryR\bemotions\x1a;\n" +
+	"\x06gender\x18\b \x01(\tR\x06gender\x12?\n" +
+	"\bemotions\x18\t \x03(\v2#.speech.v1.Transcript.EmotionsEntryR\bemotions\x1a;\n" +
 	"\rEmotionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xc6\x01\n" +
@@ -715,7 +1689,75 @@ const file_speech_v1_transcription_proto_rawDesc = "" +
 	"\x06end_ms\x18\x03 \x01(\rR\x05endMs\x12\x1d\n" +
 	"\aspeaker\x18\x04 \x01(\x05H\x00R\aspeaker\x88\x01\x01B\n" +
 	"\n" +
-	"\b_speaker*{\n" +
+	"\b_speaker\"\xb1\x01\n" +
+	"\x15TranscribeLiveRequest\x12<\n" +
+	"\x06config\x18\x01 \x01(\v2\".speech.v1.LiveTranscriptionConfigH\x00R\x06config\x12\x16\n" +
+	"\x05audio\x18\x02 \x01(\fH\x00R\x05audio\x12:\n" +
+	"\bfinalize\x18\x03 \x01(\v2\x1c.speech.v1.FinalizeUtteranceH\x00R\bfinalizeB\x06\n" +
+	"\x04part\"\x13\n" +
+	"\x11FinalizeUtterance\"?\n" +
+	"\aKeyword\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12 \n" +
+	"\vintensifier\x18\x02 \x01(\rR\vintensifier\"\xc1\a\n" +
+	"\x17LiveTranscriptionConfig\x123\n" +
+	"\x05model\x18\x01 \x01(\x0e2\x1d.speech.v1.TranscriptionModelR\x05model\x12\x1a\n" +
+	"\blanguage\x18\x02 \x01(\tR\blanguage\x124\n" +
+	"\bencoding\x18\x03 \x01(\x0e2\x18.speech.v1.AudioEncodingR\bencoding\x12$\n" +
+	"\x0esample_rate_hz\x18\x04 \x01(\rR\fsampleRateHz\x12'\n" +
+	"\x0finterim_results\x18\x05 \x01(\bR\x0einterimResults\x12'\n" +
+	"\x0fword_timestamps\x18\x06 \x01(\bR\x0ewordTimestamps\x12/\n" +
+	"\x13sentence_timestamps\x18\a \x01(\bR\x12sentenceTimestamps\x12\x18\n" +
+	"\adiarize\x18\b \x01(\bR\adiarize\x12\x1d\n" +
+	"\n" +
+	"vad_events\x18\t \x01(\bR\tvadEvents\x12%\n" +
+	"\vendpointing\x18\n" +
+	" \x01(\bH\x00R\vendpointing\x88\x01\x01\x12<\n" +
+	"\x1bend_of_utterance_timeout_ms\x18\v \x01(\rR\x17endOfUtteranceTimeoutMs\x12\x1b\n" +
+	"\x06format\x18\f \x01(\bH\x01R\x06format\x88\x01\x01\x12!\n" +
+	"\tpunctuate\x18\r \x01(\bH\x02R\tpunctuate\x88\x01\x01\x12#\n" +
+	"\n" +
+	"capitalize\x18\x0e \x01(\bH\x03R\n" +
+	"capitalize\x88\x01\x01\x12#\n" +
+	"\ritn_normalize\x18\x0f \x01(\bR\fitnNormalize\x12/\n" +
+	"\x11finalize_on_words\x18\x10 \x01(\bH\x04R\x0ffinalizeOnWords\x88\x01\x01\x12\x1b\n" +
+	"\tmax_words\x18\x11 \x01(\rR\bmaxWords\x12\x1d\n" +
+	"\n" +
+	"redact_pii\x18\x12 \x01(\bR\tredactPii\x12\x1d\n" +
+	"\n" +
+	"redact_pci\x18\x13 \x01(\bR\tredactPci\x12.\n" +
+	"\bkeywords\x18\x14 \x03(\v2\x12.speech.v1.KeywordR\bkeywords\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x15 \x01(\tR\tsessionId\x12%\n" +
+	"\x0eexpire_content\x18\x16 \x01(\bR\rexpireContentB\x0e\n" +
+	"\f_endpointingB\t\n" +
+	"\a_formatB\f\n" +
+	"\n" +
+	"_punctuateB\r\n" +
+	"\v_capitalizeB\x14\n" +
+	"\x12_finalize_on_words\"\xdc\x01\n" +
+	"\x16TranscribeLiveResponse\x12;\n" +
+	"\n" +
+	"transcript\x18\x01 \x01(\v2\x19.speech.v1.LiveTranscriptH\x00R\n" +
+	"transcript\x12?\n" +
+	"\x0espeech_started\x18\x02 \x01(\v2\x16.speech.v1.SpeechEventH\x00R\rspeechStarted\x12;\n" +
+	"\fspeech_ended\x18\x03 \x01(\v2\x16.speech.v1.SpeechEventH\x00R\vspeechEndedB\a\n" +
+	"\x05event\"\xf1\x02\n" +
+	"\x0eLiveTranscript\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12\x19\n" +
+	"\bis_final\x18\x02 \x01(\bR\aisFinal\x12\x17\n" +
+	"\ais_last\x18\x03 \x01(\bR\x06isLast\x12#\n" +
+	"\rfrom_finalize\x18\x04 \x01(\bR\ffromFinalize\x12%\n" +
+	"\x05words\x18\x05 \x03(\v2\x0f.speech.v1.WordR\x05words\x124\n" +
+	"\n" +
+	"utterances\x18\x06 \x03(\v2\x14.speech.v1.UtteranceR\n" +
+	"utterances\x12\x1a\n" +
+	"\blanguage\x18\a \x01(\tR\blanguage\x12\x1c\n" +
+	"\tlanguages\x18\b \x03(\tR\tlanguages\x12+\n" +
+	"\x11redacted_entities\x18\t \x03(\tR\x10redactedEntities\x12.\n" +
+	"\x13upstream_session_id\x18\n" +
+	" \x01(\tR\x11upstreamSessionId\"0\n" +
+	"\vSpeechEvent\x12!\n" +
+	"\ftimestamp_ms\x18\x01 \x01(\rR\vtimestampMs*{\n" +
 	"\x12TranscriptionModel\x12#\n" +
 	"\x1fTRANSCRIPTION_MODEL_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19TRANSCRIPTION_MODEL_PULSE\x10\x01\x12!\n" +
@@ -723,10 +1765,12 @@ const file_speech_v1_transcription_proto_rawDesc = "" +
 	"\x13TranscriptionStatus\x12$\n" +
 	" TRANSCRIPTION_STATUS_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eTRANSCRIPTION_STATUS_COMPLETED\x10\x01\x12#\n" +
-	"\x1fTRANSCRIPTION_STATUS_PROCESSING\x10\x022a\n" +
+	"\x1fTRANSCRIPTION_STATUS_PROCESSING\x10\x022\x9b\x02\n" +
 	"\x14TranscriptionService\x12I\n" +
 	"\n" +
-	"Transcribe\x12\x1c.speech.v1.TranscribeRequest\x1a\x1d.speech.v1.TranscribeResponseB9Z7github.com/speechgate/speechgate/gen/speech/v1;speechv1b\x06proto3"
+	"Transcribe\x12\x1c.speech.v1.TranscribeRequest\x1a\x1d.speech.v1.TranscribeResponse\x12]\n" +
+	"\x10TranscribeUpload\x12\".speech.v1.TranscribeUploadRequest\x1a#.speech.v1.TranscribeUploadResponse(\x01\x12Y\n" +
+	"\x0eTranscribeLive\x12 .speech.v1.TranscribeLiveRequest\x1a!.speech.v1.TranscribeLiveResponse(\x010\x01B9Z7github.com/speechgate/speechgate/gen/speech/v1;speechv1b\x06proto3"
 
 var (
 	file_speech_v1_transcription_proto_rawDescOnce sync.Once
@@ -741,33 +1785,62 @@ func file_speech_v1_transcription_proto_rawDescGZIP() []byte {
 }
 
 var file_speech_v1_transcription_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_speech_v1_transcription_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_speech_v1_transcription_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_speech_v1_transcription_proto_goTypes = []any{
-	(TranscriptionModel)(0),    // 0: speech.v1.TranscriptionModel
-	(TranscriptionStatus)(0),   // 1: speech.v1.TranscriptionStatus
-	(*TranscribeRequest)(nil),  // 2: speech.v1.TranscribeRequest
-	(*TranscribeResponse)(nil), // 3: speech.v1.TranscribeResponse
-	(*Word)(nil),               // 4: speech.v1.Word
-	(*Utterance)(nil),          // 5: speech.v1.Utterance
-	nil,                        // 6: speech.v1.TranscribeRequest.WebhookExtraEntry
-	nil,                        // 7: speech.v1.TranscribeResponse.EmotionsEntry
-	(AudioEncoding)(0),         // 8: speech.v1.AudioEncoding
+	(TranscriptionModel)(0),          // 0: speech.v1.TranscriptionModel
+	(TranscriptionStatus)(0),         // 1: speech.v1.TranscriptionStatus
+	(*TranscriptionConfig)(nil),      // 2: speech.v1.TranscriptionConfig
+	(*TranscribeRequest)(nil),        // 3: speech.v1.TranscribeRequest
+	(*TranscribeResponse)(nil),       // 4: speech.v1.TranscribeResponse
+	(*TranscribeUploadRequest)(nil),  // 5: speech.v1.TranscribeUploadRequest
+	(*TranscribeUploadResponse)(nil), // 6: speech.v1.TranscribeUploadResponse
+	(*Transcript)(nil),               // 7: speech.v1.Transcript
+	(*Word)(nil),                     // 8: speech.v1.Word
+	(*Utterance)(nil),                // 9: speech.v1.Utterance
+	(*TranscribeLiveRequest)(nil),    // 10: speech.v1.TranscribeLiveRequest
+	(*FinalizeUtterance)(nil),        // 11: speech.v1.FinalizeUtterance
+	(*Keyword)(nil),                  // 12: speech.v1.Keyword
+	(*LiveTranscriptionConfig)(nil),  // 13: speech.v1.LiveTranscriptionConfig
+	(*TranscribeLiveResponse)(nil),   // 14: speech.v1.TranscribeLiveResponse
+	(*LiveTranscript)(nil),           // 15: speech.v1.LiveTranscript
+	(*SpeechEvent)(nil),              // 16: speech.v1.SpeechEvent
+	nil,                              // 17: speech.v1.TranscriptionConfig.WebhookExtraEntry
+	nil,                              // 18: speech.v1.Transcript.EmotionsEntry
+	(AudioEncoding)(0),               // 19: speech.v1.AudioEncoding
 }
 var file_speech_v1_transcription_proto_depIdxs = []int32{
-	0, // 0: speech.v1.TranscribeRequest.model:type_name -> speech.v1.TranscriptionModel
-	8, // 1: speech.v1.TranscribeRequest.encoding:type_name -> speech.v1.AudioEncoding
-	6, // 2: speech.v1.TranscribeRequest.webhook_extra:type_name -> speech.v1.TranscribeRequest.WebhookExtraEntry
-	1, // 3: speech.v1.TranscribeResponse.status:type_name -> speech.v1.TranscriptionStatus
-	4, // 4: speech.v1.TranscribeResponse.words:type_name -> speech.v1.Word
-	5, // 5: speech.v1.TranscribeResponse.utterances:type_name -> speech.v1.Utterance
-	7, // 6: speech.v1.TranscribeResponse.emotions:type_name -> speech.v1.TranscribeResponse.EmotionsEntry
-	2, // 7: speech.v1.TranscriptionService.Transcribe:input_type -> speech.v1.TranscribeRequest
-	3, // 8: speech.v1.TranscriptionService.Transcribe:output_type -> speech.v1.TranscribeResponse
-	8, // [8:9] is the sub-list for method output_type
-	7, // [7:8] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	0,  // 0: speech.v1.TranscriptionConfig.model:type_name -> speech.v1.TranscriptionModel
+	19, // 1: speech.v1.TranscriptionConfig.encoding:type_name -> speech.v1.AudioEncoding
+	17, // 2: speech.v1.TranscriptionConfig.webhook_extra:type_name -> speech.v1.TranscriptionConfig.WebhookExtraEntry
+	2,  // 3: speech.v1.TranscribeRequest.config:type_name -> speech.v1.TranscriptionConfig
+	7,  // 4: speech.v1.TranscribeResponse.transcript:type_name -> speech.v1.Transcript
+	2,  // 5: speech.v1.TranscribeUploadRequest.config:type_name -> speech.v1.TranscriptionConfig
+	7,  // 6: speech.v1.TranscribeUploadResponse.transcript:type_name -> speech.v1.Transcript
+	1,  // 7: speech.v1.Transcript.status:type_name -> speech.v1.TranscriptionStatus
+	8,  // 8: speech.v1.Transcript.words:type_name -> speech.v1.Word
+	9,  // 9: speech.v1.Transcript.utterances:type_name -> speech.v1.Utterance
+	18, // 10: speech.v1.Transcript.emotions:type_name -> speech.v1.Transcript.EmotionsEntry
+	13, // 11: speech.v1.TranscribeLiveRequest.config:type_name -> speech.v1.LiveTranscriptionConfig
+	11, // 12: speech.v1.TranscribeLiveRequest.finalize:type_name -> speech.v1.FinalizeUtterance
+	0,  // 13: speech.v1.LiveTranscriptionConfig.model:type_name -> speech.v1.TranscriptionModel
+	19, // 14: speech.v1.LiveTranscriptionConfig.encoding:type_name -> speech.v1.AudioEncoding
+	12, // 15: speech.v1.LiveTranscriptionConfig.keywords:type_name -> speech.v1.Keyword
+	15, // 16: speech.v1.TranscribeLiveResponse.transcript:type_name -> speech.v1.LiveTranscript
+	16, // 17: speech.v1.TranscribeLiveResponse.speech_started:type_name -> speech.v1.SpeechEvent
+	16, // 18: speech.v1.TranscribeLiveResponse.speech_ended:type_name -> speech.v1.SpeechEvent
+	8,  // 19: speech.v1.LiveTranscript.words:type_name -> speech.v1.Word
+	9,  // 20: speech.v1.LiveTranscript.utterances:type_name -> speech.v1.Utterance
+	3,  // 21: speech.v1.TranscriptionService.Transcribe:input_type -> speech.v1.TranscribeRequest
+	5,  // 22: speech.v1.TranscriptionService.TranscribeUpload:input_type -> speech.v1.TranscribeUploadRequest
+	10, // 23: speech.v1.TranscriptionService.TranscribeLive:input_type -> speech.v1.TranscribeLiveRequest
+	4,  // 24: speech.v1.TranscriptionService.Transcribe:output_type -> speech.v1.TranscribeResponse
+	6,  // 25: speech.v1.TranscriptionService.TranscribeUpload:output_type -> speech.v1.TranscribeUploadResponse
+	14, // 26: speech.v1.TranscriptionService.TranscribeLive:output_type -> speech.v1.TranscribeLiveResponse
+	24, // [24:27] is the sub-list for method output_type
+	21, // [21:24] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_speech_v1_transcription_proto_init() }
@@ -776,19 +1849,34 @@ func file_speech_v1_transcription_proto_init() {
 		return
 	}
 	file_speech_v1_audio_proto_init()
-	file_speech_v1_transcription_proto_msgTypes[0].OneofWrappers = []any{
+	file_speech_v1_transcription_proto_msgTypes[1].OneofWrappers = []any{
 		(*TranscribeRequest_Audio)(nil),
 		(*TranscribeRequest_Url)(nil),
 	}
-	file_speech_v1_transcription_proto_msgTypes[2].OneofWrappers = []any{}
-	file_speech_v1_transcription_proto_msgTypes[3].OneofWrappers = []any{}
+	file_speech_v1_transcription_proto_msgTypes[3].OneofWrappers = []any{
+		(*TranscribeUploadRequest_Config)(nil),
+		(*TranscribeUploadRequest_Audio)(nil),
+	}
+	file_speech_v1_transcription_proto_msgTypes[6].OneofWrappers = []any{}
+	file_speech_v1_transcription_proto_msgTypes[7].OneofWrappers = []any{}
+	file_speech_v1_transcription_proto_msgTypes[8].OneofWrappers = []any{
+		(*TranscribeLiveRequest_Config)(nil),
+		(*TranscribeLiveRequest_Audio)(nil),
+		(*TranscribeLiveRequest_Finalize)(nil),
+	}
+	file_speech_v1_transcription_proto_msgTypes[11].OneofWrappers = []any{}
+	file_speech_v1_transcription_proto_msgTypes[12].OneofWrappers = []any{
+		(*TranscribeLiveResponse_Transcript)(nil),
+		(*TranscribeLiveResponse_SpeechStarted)(nil),
+		(*TranscribeLiveResponse_SpeechEnded)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_speech_v1_transcription_proto_rawDesc), len(file_speech_v1_transcription_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   6,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,7 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TranscriptionService_Transcribe_FullMethodName = "/speech.v1.TranscriptionService/Transcribe"
+	TranscriptionService_Transcribe_FullMethodName       = "/speech.v1.TranscriptionService/Transcribe"
+	TranscriptionService_TranscribeUpload_FullMethodName = "/speech.v1.TranscriptionService/TranscribeUpload"
+	TranscriptionService_TranscribeLive_FullMethodName   = "/speech.v1.TranscriptionService/TranscribeLive"
 )
 
 // TranscriptionServiceClient is the client API for TranscriptionService service.
@@ -37,9 +39,29 @@ type TranscriptionServiceClient interface {
 	//
 	// The whole request is one gRPC message, so `audio` is bounded by the
 	// gateway's maximum receive message size (default 32 MiB, see the README);
-	// a larger message fails with RESOURCE_EXHAUSTED before the gateway reads it.
-	// Smallest itself accepts at most 250 MB.
+	// a larger message fails with RESOURCE_EXHAUSTED before the gateway reads
+	// it. Use TranscribeUpload for larger files.
 	Transcribe(ctx context.Context, in *TranscribeRequest, opts ...grpc.CallOption) (*TranscribeResponse, error)
+	// TranscribeUpload transcribes a recording streamed in pieces: first one
+	// message with `config`, then any number of messages with `audio`, then the
+	// client half-closes. The gateway pipes each piece into its upstream request
+	// as it arrives, so a file of any size up to the upstream's limit (250 MB
+	// on Smallest's cloud, 100 MB by default on a self-hosted server) passes
+	// with flat memory. An upload that crosses the limit is refused with
+	// INVALID_ARGUMENT as soon as it does. Cancelling the call cancels the
+	// upstream request.
+	TranscribeUpload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[TranscribeUploadRequest, TranscribeUploadResponse], error)
+	// TranscribeLive recognizes speech as it is spoken, over Pulse's realtime
+	// WebSocket. The client sends one `config` message first, then `audio` as
+	// it is captured, in the configured encoding and rate, and may send
+	// `finalize` at any time to end the current utterance. Half-closing the
+	// stream ends the session: the gateway asks Smallest to flush, relays the
+	// last transcripts, and ends the call with OK after the message whose
+	// `is_last` is true.
+	//
+	// Not available on a self-hosted backend (its streaming protocol is not
+	// documented): UNIMPLEMENTED there.
+	TranscribeLive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TranscribeLiveRequest, TranscribeLiveResponse], error)
 }
 
 type transcriptionServiceClient struct {
@@ -60,6 +82,32 @@ func (c *transcriptionServiceClient) Transcribe(ctx context.Context, in *Transcr
 	return out, nil
 }
 
+func (c *transcriptionServiceClient) TranscribeUpload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[TranscribeUploadRequest, TranscribeUploadResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &TranscriptionService_ServiceDesc.Streams[0], TranscriptionService_TranscribeUpload_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TranscribeUploadRequest, TranscribeUploadResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TranscriptionService_TranscribeUploadClient = grpc.ClientStreamingClient[TranscribeUploadRequest, TranscribeUploadResponse]
+
+func (c *transcriptionServiceClient) TranscribeLive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TranscribeLiveRequest, TranscribeLiveResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &TranscriptionService_ServiceDesc.Streams[1], TranscriptionService_TranscribeLive_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TranscribeLiveRequest, TranscribeLiveResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TranscriptionService_TranscribeLiveClient = grpc.BidiStreamingClient[TranscribeLiveRequest, TranscribeLiveResponse]
+
 // TranscriptionServiceServer is the server API for TranscriptionService service.
 // All implementations must embed UnimplementedTranscriptionServiceServer
 // for forward compatibility.
@@ -75,9 +123,29 @@ type TranscriptionServiceServer interface {
 	//
 	// The whole request is one gRPC message, so `audio` is bounded by the
 	// gateway's maximum receive message size (default 32 MiB, see the README);
-	// a larger message fails with RESOURCE_EXHAUSTED before the gateway reads it.
-	// Smallest itself accepts at most 250 MB.
+	// a larger message fails with RESOURCE_EXHAUSTED before the gateway reads
+	// it. Use TranscribeUpload for larger files.
 	Transcribe(context.Context, *TranscribeRequest) (*TranscribeResponse, error)
+	// TranscribeUpload transcribes a recording streamed in pieces: first one
+	// message with `config`, then any number of messages with `audio`, then the
+	// client half-closes. The gateway pipes each piece into its upstream request
+	// as it arrives, so a file of any size up to the upstream's limit (250 MB
+	// on Smallest's cloud, 100 MB by default on a self-hosted server) passes
+	// with flat memory. An upload that crosses the limit is refused with
+	// INVALID_ARGUMENT as soon as it does. Cancelling the call cancels the
+	// upstream request.
+	TranscribeUpload(grpc.ClientStreamingServer[TranscribeUploadRequest, TranscribeUploadResponse]) error
+	// TranscribeLive recognizes speech as it is spoken, over Pulse's realtime
+	// WebSocket. The client sends one `config` message first, then `audio` as
+	// it is captured, in the configured encoding and rate, and may send
+	// `finalize` at any time to end the current utterance. Half-closing the
+	// stream ends the session: the gateway asks Smallest to flush, relays the
+	// last transcripts, and ends the call with OK after the message whose
+	// `is_last` is true.
+	//
+	// Not available on a self-hosted backend (its streaming protocol is not
+	// documented): UNIMPLEMENTED there.
+	TranscribeLive(grpc.BidiStreamingServer[TranscribeLiveRequest, TranscribeLiveResponse]) error
 	mustEmbedUnimplementedTranscriptionServiceServer()
 }
 
@@ -90,6 +158,12 @@ type UnimplementedTranscriptionServiceServer struct{}
 
 func (UnimplementedTranscriptionServiceServer) Transcribe(context.Context, *TranscribeRequest) (*TranscribeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Transcribe not implemented")
+}
+func (UnimplementedTranscriptionServiceServer) TranscribeUpload(grpc.ClientStreamingServer[TranscribeUploadRequest, TranscribeUploadResponse]) error {
+	return status.Error(codes.Unimplemented, "method TranscribeUpload not implemented")
+}
+func (UnimplementedTranscriptionServiceServer) TranscribeLive(grpc.BidiStreamingServer[TranscribeLiveRequest, TranscribeLiveResponse]) error {
+	return status.Error(codes.Unimplemented, "method TranscribeLive not implemented")
 }
 func (UnimplementedTranscriptionServiceServer) mustEmbedUnimplementedTranscriptionServiceServer() {}
 func (UnimplementedTranscriptionServiceServer) testEmbeddedByValue()                              {}
@@ -130,6 +204,20 @@ func _TranscriptionService_Transcribe_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TranscriptionService_TranscribeUpload_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(TranscriptionServiceServer).TranscribeUpload(&grpc.GenericServerStream[TranscribeUploadRequest, TranscribeUploadResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TranscriptionService_TranscribeUploadServer = grpc.ClientStreamingServer[TranscribeUploadRequest, TranscribeUploadResponse]
+
+func _TranscriptionService_TranscribeLive_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(TranscriptionServiceServer).TranscribeLive(&grpc.GenericServerStream[TranscribeLiveRequest, TranscribeLiveResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TranscriptionService_TranscribeLiveServer = grpc.BidiStreamingServer[TranscribeLiveRequest, TranscribeLiveResponse]
+
 // TranscriptionService_ServiceDesc is the grpc.ServiceDesc for TranscriptionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -142,6 +230,18 @@ var TranscriptionService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _TranscriptionService_Transcribe_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "TranscribeUpload",
+			Handler:       _TranscriptionService_TranscribeUpload_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "TranscribeLive",
+			Handler:       _TranscriptionService_TranscribeLive_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "speech/v1/transcription.proto",
 }

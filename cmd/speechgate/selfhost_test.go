@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
+)
+
+// selfHostStandIn is an independent stand-in for Smallest's self-hosted
+// server (contract §4.1): it answers POST /v1/listen with whatever it is set
+// to, records the Authorization header, and answers GET /health.
+type selfHostStandIn struct {
+	mu      sync.Mutex
+	status  int
+	body    string
+	auth    []string
+	healthy bool
+}
+
+func (s *selfHostStandIn) set(status int, body string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status, s.body = status, body
+}
+
+func (s *selfHostStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r.URL.Path == "/health" {
+		if !s.healthy {
+			w.WriteHeader(503)
+			io.WriteString(w, `{"status":"unhealthy","reason":"No ASR workers available"}`)
+			return
+		}
+		io.WriteString(w, `{"status":"healthy"}`)
+		return
+	}
+	io.Copy(io.Discard, r.Body)
+	s.auth = append(s.auth, r.Header.Get("Authorization"))
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(s.status)
+	io.WriteString(w, s.body)
+}
+
+func detailOf[T proto.Message](err error) T {
+	var zero T
+	for _, d := range status.Convert(err).Details() {
+		if m, ok := d.(T); ok {
+			return m
+		}
+	}
+	return zero
+}
+
+func TestSelfHostBackend(t *testing.T) {
+	t.Parallel()
+	standIn := &selfHostStandIn{healthy: true}
+	up := httptest.NewServer(standIn)
+	t.Cleanup(up.Close)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	pr, pw := io.Pipe()
+	logs := newLogWatcher()
+	go logs.consume(pr)
+	env := map[string]string{"SMALLEST_LICENSE_KEY": "lic-0123456789"}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--upstream=selfhost", "--auth=none", "--grpc-addr=127.0.0.1:0", "--smallest-base-url=" + up.URL,
+			"--selfhost-health-interval=20ms"}, func(k string) string { return env[k] }, io.Discard, pw)
+		pw.Close()
+	}()
+	conn := dial(t, logs.waitAddr(t))
+	trans := speechv1.NewTranscriptionServiceClient(conn)
+	call := func() error {
+		_, err := trans.Transcribe(t.Context(), &speechv1.TranscribeRequest{
+			Source: &speechv1.TranscribeRequest_Audio{Audio: []byte("RIFF0000WAVE")}, Config: &speechv1.TranscriptionConfig{Language: "en"}})
+		return err
+	}
+
+	standIn.set(200, `{"request_id":"r1","text":"hello","duration":1.5,"language":"en"}`)
+	if err := call(); err != nil {
+		t.Fatalf("a good answer: %v", err)
+	}
+	tests := []struct {
+		name       string
+		status     int
+		body       string
+		wantCode   codes.Code
+		wantReason string
+		check      func(t *testing.T, err error)
+	}{
+		{name: "invalid license", status: 401, body: `{"error":"Invalid license key","code":"INVALID_LICENSE"}`,
+			wantCode: codes.Unauthenticated, wantReason: "INVALID_LICENSE"},
+		{name: "license expired", status: 403, body: `{"error":"License expired","code":"LICENSE_EXPIRED","expires_at":"2024-12-31T23:59:59Z"}`,
+			wantCode: codes.PermissionDenied, wantReason: "LICENSE_EXPIRED", check: func(t *testing.T, err error) {
+				if got := detailOf[*errdetails.ErrorInfo](err).GetMetadata()["expiresAt"]; got != "2024-12-31T23:59:59Z" {
+					t.Errorf("ErrorInfo expiresAt = %q", got)
+				}
+			}},
+		{name: "rate limited", status: 429, body: `{"error":"Rate limit exceeded","code":"RATE_LIMIT_EXCEEDED","retry_after":60}`,
+			wantCode: codes.ResourceExhausted, wantReason: "RATE_LIMIT_EXCEEDED", check: func(t *testing.T, err error) {
+				if d := detailOf[*errdetails.RetryInfo](err).GetRetryDelay().AsDuration(); d != time.Minute {
+					t.Errorf("RetryInfo = %v, want 60s", d)
+				}
+			}},
+		{name: "unsupported format", status: 415, body: `{"error":"Unsupported audio format","code":"UNSUPPORTED_FORMAT","supported_formats":["wav","mp3","flac","ogg","m4a"]}`,
+			wantCode: codes.InvalidArgument, wantReason: "UNSUPPORTED_FORMAT", check: func(t *testing.T, err error) {
+				v := detailOf[*errdetails.BadRequest](err).GetFieldViolations()
+				if len(v) != 1 || !strings.Contains(v[0].GetDescription(), "wav, mp3, flac, ogg, m4a") {
+					t.Errorf("BadRequest = %v, want the supported formats listed", v)
+				}
+			}},
+		{name: "file too large", status: 422, body: `{"error":"Audio file too large","code":"FILE_TOO_LARGE","max_size_mb":100}`,
+			wantCode: codes.InvalidArgument, wantReason: "FILE_TOO_LARGE", check: func(t *testing.T, err error) {
+				v := detailOf[*errdetails.BadRequest](err).GetFieldViolations()
+				if len(v) != 1 || v[0].GetField() != "audio" || !strings.Contains(v[0].GetDescription(), "100 MB") {
+					t.Errorf("BadRequest = %v, want the 100 MB limit on audio", v)
+				}
+			}},
+		{name: "no workers", status: 503, body: `{"error":"No ASR workers available","code":"SERVICE_UNAVAILABLE","retry_after":30}`,
+			wantCode: codes.Unavailable, wantReason: "SERVICE_UNAVAILABLE", check: func(t *testing.T, err error) {
+				if d := detailOf[*errdetails.RetryInfo](err).GetRetryDelay().AsDuration(); d != 30*time.Second {
+					t.Errorf("RetryInfo = %v, want 30s", d)
+				}
+			}},
+		{name: "missing parameter", status: 400, body: `{"error":"Missing required parameter: url or audio file","code":"MISSING_PARAMETER"}`,
+			wantCode: codes.InvalidArgument, wantReason: "MISSING_PARAMETER"},
+	}
+	for _, tt := range tests {
+		standIn.set(tt.status, tt.body)
+		err := call()
+		info := detailOf[*errdetails.ErrorInfo](err)
+		if status.Code(err) != tt.wantCode || info.GetReason() != tt.wantReason || info.GetDomain() != "speechgate" {
+			t.Errorf("%s: %v (reason %q), want %v with reason %s", tt.name, err, info.GetReason(), tt.wantCode, tt.wantReason)
+			continue
+		}
+		if tt.check != nil {
+			tt.check(t, err)
+		}
+	}
+	standIn.mu.Lock()
+	if len(standIn.auth) != 1+len(tests) {
+		t.Errorf("the stand-in got %d transcription requests, want %d", len(standIn.auth), 1+len(tests))
+	}
+	for _, a := range standIn.auth {
+		if a != "Token lic-0123456789" {
+			t.Errorf("the stand-in saw Authorization %q, want the license key as Token", a)
+		}
+	}
+	standIn.mu.Unlock()
+
+	// What the self-hosted server cannot do is refused by name, not dropped.
+	_, err := trans.Transcribe(t.Context(), &speechv1.TranscribeRequest{Source: &speechv1.TranscribeRequest_Audio{Audio: []byte{1}},
+		Config: &speechv1.TranscriptionConfig{Language: "en", RedactPii: true}})
+	if v := detailOf[*errdetails.BadRequest](err).GetFieldViolations(); len(v) != 1 || v[0].GetField() != "config.redact_pii" {
+		t.Errorf("redact_pii on self-host: %v", err)
+	}
+	synth := speechv1.NewSynthesisServiceClient(conn)
+	if _, err := synth.ListVoices(t.Context(), &speechv1.ListVoicesRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("ListVoices on self-host: %v, want Unimplemented", err)
+	}
+
+	// Health follows the server's, through its hysteresis.
+	health := healthpb.NewHealthClient(conn)
+	state := func(svc string) healthpb.HealthCheckResponse_ServingStatus {
+		resp, _ := health.Check(t.Context(), &healthpb.HealthCheckRequest{Service: svc})
+		return resp.GetStatus()
+	}
+	if got := state("speech.v1.SynthesisService"); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("synthesis health on self-host = %v, want NOT_SERVING", got)
+	}
+	standIn.mu.Lock()
+	standIn.healthy = false
+	standIn.mu.Unlock()
+	waitUntil(t, func() bool { return state("") == healthpb.HealthCheckResponse_NOT_SERVING && state("speech.v1.TranscriptionService") == healthpb.HealthCheckResponse_NOT_SERVING })
+	standIn.mu.Lock()
+	standIn.healthy = true
+	standIn.mu.Unlock()
+	waitUntil(t, func() bool { return state("") == healthpb.HealthCheckResponse_SERVING })
+
+	conn.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

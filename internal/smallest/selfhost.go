@@ -1,0 +1,218 @@
+package smallest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+// UploadFormat is how a self-hosted server takes a recording.
+type UploadFormat string
+
+// The formats seen in Smallest's self-host material (contract §4).
+const (
+	// UploadMultipart posts a multipart form with the file in field "audio"
+	// and the options as form fields, or JSON {"url"} for a URL: the
+	// documented POST /v1/listen.
+	UploadMultipart UploadFormat = "multipart"
+	// UploadRaw posts the raw bytes with the options in the query string, as
+	// Smallest's own test script does against /api/v1/lightning/get_text.
+	UploadRaw UploadFormat = "raw"
+)
+
+// SelfHostConfig configures a client of Smallest's self-hosted server.
+type SelfHostConfig struct {
+	// BaseURL is the server, for example http://localhost:7100.
+	BaseURL    string
+	HTTPClient *http.Client
+	// Credential returns the license key for a call; "" sends no Authorization.
+	Credential func(context.Context) string
+	// AuthScheme is the word before the license key: "Token" (the documented
+	// default) or "Bearer".
+	AuthScheme string
+	// TranscribePath is the transcription endpoint: "/v1/listen" (documented),
+	// "/api/v1/lightning/get_text" or "/waves/v1/pulse/get_text" (seen in
+	// Smallest's deployment files).
+	TranscribePath string
+	// Format is how recordings are sent to TranscribePath.
+	Format    UploadFormat
+	UserAgent string
+}
+
+// SelfHost is a client of Smallest's self-hosted speech-to-text server. Its
+// errors are *Error, as the cloud client's are.
+type SelfHost struct {
+	c      *Client
+	path   string
+	format UploadFormat
+}
+
+// NewSelfHost returns a self-host client.
+func NewSelfHost(cfg SelfHostConfig) (*SelfHost, error) {
+	if cfg.AuthScheme == "" {
+		cfg.AuthScheme = "Token"
+	}
+	switch cfg.Format {
+	case UploadMultipart, UploadRaw:
+	default:
+		return nil, fmt.Errorf("smallest: self-host upload format %q must be multipart or raw", cfg.Format)
+	}
+	if cfg.TranscribePath == "" || cfg.TranscribePath[0] != '/' {
+		return nil, fmt.Errorf("smallest: self-host transcription path %q must start with /", cfg.TranscribePath)
+	}
+	c, err := New(Config{BaseURL: cfg.BaseURL, HTTPClient: cfg.HTTPClient, Credential: cfg.Credential,
+		AuthScheme: cfg.AuthScheme, UserAgent: cfg.UserAgent})
+	if err != nil {
+		return nil, err
+	}
+	return &SelfHost{c: c, path: cfg.TranscribePath, format: cfg.Format}, nil
+}
+
+// Unsupported lists the options of r, by their gateway field names, that
+// this server's API has no way to carry, so that a caller is told rather
+// than having them dropped.
+func (s *SelfHost) Unsupported(r *TranscribeRequest) []string {
+	var out []string
+	add := func(cond bool, field string) {
+		if cond {
+			out = append(out, field)
+		}
+	}
+	add(r.Model != "" && r.Model != "pulse", "model")
+	add(r.RedactPII, "redact_pii")
+	add(r.RedactPCI, "redact_pci")
+	add(r.Encoding != "" || r.SampleRate != 0, "encoding")
+	add(r.WebhookMethod != "" && r.WebhookMethod != "POST", "webhook_method")
+	add(len(r.WebhookExtra) > 0, "webhook_extra")
+	switch s.format {
+	case UploadMultipart:
+		add(r.EmotionDetection, "emotion_detection")
+		add(r.GenderDetection, "gender_detection")
+	case UploadRaw:
+		add(r.URL != "", "url")
+		add(r.Diarize, "diarize")
+		add(r.WebhookURL != "", "webhook_url")
+	}
+	return out
+}
+
+// Transcribe sends one recording. The audio is streamed from r.Audio into
+// the request body, multipart or raw, without being held whole.
+func (s *SelfHost) Transcribe(ctx context.Context, r *TranscribeRequest) (*Transcript, error) {
+	if s.format == UploadRaw {
+		return s.transcribeRaw(ctx, r)
+	}
+	if r.URL != "" {
+		payload, err := json.Marshal(map[string]any{"url": r.URL, "language": r.Language, "diarize": r.Diarize,
+			"timestamps": r.WordTimestamps, "callback_url": r.WebhookURL})
+		if err != nil {
+			return nil, err
+		}
+		return s.post(ctx, nil, bytes.NewReader(payload), "application/json", int64(len(payload)))
+	}
+	// The form is written into a pipe as the request reads it, so that the
+	// recording passes through in pieces.
+	body, w := io.Pipe()
+	form := multipart.NewWriter(w)
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		w.CloseWithError(writeForm(form, r))
+	}()
+	t, err := s.post(ctx, nil, body, form.FormDataContentType(), -1)
+	body.CloseWithError(errUploadDone) // stops the writer if the server answered early
+	<-written
+	return t, err
+}
+
+var errUploadDone = errors.New("the request has finished")
+
+func writeForm(form *multipart.Writer, r *TranscribeRequest) error {
+	fields := [][2]string{
+		{"language", r.Language},
+		{"diarize", strconv.FormatBool(r.Diarize)},
+		{"timestamps", strconv.FormatBool(r.WordTimestamps)},
+	}
+	if r.WebhookURL != "" {
+		fields = append(fields, [2]string{"callback_url", r.WebhookURL})
+	}
+	for _, f := range fields {
+		if f[1] == "" {
+			continue
+		}
+		if err := form.WriteField(f[0], f[1]); err != nil {
+			return err
+		}
+	}
+	part, err := form.CreateFormFile("audio", "audio")
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(part, r.Audio); err != nil {
+		return err
+	}
+	return form.Close()
+}
+
+func (s *SelfHost) transcribeRaw(ctx context.Context, r *TranscribeRequest) (*Transcript, error) {
+	q := url.Values{"model": {"lightning"}, "language": {r.Language},
+		"word_timestamps":   {strconv.FormatBool(r.WordTimestamps)},
+		"gender_detection":  {strconv.FormatBool(r.GenderDetection)},
+		"emotion_detection": {strconv.FormatBool(r.EmotionDetection)}}
+	return s.post(ctx, q, r.Audio, "application/octet-stream", r.AudioSize)
+}
+
+func (s *SelfHost) post(ctx context.Context, q url.Values, body io.Reader, contentType string, size int64) (*Transcript, error) {
+	req, cl, err := s.c.newRequest(ctx, http.MethodPost, s.path, q, body)
+	if err != nil {
+		return nil, err
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Accept", "application/json")
+	resp, err := s.c.do(req, cl)
+	if err != nil {
+		return nil, err
+	}
+	var tb transcriptBody
+	if err := cl.decodeJSON(resp, maxTranscript, &tb); err != nil {
+		return nil, err
+	}
+	t := tb.transcript()
+	if t.RequestID == "" {
+		t.RequestID = resp.Header.Get("X-Request-Id")
+	}
+	return t, nil
+}
+
+// Healthy asks the server's unauthenticated health endpoint at path whether
+// it can serve: a 2xx answer is healthy, unless its body is the bare word
+// false or says "status":"unhealthy" (the endpoints in contract §4 differ).
+func (s *SelfHost) Healthy(ctx context.Context, path string) error {
+	u := *s.c.base
+	u.Path += path
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := s.c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("health endpoint answered %d: %s", resp.StatusCode, bytes.TrimSpace(body))
+	}
+	if b := bytes.TrimSpace(body); bytes.Equal(b, []byte("false")) || bytes.Contains(b, []byte(`"status":"unhealthy"`)) {
+		return fmt.Errorf("health endpoint reports unhealthy: %s", b)
+	}
+	return nil
+}
