@@ -186,7 +186,9 @@ func TestSelfHostBackend(t *testing.T) {
 	standIn.mu.Lock()
 	standIn.healthy = false
 	standIn.mu.Unlock()
-	waitUntil(t, func() bool { return state("") == healthpb.HealthCheckResponse_NOT_SERVING && state("speech.v1.TranscriptionService") == healthpb.HealthCheckResponse_NOT_SERVING })
+	waitUntil(t, func() bool {
+		return state("") == healthpb.HealthCheckResponse_NOT_SERVING && state("speech.v1.TranscriptionService") == healthpb.HealthCheckResponse_NOT_SERVING
+	})
 	standIn.mu.Lock()
 	standIn.healthy = true
 	standIn.mu.Unlock()
