@@ -53,6 +53,7 @@ type options struct {
 	mode        auth.Mode
 	keys        []auth.ClientKey
 	idleTimeout time.Duration
+	voicesTTL   time.Duration
 	cfg         func(*server.Config)
 }
 
@@ -74,11 +75,13 @@ func start(t *testing.T, upstream http.Handler, o options) *gateway {
 		t.Fatal(err)
 	}
 	client, err := smallest.New(smallest.Config{
-		BaseURL: up.URL, USBaseURL: up.URL + emulator.USPrefix, HTTPClient: up.Client(), Credential: authn.UpstreamKey, IdleTimeout: o.idleTimeout,
+		BaseURL: up.URL, USBaseURL: up.URL + emulator.USPrefix, HTTPClient: up.Client(), Credential: authn.UpstreamKey,
+		IdleTimeout: o.idleTimeout, VoicesTTL: o.voicesTTL, StreamPoolSize: 2,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { client.Close() })
 	logs := &syncBuffer{}
 	cfg := server.Config{
 		Logger:        slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

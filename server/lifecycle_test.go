@@ -141,8 +141,8 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// panicky is an upstream whose every call panics, as a bug would.
-type panicky struct{}
+// panicky is an upstream whose calls panic, as a bug would.
+type panicky struct{ server.SpeechUpstream }
 
 func (panicky) StreamSpeech(context.Context, *smallest.SpeechRequest) (*smallest.SpeechStream, error) {
 	panic("bug")

@@ -1,25 +1,25 @@
 package server
 
 import (
-	"google.golang.org/grpc"
-
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/audio"
 )
 
 // relay sends audio to a caller as numbered, timed AudioChunk messages and
-// keeps the running totals for the final message.
+// keeps the running totals for the final message. Synthesize and
+// SynthesizeStream differ only in the message that wraps each chunk, which
+// emit supplies.
 type relay struct {
-	stream   grpc.ServerStreamingServer[speechv1.SynthesizeResponse]
+	emit     func(*speechv1.AudioChunk) error
 	timeline *audio.Timeline // nil for MP3: offsets cannot be computed without decoding
 	seq      uint32
 	bytes    uint64
 }
 
-func newRelay(stream grpc.ServerStreamingServer[speechv1.SynthesizeResponse], p *synthesisPlan) *relay {
-	r := &relay{stream: stream}
-	if p.bytesPerSample > 0 {
-		tl := audio.NewTimeline(p.bytesPerSample, int(p.rate))
+func newRelay(emit func(*speechv1.AudioChunk) error, bytesPerSample int, rate uint32) *relay {
+	r := &relay{emit: emit}
+	if bytesPerSample > 0 {
+		tl := audio.NewTimeline(bytesPerSample, int(rate))
 		r.timeline = &tl
 	}
 	return r
@@ -27,7 +27,7 @@ func newRelay(stream grpc.ServerStreamingServer[speechv1.SynthesizeResponse], p 
 
 // send sends one audio message. data must not be modified afterwards: gRPC
 // may read a message after SendMsg returns. A container header is sent with
-// audio set false, so that it takes no time on the timeline.
+// isAudio false, so that it takes no time on the timeline.
 func (r *relay) send(data []byte, isAudio bool) error {
 	chunk := &speechv1.AudioChunk{Data: data, Sequence: r.seq}
 	if r.timeline != nil {
@@ -38,12 +38,28 @@ func (r *relay) send(data []byte, isAudio bool) error {
 		off, dur := r.timeline.Advance(n)
 		chunk.OffsetMs, chunk.DurationMs = &off, &dur
 	}
-	if err := r.stream.Send(&speechv1.SynthesizeResponse{Event: &speechv1.SynthesizeResponse_Audio{Audio: chunk}}); err != nil {
+	if err := r.emit(chunk); err != nil {
 		return err
 	}
 	r.seq++
 	r.bytes += uint64(len(data))
 	return nil
+}
+
+// header sends the WAV header when the container wants one.
+func (r *relay) header(container speechv1.AudioContainer, rate uint32) error {
+	if container != speechv1.AudioContainer_AUDIO_CONTAINER_WAV {
+		return nil
+	}
+	return r.send(audio.AppendWAVHeader(nil, int(rate), 1, 16, audio.UnknownSize), false)
+}
+
+// elapsed is the audio sent so far, in milliseconds (0 for MP3).
+func (r *relay) elapsed() uint32 {
+	if r.timeline == nil {
+		return 0
+	}
+	return r.timeline.Elapsed()
 }
 
 // totals returns the final message's figures that the relay knows.

@@ -42,6 +42,12 @@ const (
 	DefaultKeepaliveMinTime = 10 * time.Second
 	// DefaultMaxUploadBytes is Pulse's documented limit: 250 MB.
 	DefaultMaxUploadBytes = 250 << 20
+	// DefaultPieceChars is the size long text is split to: Smallest advises
+	// at most 250 characters per request.
+	DefaultPieceChars = 250
+	// DefaultLookahead is how many pieces of a long text are requested
+	// ahead of the one streaming.
+	DefaultLookahead = 1
 )
 
 // Config configures a Server.
@@ -63,6 +69,12 @@ type Config struct {
 	// LiveUnavailable, when set, makes TranscribeLive answer UNIMPLEMENTED
 	// with this explanation.
 	LiveUnavailable string
+	// PieceChars is the size, in characters, that Synthesize splits longer
+	// text to. Default DefaultPieceChars.
+	PieceChars int
+	// Lookahead is how many pieces of a long text are requested ahead of the
+	// one streaming; negative: none. Default DefaultLookahead.
+	Lookahead int
 	// MaxUploadBytes is the largest recording the upstream accepts, enforced
 	// on TranscribeUpload as the bytes arrive. Default DefaultMaxUploadBytes.
 	MaxUploadBytes int64
@@ -116,6 +128,8 @@ func New(cfg Config) (*Server, error) {
 	cfg.MaxSendMsgBytes = cmp.Or(cfg.MaxSendMsgBytes, DefaultMaxSendMsgBytes)
 	cfg.KeepaliveMinTime = cmp.Or(cfg.KeepaliveMinTime, DefaultKeepaliveMinTime)
 	cfg.MaxUploadBytes = cmp.Or(cfg.MaxUploadBytes, DefaultMaxUploadBytes)
+	cfg.PieceChars = cmp.Or(cfg.PieceChars, DefaultPieceChars)
+	cfg.Lookahead = cmp.Or(cfg.Lookahead, DefaultLookahead)
 
 	drain := newDrainer()
 	unary, stream := chain(cfg.Logger, cfg.Authenticate, drain)
@@ -141,7 +155,9 @@ func New(cfg Config) (*Server, error) {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
 	gs := grpc.NewServer(opts...)
-	speechv1.RegisterSynthesisServiceServer(gs, &synthesisService{upstream: cfg.Speech, unavailable: cfg.SpeechUnavailable})
+	speechv1.RegisterSynthesisServiceServer(gs, &synthesisService{
+		upstream: cfg.Speech, unavailable: cfg.SpeechUnavailable, pieceChars: cfg.PieceChars, lookahead: max(cfg.Lookahead, 0),
+	})
 	speechv1.RegisterTranscriptionServiceServer(gs, &transcriptionService{
 		upstream: cfg.Transcription, maxUpload: cfg.MaxUploadBytes, live: cfg.Live, liveUnavailable: cfg.LiveUnavailable,
 	})

@@ -233,10 +233,10 @@ func TestSynthesizeValidatesBeforeCallingUpstream(t *testing.T) {
 				{Field: "number_pronunciation_language", Reason: "NOT_ALLOWED", Description: `must be one of auto, en, hi, mr, kn, ta, bn, gu, te, ml, pa, or, es, de, fr, it, nl, sv, pt, ru, el, fi, no, pl, ar, zh, id, ja, ko, ms, tr, vi, got "english"`},
 				{Field: "speed", Reason: "OUT_OF_RANGE", Description: "must be from 0.5 to 2.0 (or 0 for 1.0), got 2.5"},
 				{Field: "sample_rate_hz", Reason: "NOT_ALLOWED", Description: "must be one of 8000, 16000, 24000, 44100, got 22050"},
-				{Field: "encoding", Reason: "NOT_ALLOWED", Description: "must be PCM_S16LE, WAV, MP3, MULAW or ALAW for synthesis, got AUDIO_ENCODING_OPUS"},
 				{Field: "pronunciation_dict_ids[0]", Reason: "REQUIRED", Description: "is required"},
 				{Field: "request_id", Reason: "TOO_LONG", Description: "must be at most 128 characters, got 129"},
 				{Field: "session_id", Reason: "BAD_FORMAT", Description: "must use only the characters [A-Za-z0-9_.-]"},
+				{Field: "encoding", Reason: "NOT_ALLOWED", Description: "must be PCM_S16LE, WAV, MP3, MULAW or ALAW for synthesis, got AUDIO_ENCODING_OPUS"},
 			},
 		},
 		{

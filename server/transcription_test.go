@@ -244,7 +244,7 @@ func TestTranscribeUploadOfSynthesizedAudio(t *testing.T) {
 	t.Parallel()
 	g := start(t, emulator.New(emulator.Options{}), options{})
 	ctx := withKey(t.Context(), callerKey)
-	text := strings.Repeat("Streamed uploads keep memory flat. ", 40)
+	text := strings.TrimSpace(strings.Repeat("Streamed uploads keep memory flat. ", 40))
 	spoken := synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: text, VoiceId: "avery",
 		Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_WAV, SampleRateHz: 16000})
 	if spoken.err != nil {
@@ -394,7 +394,10 @@ func TestListVoicesFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &speechv1.Voice{VoiceId: "meher", DisplayName: "Meher", Languages: []string{"english", "hindi"}, LanguageCodes: []string{"en", "hi"},
-		Accent: "indian", Gender: "female", Age: "young", UseCases: []string{"conversational"}}
+		Accent: "indian", Gender: "female", Age: "young", UseCases: []string{"conversational"},
+		Capabilities: &speechv1.VoiceCapabilities{SampleRatesHz: []uint32{8000, 16000, 24000, 44100}, WordTimestamps: true, StreamingInput: true,
+			Encodings: []speechv1.AudioEncoding{speechv1.AudioEncoding_AUDIO_ENCODING_PCM_S16LE, speechv1.AudioEncoding_AUDIO_ENCODING_WAV,
+				speechv1.AudioEncoding_AUDIO_ENCODING_MP3, speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, speechv1.AudioEncoding_AUDIO_ENCODING_ALAW}}}
 	if d := diff(want, resp.GetVoices()[0]); d != "" {
 		t.Errorf("voice (-want +got):\n%s", d)
 	}

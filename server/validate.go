@@ -88,23 +88,8 @@ func planSynthesis(r *speechv1.SynthesizeRequest) (*synthesisPlan, error) {
 	case chars > maxTextChars:
 		v.Add("text", rpcerror.RuleTooLong, "must be at most %d characters, got %d", maxTextChars, chars)
 	}
-	checkID(&v, "voice_id", r.GetVoiceId(), true)
-	model, ok := synthesisModels[r.GetModel()]
-	if !ok {
-		v.Add("model", rpcerror.RuleNotAllowed, "must be a SynthesisModel value, got %d", r.GetModel())
-	}
-	checkLanguage(&v, "language", r.GetLanguage(), synthesisLanguages)
-	checkLanguage(&v, "number_pronunciation_language", r.GetNumberPronunciationLanguage(), synthesisLanguages)
-	speed := r.GetSpeed()
-	if speed != 0 && (math.IsNaN(float64(speed)) || speed < minSpeed || speed > maxSpeed) {
-		v.Add("speed", rpcerror.RuleOutOfRange, "must be from %.1f to %.1f (or 0 for 1.0), got %g", minSpeed, maxSpeed, speed)
-	}
-	rate := r.GetSampleRateHz()
-	if rate == 0 {
-		rate = defaultRate
-	} else if !slices.Contains(synthesisRates, rate) {
-		v.Add("sample_rate_hz", rpcerror.RuleNotAllowed, "must be one of %s, got %d", list(synthesisRates), rate)
-	}
+	p := checkVoiceOptions(&v, r.GetVoiceId(), r.GetModel(), r.GetLanguage(), r.GetNumberPronunciationLanguage(), r.GetSpeed(),
+		r.GetSampleRateHz(), r.GetPronunciationDictIds(), r.GetRequestId(), r.GetSessionId())
 	enc := r.GetEncoding()
 	if enc == speechv1.AudioEncoding_AUDIO_ENCODING_UNSPECIFIED {
 		enc = speechv1.AudioEncoding_AUDIO_ENCODING_PCM_S16LE
@@ -113,41 +98,57 @@ func planSynthesis(r *speechv1.SynthesizeRequest) (*synthesisPlan, error) {
 	if !ok {
 		v.Add("encoding", rpcerror.RuleNotAllowed, "must be PCM_S16LE, WAV, MP3, MULAW or ALAW for synthesis, got %s", enc)
 	}
-	if n := len(r.GetPronunciationDictIds()); n > maxDictIDs {
-		v.Add("pronunciation_dict_ids", rpcerror.RuleTooMany, "must hold at most %d ids, got %d", maxDictIDs, n)
-	}
-	for i, id := range r.GetPronunciationDictIds() {
-		checkID(&v, fmt.Sprintf("pronunciation_dict_ids[%d]", i), id, true)
-	}
-	checkID(&v, "request_id", r.GetRequestId(), false)
-	checkID(&v, "session_id", r.GetSessionId(), false)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
+	p.setEncoding(enc)
+	p.characters = uint32(chars)
+	p.upstream.Text = r.GetText()
+	p.upstream.OutputFormat = format
+	p.upstream.MathNotation = r.GetMathNotation()
+	p.upstream.ExpireContent = r.GetExpireContent()
+	return p, nil
+}
 
-	p := &synthesisPlan{
-		upstream: smallest.SpeechRequest{
-			Text:                        r.GetText(),
-			VoiceID:                     r.GetVoiceId(),
-			Model:                       model,
-			SampleRate:                  int(rate),
-			Speed:                       speed,
-			Language:                    r.GetLanguage(),
-			NumberPronunciationLanguage: r.GetNumberPronunciationLanguage(),
-			MathNotation:                r.GetMathNotation(),
-			OutputFormat:                format,
-			PronunciationDicts:          r.GetPronunciationDictIds(),
-			SessionID:                   r.GetSessionId(),
-			RequestID:                   r.GetRequestId(),
-			ExpireContent:               r.GetExpireContent(),
-		},
-		encoding:   enc,
-		rate:       rate,
-		characters: uint32(chars),
+// checkVoiceOptions checks what every synthesis takes besides its text and
+// returns the plan so far.
+func checkVoiceOptions(v *rpcerror.Violations, voice string, model speechv1.SynthesisModel, lang, numberLang string, speed float32,
+	rate uint32, dicts []string, requestID, sessionID string) *synthesisPlan {
+	checkID(v, "voice_id", voice, true)
+	name, ok := synthesisModels[model]
+	if !ok {
+		v.Add("model", rpcerror.RuleNotAllowed, "must be a SynthesisModel value, got %d", model)
 	}
+	checkLanguage(v, "language", lang, synthesisLanguages)
+	checkLanguage(v, "number_pronunciation_language", numberLang, synthesisLanguages)
+	if speed != 0 && (math.IsNaN(float64(speed)) || speed < minSpeed || speed > maxSpeed) {
+		v.Add("speed", rpcerror.RuleOutOfRange, "must be from %.1f to %.1f (or 0 for 1.0), got %g", minSpeed, maxSpeed, speed)
+	}
+	if rate == 0 {
+		rate = defaultRate
+	} else if !slices.Contains(synthesisRates, rate) {
+		v.Add("sample_rate_hz", rpcerror.RuleNotAllowed, "must be one of %s, got %d", list(synthesisRates), rate)
+	}
+	if n := len(dicts); n > maxDictIDs {
+		v.Add("pronunciation_dict_ids", rpcerror.RuleTooMany, "must hold at most %d ids, got %d", maxDictIDs, n)
+	}
+	for i, id := range dicts {
+		checkID(v, fmt.Sprintf("pronunciation_dict_ids[%d]", i), id, true)
+	}
+	checkID(v, "request_id", requestID, false)
+	checkID(v, "session_id", sessionID, false)
+	return &synthesisPlan{
+		rate:     rate,
+		upstream: smallest.SpeechRequest{VoiceOptions: smallest.VoiceOptions{VoiceID: voice, Model: name, SampleRate: int(rate), Speed: speed, Language: lang, NumberPronunciationLanguage: numberLang, PronunciationDicts: dicts, SessionID: sessionID, RequestID: requestID}},
+	}
+}
+
+// setEncoding sets what the caller receives for an encoding.
+func (p *synthesisPlan) setEncoding(enc speechv1.AudioEncoding) {
+	p.encoding = enc
 	switch enc {
 	case speechv1.AudioEncoding_AUDIO_ENCODING_MP3:
-		p.container = speechv1.AudioContainer_AUDIO_CONTAINER_MP3
+		p.container, p.bytesPerSample = speechv1.AudioContainer_AUDIO_CONTAINER_MP3, 0
 	case speechv1.AudioEncoding_AUDIO_ENCODING_WAV:
 		p.container, p.bytesPerSample = speechv1.AudioContainer_AUDIO_CONTAINER_WAV, 2
 	case speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, speechv1.AudioEncoding_AUDIO_ENCODING_ALAW:
@@ -155,7 +156,6 @@ func planSynthesis(r *speechv1.SynthesizeRequest) (*synthesisPlan, error) {
 	default:
 		p.container, p.bytesPerSample = speechv1.AudioContainer_AUDIO_CONTAINER_NONE, 2
 	}
-	return p, nil
 }
 
 var transcriptionModels = map[speechv1.TranscriptionModel]string{

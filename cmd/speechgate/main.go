@@ -84,6 +84,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	if be.close != nil {
+		defer be.close()
+	}
 
 	// The gRPC server.
 	tlsConfig, err := loadTLS(cfg.TLSCert, cfg.TLSKey)
@@ -99,6 +102,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Live:                  be.live,
 		LiveUnavailable:       be.liveUnavailable,
 		MaxUploadBytes:        be.maxUpload,
+		PieceChars:            cfg.SynthesisPieceChars,
+		Lookahead:             cmp.Or(cfg.SynthesisLookahead, -1), // 0 in the settings means none
 		MaxRecvMsgBytes:       cfg.MaxRecvMsgBytes,
 		MaxSendMsgBytes:       cfg.MaxSendMsgBytes,
 		KeepaliveMinTime:      cfg.KeepaliveMinTime,
@@ -157,22 +162,27 @@ type backend struct {
 	maxUpload         int64
 	// healthy checks the upstream's health endpoint; nil: nothing to follow.
 	healthy func(context.Context) error
+	// close releases the client's pooled connections; nil: nothing to release.
+	close func() error
 }
 
 func newBackend(cfg *config.Config, hc *http.Client, baseURL, usBaseURL string, credential func(context.Context) string) (*backend, error) {
 	if cfg.Upstream != config.UpstreamSelfhost {
 		client, err := smallest.New(smallest.Config{
-			BaseURL:     baseURL,
-			USBaseURL:   usBaseURL,
-			HTTPClient:  hc,
-			Credential:  credential,
-			IdleTimeout: cfg.UpstreamIdleTimeout,
-			UserAgent:   "speechgate/" + version,
+			BaseURL:           baseURL,
+			USBaseURL:         usBaseURL,
+			HTTPClient:        hc,
+			Credential:        credential,
+			IdleTimeout:       cfg.UpstreamIdleTimeout,
+			StreamIdleTimeout: cfg.StreamIdleTimeout,
+			StreamPoolSize:    cfg.StreamPoolSize,
+			VoicesTTL:         cfg.VoicesCacheTTL,
+			UserAgent:         "speechgate/" + version,
 		})
 		if err != nil {
 			return nil, err
 		}
-		return &backend{speech: client, transcription: client, live: client}, nil
+		return &backend{speech: client, transcription: client, live: client, close: client.Close}, nil
 	}
 	scheme := cfg.SelfhostAuthScheme
 	if scheme == "none" {

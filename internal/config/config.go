@@ -71,6 +71,12 @@ type Config struct {
 	UpstreamTimeout     time.Duration
 	UpstreamIdleTimeout time.Duration
 
+	SynthesisPieceChars int
+	SynthesisLookahead  int
+	VoicesCacheTTL      time.Duration
+	StreamIdleTimeout   time.Duration
+	StreamPoolSize      int
+
 	EmulatorPace           float64
 	EmulatorFirstByteDelay time.Duration
 
@@ -148,6 +154,18 @@ func (l *loader) integer(p *int, name, env, def, usage string) {
 	})
 }
 
+// count is integer allowing zero.
+func (l *loader) count(p *int, name, env, def, usage string) {
+	l.value(name, env, def, usage, func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return errors.New("must be a whole number, 0 or more")
+		}
+		*p = n
+		return nil
+	})
+}
+
 func (l *loader) float(p *float64, name, env, def, usage string) {
 	l.value(name, env, def, usage, func(s string) error {
 		f, err := strconv.ParseFloat(s, 64)
@@ -209,6 +227,11 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	l.duration(&c.MaxConnectionAgeGrace, "max-connection-age-grace", "SPEECHGATE_MAX_CONNECTION_AGE_GRACE", "0s", "how long streams may outlive --max-connection-age (0: forever); make it longer than the longest stream")
 	l.duration(&c.UpstreamTimeout, "upstream-timeout", "SPEECHGATE_UPSTREAM_TIMEOUT", "30s", "how long Smallest may take to start answering a request")
 	l.duration(&c.UpstreamIdleTimeout, "upstream-idle-timeout", "SPEECHGATE_UPSTREAM_IDLE_TIMEOUT", "30s", "how long a Smallest stream may go silent before it is treated as failed (0: no limit)")
+	l.integer(&c.SynthesisPieceChars, "synthesis-piece-chars", "SPEECHGATE_SYNTHESIS_PIECE_CHARS", "250", "Synthesize splits longer text at sentence boundaries into pieces of at most this many characters")
+	l.count(&c.SynthesisLookahead, "synthesis-lookahead", "SPEECHGATE_SYNTHESIS_LOOKAHEAD", "1", "how many pieces of a long text are requested ahead of the one streaming (0: none)")
+	l.duration(&c.VoicesCacheTTL, "voices-cache-ttl", "SPEECHGATE_VOICES_CACHE_TTL", "60s", "how long ListVoices answers from its cache, per Smallest key (0: no cache)")
+	l.duration(&c.StreamIdleTimeout, "stream-idle-timeout", "SPEECHGATE_STREAM_IDLE_TIMEOUT", "300s", "the idle timeout asked of Lightning's WebSocket for SynthesizeStream (upstream default 60s); longer pauses reopen it")
+	l.count(&c.StreamPoolSize, "stream-pool-size", "SPEECHGATE_STREAM_POOL_SIZE", "4", "idle Lightning WebSocket connections kept per Smallest key for reuse (0: none)")
 	l.float(&c.EmulatorPace, "emulator-pace", "SPEECHGATE_EMULATOR_PACE", "0", "with --upstream=emulator: audio speed relative to real time (1 streams as long as the audio lasts; 0: as fast as possible)")
 	l.duration(&c.EmulatorFirstByteDelay, "emulator-first-byte-delay", "SPEECHGATE_EMULATOR_FIRST_BYTE_DELAY", "0s", "with --upstream=emulator: simulated time to first audio byte")
 	l.value("log-level", "SPEECHGATE_LOG_LEVEL", "info", "debug, info, warn or error", func(s string) error { return c.LogLevel.UnmarshalText([]byte(s)) })

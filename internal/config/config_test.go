@@ -28,6 +28,7 @@ func TestDefaults(t *testing.T) {
 		UpstreamTimeout: 30 * time.Second, UpstreamIdleTimeout: 30 * time.Second, LogLevel: slog.LevelInfo, LogFormat: "json",
 		SmallestUSBaseURL: "https://api.us.smallest.ai", SelfhostAuthScheme: "Token", SelfhostTranscribePath: "/v1/listen",
 		SelfhostUploadFormat: "multipart", SelfhostHealthPath: "/health", SelfhostHealthInterval: 5 * time.Second, SelfhostMaxUploadBytes: 100 << 20,
+		SynthesisPieceChars: 250, SynthesisLookahead: 1, VoicesCacheTTL: time.Minute, StreamIdleTimeout: 300 * time.Second, StreamPoolSize: 4,
 	}
 	if d := cmp.Diff(want, c); d != "" {
 		t.Fatalf("defaults (-want +got):\n%s", d)

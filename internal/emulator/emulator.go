@@ -38,6 +38,10 @@ type Options struct {
 	// AudioPerChar is the audio length of one character of text at speed 1.
 	// Default 60 ms, close to natural speech.
 	AudioPerChar time.Duration
+	// CloseAfterComplete makes the synthesis WebSocket close after its
+	// complete message, as one of Smallest's pages says it does; by default
+	// it stays open for another synthesis, as LiveKit's plugin finds.
+	CloseAfterComplete bool
 	// MaxLiveSessions caps concurrent realtime sessions; one more is closed
 	// with code 1008, as Smallest does. Zero: no cap.
 	MaxLiveSessions int
@@ -56,6 +60,8 @@ type Emulator struct {
 
 	mu           sync.Mutex
 	liveSessions int
+	dicts        map[string]*dictionary
+	clones       []*clone
 }
 
 // New returns an Emulator.
@@ -70,8 +76,15 @@ func New(opts Options) *Emulator {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &Emulator{opts: opts, log: log.With("component", "emulator"), mux: http.NewServeMux()}
+	e := &Emulator{opts: opts, log: log.With("component", "emulator"), mux: http.NewServeMux(), dicts: map[string]*dictionary{}}
 	e.mux.HandleFunc("POST /waves/v1/tts/live", e.authed(e.ttsLive))
+	e.mux.HandleFunc("GET /waves/v1/tts/live", e.authed(e.ttsWS))
+	e.mux.HandleFunc("GET /waves/v1/pronunciation-dicts", e.authed(e.listDicts))
+	e.mux.HandleFunc("POST /waves/v1/pronunciation-dicts", e.authed(e.createDict))
+	e.mux.HandleFunc("PUT /waves/v1/pronunciation-dicts", e.authed(e.updateDict))
+	e.mux.HandleFunc("DELETE /waves/v1/pronunciation-dicts", e.authed(e.deleteDict))
+	e.mux.HandleFunc("POST /waves/v1/voice-cloning", e.authed(e.createClone))
+	e.mux.HandleFunc("GET /waves/v1/voice-cloning", e.authed(e.listClones))
 	e.mux.HandleFunc("GET /waves/v1/lightning-v3.1/get_voices", e.authed(e.voices))
 	e.mux.HandleFunc("POST /waves/v1/stt/", e.authed(e.transcribe))
 	e.mux.HandleFunc("GET /waves/v1/stt/live", e.authed(e.live(false)))

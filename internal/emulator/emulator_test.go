@@ -90,8 +90,7 @@ func TestSynthesisFormats(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.format+"/"+strconv.Itoa(tt.rate), func(t *testing.T) {
 			t.Parallel()
-			b, frames, err := synthesize(t, client(t, emulator.Options{}), &smallest.SpeechRequest{
-				Text: text, VoiceID: "avery", SampleRate: tt.rate, OutputFormat: tt.format})
+			b, frames, err := synthesize(t, client(t, emulator.Options{}), &smallest.SpeechRequest{Text: text, VoiceOptions: smallest.VoiceOptions{VoiceID: "avery", SampleRate: tt.rate}, OutputFormat: tt.format})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -113,7 +112,7 @@ func TestSynthesisPacing(t *testing.T) {
 	// 10 chars × 60 ms = 600 ms of audio, sent at 4× real time: at least 150 ms.
 	c := client(t, emulator.Options{Pace: 4, FirstByteDelay: 20 * time.Millisecond})
 	start := time.Now()
-	if _, _, err := synthesize(t, c, &smallest.SpeechRequest{Text: "abcdefghij", VoiceID: "avery", SampleRate: 8000}); err != nil {
+	if _, _, err := synthesize(t, c, &smallest.SpeechRequest{Text: "abcdefghij", VoiceOptions: smallest.VoiceOptions{VoiceID: "avery", SampleRate: 8000}}); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d < 150*time.Millisecond {
@@ -128,12 +127,12 @@ func TestSynthesisErrors(t *testing.T) {
 		req  smallest.SpeechRequest
 		want smallest.Error
 	}{
-		{name: "unknown voice", req: smallest.SpeechRequest{Text: "hi", VoiceID: "nobody"},
+		{name: "unknown voice", req: smallest.SpeechRequest{Text: "hi", VoiceOptions: smallest.VoiceOptions{VoiceID: "nobody"}},
 			want: smallest.Error{HTTPStatus: 400, Message: "Invalid Voice ID", Violations: []smallest.FieldViolation{{Field: "voice_id", Description: "Invalid Voice ID"}}}},
-		{name: "mulaw is not a format", req: smallest.SpeechRequest{Text: "hi", VoiceID: "avery", OutputFormat: "mulaw"},
+		{name: "mulaw is not a format", req: smallest.SpeechRequest{Text: "hi", VoiceOptions: smallest.VoiceOptions{VoiceID: "avery"}, OutputFormat: "mulaw"},
 			want: smallest.Error{HTTPStatus: 400, Message: "Invalid enum value. Expected 'wav' | 'ulaw' | 'alaw' | 'pcm' | 'mp3', received 'mulaw'",
 				Violations: []smallest.FieldViolation{{Field: "output_format", Description: "Invalid enum value. Expected 'wav' | 'ulaw' | 'alaw' | 'pcm' | 'mp3', received 'mulaw'"}}}},
-		{name: "empty text", req: smallest.SpeechRequest{Text: " ", VoiceID: "avery"},
+		{name: "empty text", req: smallest.SpeechRequest{Text: " ", VoiceOptions: smallest.VoiceOptions{VoiceID: "avery"}},
 			want: smallest.Error{HTTPStatus: 400, Message: "The 'text' field is required.; InvalidRequest"}},
 	}
 	for _, tt := range tests {
@@ -174,7 +173,7 @@ func TestTranscriptionReadsBackSynthesizedText(t *testing.T) {
 	for _, format := range []string{"wav", "pcm"} {
 		t.Run(format, func(t *testing.T) {
 			t.Parallel()
-			wav, _, err := synthesize(t, c, &smallest.SpeechRequest{Text: text, VoiceID: "avery", SampleRate: 16000, OutputFormat: format})
+			wav, _, err := synthesize(t, c, &smallest.SpeechRequest{Text: text, VoiceOptions: smallest.VoiceOptions{VoiceID: "avery", SampleRate: 16000}, OutputFormat: format})
 			if err != nil {
 				t.Fatal(err)
 			}

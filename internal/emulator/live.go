@@ -111,19 +111,18 @@ func (e *Emulator) release() {
 // the audio that speaks it has arrived. Other audio is heard as one
 // placeholder word per half second.
 type liveSession struct {
-	conn                               *websocket.Conn
-	id, enc, lang                      string
-	rate                               int
-	interim, words, sentences, diarize bool
-	vad                                bool
-	maxWords                           int
-	head                               []byte  // the first audio, where the embedded text is
-	text                               *string // the embedded text, once decoded
-	bytes                              int64   // audio received
-	spoken                             int     // words of the session revealed so far
-	final                              int     // words already sent in final transcripts
-	lastInterim                        time.Duration
-	speaking                           bool
+	conn                      *websocket.Conn
+	id, enc, lang             string
+	rate                      int
+	words, sentences, diarize bool
+	vad                       bool
+	maxWords                  int
+	ear                       ear   // finds the embedded texts
+	bytes                     int64 // audio received
+	spoken                    int   // words of the session revealed so far
+	final                     int   // words already sent in final transcripts
+	lastInterim               time.Duration
+	speaking                  bool
 }
 
 func (s *liveSession) run(ctx context.Context) {
@@ -173,13 +172,8 @@ func (s *liveSession) hear(ctx context.Context, audio []byte) {
 		s.speaking = true
 		s.send(ctx, map[string]any{"type": "speech_started", "session_id": s.id, "timestamp": 0.0})
 	}
-	if s.text == nil && s.enc == "linear16" && len(s.head) < peekBytes {
-		s.head = append(s.head, audio[:min(len(audio), peekBytes-len(s.head))]...)
-		if len(s.head)%2 == 0 {
-			if t, ok := readWatermark(s.head); ok {
-				s.text = &t
-			}
-		}
+	if s.enc == "linear16" {
+		s.ear.Write(audio)
 	}
 	s.bytes += int64(len(audio))
 	s.spoken = s.wordsSpokenBy(s.elapsed())
@@ -209,18 +203,22 @@ type timedWord struct {
 	start, end time.Duration
 }
 
-// allWords is the session's whole "speech" as far as it is known.
+// allWords is the session's whole "speech" as far as it is known: the words
+// of every embedded text, timed from where its synthesis starts.
 func (s *liveSession) allWords() []timedWord {
 	const perChar = 60 * time.Millisecond // the synthesis' pace at speed 1
 	var out []timedWord
-	if s.text != nil {
+	for _, t := range s.ear.scan.texts() {
+		base := time.Duration(t.sample) * time.Second / time.Duration(s.rate)
 		pos := 0
-		for _, w := range strings.Fields(*s.text) {
-			i := strings.Index((*s.text)[pos:], w) + pos
-			start := time.Duration(len([]rune((*s.text)[:i]))) * perChar
+		for _, w := range strings.Fields(t.text) {
+			i := strings.Index(t.text[pos:], w) + pos
+			start := base + time.Duration(len([]rune(t.text[:i])))*perChar
 			out = append(out, timedWord{w, start, start + time.Duration(len([]rune(w)))*perChar})
 			pos = i + len(w)
 		}
+	}
+	if len(out) > 0 {
 		return out
 	}
 	for i := range int(s.elapsed() / interimEvery) {

@@ -14,7 +14,7 @@ func TestLiveRecognizesSynthesizedSpeech(t *testing.T) {
 	t.Parallel()
 	c := client(t, emulator.Options{})
 	text := "One two three four five. Six seven eight nine ten."
-	pcm, _, err := synthesize(t, c, &smallest.SpeechRequest{Text: text, VoiceID: "avery", SampleRate: 16000, OutputFormat: "pcm"})
+	pcm, _, err := synthesize(t, c, &smallest.SpeechRequest{Text: text, VoiceOptions: smallest.VoiceOptions{VoiceID: "avery", SampleRate: 16000}, OutputFormat: "pcm"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,8 +33,7 @@ func (e *Emulator) selfHostAuthed(h http.HandlerFunc) http.HandlerFunc {
 // "audio", or JSON {"url"}; options as form fields or JSON fields.
 func (e *Emulator) listenV1(w http.ResponseWriter, r *http.Request) {
 	opts := map[string]string{}
-	var head []byte
-	var size int64
+	heard := &ear{}
 	mediaType, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch {
 	case mediaType == "application/json":
@@ -48,7 +47,7 @@ func (e *Emulator) listenV1(w http.ResponseWriter, r *http.Request) {
 				opts[k] = strings.Trim(string(b), `"`)
 			}
 		}
-		size = 5 * 32000 // the emulator cannot fetch: it hears 5 s
+		heard.n = 5 * 32000 // the emulator cannot fetch: it hears 5 s
 	case mediaType == "multipart/form-data":
 		mr := multipart.NewReader(r.Body, params["boundary"])
 		for {
@@ -61,7 +60,7 @@ func (e *Emulator) listenV1(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			if part.FormName() == "audio" {
-				if head, size, err = receive(part, SelfHostMaxUpload); err != nil {
+				if heard, err = hear(part, SelfHostMaxUpload); err != nil {
 					return
 				}
 				continue
@@ -69,7 +68,7 @@ func (e *Emulator) listenV1(w http.ResponseWriter, r *http.Request) {
 			v, _ := io.ReadAll(io.LimitReader(part, 4096))
 			opts[part.FormName()] = string(v)
 		}
-		if size == 0 {
+		if heard.n == 0 {
 			selfHostError(w, http.StatusBadRequest, "Missing required parameter: url or audio file", "MISSING_PARAMETER", nil)
 			return
 		}
@@ -77,11 +76,11 @@ func (e *Emulator) listenV1(w http.ResponseWriter, r *http.Request) {
 		selfHostError(w, http.StatusBadRequest, "Missing required parameter: url or audio file", "MISSING_PARAMETER", nil)
 		return
 	}
-	if size > SelfHostMaxUpload {
+	if heard.n > SelfHostMaxUpload {
 		selfHostError(w, http.StatusUnprocessableEntity, "Audio file too large", "FILE_TOO_LARGE", map[string]any{"max_size_mb": 100})
 		return
 	}
-	if head != nil && containerOf(head) == "" {
+	if heard.header != nil && containerOf(heard.header) == "" {
 		selfHostError(w, http.StatusUnsupportedMediaType, "Unsupported audio format", "UNSUPPORTED_FORMAT",
 			map[string]any{"supported_formats": selfHostFormats})
 		return
@@ -95,7 +94,7 @@ func (e *Emulator) listenV1(w http.ResponseWriter, r *http.Request) {
 	if lang == "" {
 		lang = "en"
 	}
-	duration, text := listen(head, size, nil)
+	duration, text := heard.transcript(nil)
 	resp := map[string]any{"request_id": reqID, "text": text, "confidence": 0.97, "duration": round2(duration), "language": lang}
 	if opts["timestamps"] == "true" {
 		words := timedWords(strings.Fields(text), duration, false)
@@ -113,18 +112,18 @@ func (e *Emulator) listenV1(w http.ResponseWriter, r *http.Request) {
 // getText serves /api/v1/lightning/get_text as Smallest's self-host test
 // script calls it: raw bytes, options in the query, the cloud Pulse answer.
 func (e *Emulator) getText(w http.ResponseWriter, r *http.Request) {
-	head, size, err := receive(r.Body, SelfHostMaxUpload)
+	heard, err := hear(r.Body, SelfHostMaxUpload)
 	if err != nil {
 		return
 	}
-	if size > SelfHostMaxUpload {
+	if heard.n > SelfHostMaxUpload {
 		selfHostError(w, http.StatusUnprocessableEntity, "Audio file too large", "FILE_TOO_LARGE", map[string]any{"max_size_mb": 100})
 		return
 	}
 	q := r.URL.Query()
-	duration, text := listen(head, size, q)
+	duration, text := heard.transcript(q)
 	resp := map[string]any{"status": "success", "transcription": text,
-		"metadata": map[string]any{"duration": round2(duration), "fileSize": size}}
+		"metadata": map[string]any{"duration": round2(duration), "fileSize": heard.n}}
 	if q.Get("word_timestamps") == "true" {
 		resp["word_timestamps"] = timedWords(strings.Fields(text), duration, false)
 	}

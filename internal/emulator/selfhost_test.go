@@ -28,7 +28,7 @@ func TestSelfHostEndpoints(t *testing.T) {
 	t.Parallel()
 	cloud := client(t, emulator.Options{})
 	text := "Self hosted transcription."
-	wav, _, err := synthesize(t, cloud, &smallest.SpeechRequest{Text: text, VoiceID: "avery", SampleRate: 16000, OutputFormat: "wav"})
+	wav, _, err := synthesize(t, cloud, &smallest.SpeechRequest{Text: text, VoiceOptions: smallest.VoiceOptions{VoiceID: "avery", SampleRate: 16000}, OutputFormat: "wav"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,15 +1,12 @@
 package emulator
 
 import (
-	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 )
 
@@ -21,11 +18,6 @@ var (
 		"ro", "fi", "sv", "bg", "hu", "da", "lt", "mt", "zh", "ja", "ko", "multi-eu", "multi-asian", "multi-indic"}
 	sttEncodings = []string{"linear16", "linear32", "alaw", "mulaw", "opus", "ogg_opus"}
 )
-
-// peekBytes is how much of an upload the transcriber keeps: enough to read a
-// WAV header and an embedded text, while the rest is only counted, so that a
-// 250 MB upload costs the emulator no more memory than a small one.
-const peekBytes = 2 << 20
 
 // transcribe serves POST /waves/v1/stt/ (contract §2.2, §2.3).
 func (e *Emulator) transcribe(w http.ResponseWriter, r *http.Request) {
@@ -53,8 +45,7 @@ func (e *Emulator) transcribe(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	var head []byte
-	var size int64
+	var heard *ear
 	var filename string
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
 		var body struct {
@@ -65,18 +56,17 @@ func (e *Emulator) transcribe(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		// The emulator cannot fetch: it answers as if it had fetched a 5 s file.
-		filename, size = body.URL[strings.LastIndex(body.URL, "/")+1:], 5*32000
+		filename, heard = body.URL[strings.LastIndex(body.URL, "/")+1:], &ear{n: 5 * 32000}
 	} else {
 		var err error
-		head, size, err = receive(r.Body, MaxUpload)
-		if err != nil {
+		if heard, err = hear(r.Body, MaxUpload); err != nil {
 			return // the client went away
 		}
-		if size > MaxUpload {
+		if heard.n > MaxUpload {
 			fail(http.StatusRequestEntityTooLarge, "File size exceeds maximum limit of 250MB.")
 			return
 		}
-		if size == 0 {
+		if heard.n == 0 {
 			fail(http.StatusBadRequest, "No audio data received.")
 			return
 		}
@@ -86,10 +76,10 @@ func (e *Emulator) transcribe(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	duration, text := listen(head, size, q)
+	duration, text := heard.transcript(q)
 	words := strings.Fields(text)
 	resp := map[string]any{"status": "success", "transcription": text}
-	meta := map[string]any{"duration": round2(duration), "fileSize": size}
+	meta := map[string]any{"duration": round2(duration), "fileSize": heard.n}
 	if filename != "" {
 		meta["filename"] = filename
 	}
@@ -117,97 +107,6 @@ func (e *Emulator) transcribe(w http.ResponseWriter, r *http.Request) {
 		delete(resp, "utterances") // Pulse Pro returns none
 	}
 	writeJSON(w, http.StatusOK, resp)
-}
-
-// receive reads an upload, keeping only its first peekBytes and counting the
-// rest, up to one byte past limit so that the caller can tell it was too large.
-func receive(r io.Reader, limit int64) (head []byte, size int64, err error) {
-	var buf bytes.Buffer
-	n, err := io.Copy(&buf, io.LimitReader(r, peekBytes))
-	if err == nil && n == peekBytes {
-		var rest int64
-		rest, err = io.Copy(io.Discard, io.LimitReader(r, limit-peekBytes+1))
-		n += rest
-	}
-	return buf.Bytes(), n, err
-}
-
-// listen works out the length of the audio and its "transcript": the text
-// embedded by the emulator's synthesis if there is one, otherwise a sentence
-// saying what was heard.
-func listen(head []byte, size int64, q map[string][]string) (seconds float64, text string) {
-	pcm, byteRate := head, 32000.0 // unknown audio: assume 16 kHz PCM16
-	if len(head) >= 44 && string(head[0:4]) == "RIFF" && string(head[8:12]) == "WAVE" {
-		if br := binary.LittleEndian.Uint32(head[28:32]); br > 0 {
-			byteRate = float64(br)
-		}
-		pcm = head[44:]
-		size -= 44
-	} else if rate, err := strconv.Atoi(first(q["sample_rate"])); err == nil && rate > 0 {
-		switch first(q["encoding"]) {
-		case "linear16":
-			byteRate = float64(rate * 2)
-		case "linear32":
-			byteRate = float64(rate * 4)
-		case "mulaw", "alaw":
-			byteRate = float64(rate)
-		}
-	}
-	seconds = float64(size) / byteRate
-	if t, ok := readWatermark(pcm); ok {
-		return seconds, t
-	}
-	return seconds, fmt.Sprintf("This is the speechgate emulator. It heard %.2f seconds of audio.", seconds)
-}
-
-func first(v []string) string {
-	if len(v) == 0 {
-		return ""
-	}
-	return v[0]
-}
-
-// readWatermark extracts the text that the emulator's synthesis embedded in
-// the least significant bits of PCM16 samples.
-func readWatermark(pcm []byte) (string, bool) {
-	bits := len(pcm) / 2
-	byteAt := func(i int) (byte, bool) {
-		if (i+1)*8 > bits {
-			return 0, false
-		}
-		var b byte
-		for k := range 8 {
-			b = b<<1 | pcm[2*(i*8+k)]&1
-		}
-		return b, true
-	}
-	var head []byte
-	for i := 0; ; i++ {
-		b, ok := byteAt(i)
-		if !ok || i > len(watermarkMagic)+8 {
-			return "", false
-		}
-		if b == ':' && i >= len(watermarkMagic) {
-			break
-		}
-		head = append(head, b)
-	}
-	if !strings.HasPrefix(string(head), watermarkMagic) {
-		return "", false
-	}
-	n, err := strconv.Atoi(string(head[len(watermarkMagic):]))
-	if err != nil || n < 0 {
-		return "", false
-	}
-	text := make([]byte, n)
-	for i := range n {
-		b, ok := byteAt(len(head) + 1 + i)
-		if !ok {
-			return "", false
-		}
-		text[i] = b
-	}
-	return string(text), true
 }
 
 func timedWords(words []string, duration float64, diarize bool) []map[string]any {

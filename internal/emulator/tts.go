@@ -68,7 +68,7 @@ type synthesis struct {
 	speed  float64
 }
 
-func parseTTS(r *http.Request) (synthesis, any) {
+func (e *Emulator) parseTTS(r *http.Request) (synthesis, any) {
 	var req ttsRequest
 	if err := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20)).Decode(&req); err != nil {
 		return synthesis{}, map[string]string{"error": "InvalidRequest", "message": "The request body must be JSON."}
@@ -78,7 +78,7 @@ func parseTTS(r *http.Request) (synthesis, any) {
 	}
 	s := synthesis{text: *req.Text, format: "pcm", rate: 44100, speed: 1}
 	var issues []zodIssue
-	if req.VoiceID == nil || voiceByID(*req.VoiceID) == nil {
+	if req.VoiceID == nil || !e.knownVoice(*req.VoiceID) {
 		issues = append(issues, zodIssue{Code: "custom", Path: []string{"voice_id"}, Message: "Invalid Voice ID"})
 	}
 	if req.OutputFormat != nil {
@@ -116,7 +116,7 @@ func parseTTS(r *http.Request) (synthesis, any) {
 
 // ttsLive serves POST /waves/v1/tts/live: SSE frames of base64 audio (contract §1.4).
 func (e *Emulator) ttsLive(w http.ResponseWriter, r *http.Request) {
-	s, problem := parseTTS(r)
+	s, problem := e.parseTTS(r)
 	if problem != nil {
 		writeJSON(w, http.StatusBadRequest, problem)
 		return
@@ -314,6 +314,13 @@ func (e *Emulator) voices(w http.ResponseWriter, _ *http.Request) {
 	for _, v := range catalog {
 		out = append(out, voice{v.id, v.name, tags{v.languages, v.accent, v.gender, v.age, []string{}, v.useCases}})
 	}
+	e.mu.Lock()
+	for _, c := range e.clones {
+		if c.status() == "completed" {
+			out = append(out, voice{c.VoiceID, c.DisplayName, tags{[]string{languageTag(c.Language)}, c.Accent, "", "", []string{}, nil}})
+		}
+	}
+	e.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{"voices": out})
 }
 
@@ -337,13 +344,21 @@ var catalog = []catalogVoice{
 	{"sofia", "Sofía", "spanish", "female", "young", []string{"spanish"}, []string{"conversational"}},
 }
 
-func voiceByID(id string) *catalogVoice {
+// knownVoice reports whether id is a catalog voice or a finished clone.
+func (e *Emulator) knownVoice(id string) bool {
 	for i := range catalog {
 		if catalog[i].id == id {
-			return &catalog[i]
+			return true
 		}
 	}
-	return nil
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, c := range e.clones {
+		if c.VoiceID == id && c.status() == "completed" {
+			return true
+		}
+	}
+	return false
 }
 
 // watermarkMagic starts an embedded text, so that the transcriber can tell

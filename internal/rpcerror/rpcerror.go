@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/speechgate/speechgate/internal/smallest"
@@ -64,6 +66,10 @@ const (
 func FromError(err error) error {
 	if err == nil {
 		return nil
+	}
+	var pe *partError
+	if errors.As(err, &pe) {
+		return locate(FromError(pe.err), pe)
 	}
 	if _, ok := status.FromError(err); ok {
 		return err
@@ -302,4 +308,42 @@ func Draining() error {
 // Unimplemented returns the status for a feature the configured upstream does not offer.
 func Unimplemented(msg string) error {
 	return build(codes.Unimplemented, msg, ReasonUnimplemented, nil)
+}
+
+// partError is a failure in one part of a request.
+type partError struct {
+	err  error
+	part string
+	meta map[string]string
+}
+
+func (e *partError) Error() string { return e.part + ": " + e.err.Error() }
+func (e *partError) Unwrap() error { return e.err }
+
+// InPart says which part of the request err happened in: FromError puts part
+// in front of the status message and meta into the ErrorInfo metadata.
+func InPart(err error, part string, meta map[string]string) error {
+	if err == nil {
+		return nil
+	}
+	return &partError{err: err, part: part, meta: meta}
+}
+
+// locate adds a part's description and metadata to a translated status.
+func locate(err error, pe *partError) error {
+	st := status.Convert(err).Proto()
+	st.Message = pe.part + ": " + st.GetMessage()
+	for i, a := range st.GetDetails() {
+		var info errdetails.ErrorInfo
+		if a.MessageIs(&info) && a.UnmarshalTo(&info) == nil {
+			if info.Metadata == nil {
+				info.Metadata = map[string]string{}
+			}
+			maps.Copy(info.Metadata, pe.meta)
+			if b, err := anypb.New(&info); err == nil {
+				st.Details[i] = b
+			}
+		}
+	}
+	return status.ErrorProto(st)
 }

@@ -256,6 +256,21 @@ func TestFromOtherErrors(t *testing.T) {
 	}
 }
 
+func TestInPart(t *testing.T) {
+	t.Parallel()
+	in := rpcerror.InPart(fmt.Errorf("wrapped: %w", &smallest.Error{Kind: smallest.KindHTTP, Endpoint: tts, HTTPStatus: 500, Message: "boom"}),
+		"text piece 3 of 7 (characters 501-748)", map[string]string{"textPiece": "3", "textStart": "501"})
+	got := status.Convert(rpcerror.FromError(in)).Proto()
+	w := want(codes.Unavailable, "text piece 3 of 7 (characters 501-748): Smallest is unavailable (HTTP 500): boom",
+		info("UPSTREAM_UNAVAILABLE", map[string]string{"endpoint": tts, "httpStatus": "500", "textPiece": "3", "textStart": "501"}))
+	if diff := cmp.Diff(w, got, protocmp.Transform()); diff != "" {
+		t.Fatalf("status differs (-want +got):\n%s", diff)
+	}
+	if rpcerror.InPart(nil, "x", nil) != nil {
+		t.Error("InPart(nil) must be nil")
+	}
+}
+
 func TestViolations(t *testing.T) {
 	t.Parallel()
 	var v rpcerror.Violations

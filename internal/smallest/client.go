@@ -9,6 +9,7 @@
 package smallest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -45,6 +46,14 @@ type Config struct {
 	IdleTimeout time.Duration
 	// UserAgent is sent as User-Agent and X-Source.
 	UserAgent string
+	// StreamIdleTimeout is the idle timeout asked of Lightning's WebSocket
+	// (its ?timeout, default 60 s upstream). Zero leaves Smallest's default.
+	StreamIdleTimeout time.Duration
+	// StreamPoolSize is how many idle WebSocket synthesis sockets are kept
+	// per key for reuse. Zero keeps none.
+	StreamPoolSize int
+	// VoicesTTL is how long a key's voice list is cached. Zero: no cache.
+	VoicesTTL time.Duration
 }
 
 // Client calls Smallest's API. It is safe for concurrent use.
@@ -56,6 +65,8 @@ type Client struct {
 	scheme      string
 	idleTimeout time.Duration
 	userAgent   string
+	tts         *ttsPool
+	voices      *voiceCache
 }
 
 // New returns a Client for cfg.
@@ -84,11 +95,19 @@ func New(cfg Config) (*Client, error) {
 		scheme:      cfg.AuthScheme,
 		idleTimeout: cfg.IdleTimeout,
 		userAgent:   cfg.UserAgent,
+		tts:         &ttsPool{idle: map[string][]*ttsConn{}, perKey: cfg.StreamPoolSize, idleTimeout: cfg.StreamIdleTimeout},
+		voices:      newVoiceCache(cfg.VoicesTTL),
 	}
 	if c.scheme == "" {
 		c.scheme = "Bearer"
 	}
 	return c, nil
+}
+
+// Close releases the pooled WebSocket sockets. Calls in flight are not affected.
+func (c *Client) Close() error {
+	c.tts.close()
+	return nil
 }
 
 func parseBase(raw string) (*url.URL, error) {
@@ -186,6 +205,36 @@ func rootCause(err error) string {
 		err = ue.Err
 	}
 	return err.Error()
+}
+
+// sendJSON makes a JSON request (body may be nil) and decodes the JSON
+// answer into out (which may be nil).
+func (c *Client) sendJSON(ctx context.Context, method, path string, body, out any) error {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		r = bytes.NewReader(b)
+	}
+	req, cl, err := c.newRequest(ctx, method, path, nil, r)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.do(req, cl)
+	if err != nil {
+		return err
+	}
+	if out == nil {
+		resp.Body.Close()
+		return nil
+	}
+	return cl.decodeJSON(resp, maxCatalog, out)
 }
 
 // decodeJSON decodes a successful response's JSON body, read up to limit

@@ -329,6 +329,13 @@ func scrub(s, secret string) string {
 
 var schemePattern = regexp.MustCompile(`(?i)\b(bearer|token)\s+[A-Za-z0-9._~+/=\-]{8,}`)
 
+// IsRateLimited reports whether err is Smallest refusing for its rate or
+// concurrency limit (HTTP 429, or a WebSocket closed with 1008).
+func IsRateLimited(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && (e.HTTPStatus == http.StatusTooManyRequests || e.CloseCode == 1008)
+}
+
 // IsKind reports whether err is an *Error of kind k.
 func IsKind(err error, k Kind) bool {
 	var e *Error

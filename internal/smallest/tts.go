@@ -14,10 +14,10 @@ import (
 	"github.com/speechgate/speechgate/internal/sse"
 )
 
-// SpeechRequest is Lightning's TtsRequest (contract §1.2). Zero values are
-// left out so that Smallest applies its own defaults.
-type SpeechRequest struct {
-	Text                        string   `json:"text"`
+// VoiceOptions are the voice and settings every Lightning request carries,
+// over SSE or the WebSocket (contract §1.2). Zero values are left out so that
+// Smallest applies its own defaults.
+type VoiceOptions struct {
 	VoiceID                     string   `json:"voice_id"`
 	Model                       string   `json:"model,omitempty"`
 	SampleRate                  int      `json:"sample_rate,omitempty"`
@@ -25,10 +25,16 @@ type SpeechRequest struct {
 	Language                    string   `json:"language,omitempty"`
 	NumberPronunciationLanguage string   `json:"number_pronunciation_language,omitempty"`
 	MathNotation                bool     `json:"math_notation,omitempty"`
-	OutputFormat                string   `json:"output_format,omitempty"`
 	PronunciationDicts          []string `json:"pronunciation_dicts,omitempty"`
 	SessionID                   string   `json:"session_id,omitempty"`
 	RequestID                   string   `json:"request_id,omitempty"`
+}
+
+// SpeechRequest is Lightning's TtsRequest for one text over SSE.
+type SpeechRequest struct {
+	Text string `json:"text"`
+	VoiceOptions
+	OutputFormat string `json:"output_format,omitempty"`
 
 	// ExpireContent sends the Enterprise x-expire-content header.
 	ExpireContent bool `json:"-"`

@@ -130,10 +130,7 @@ func TestStreamSpeechRelaysEveryFrameShape(t *testing.T) {
 				writeSplit(w, tt.body, tt.piece)
 			})
 			c := newClient(t, srv)
-			s, err := c.StreamSpeech(t.Context(), &smallest.SpeechRequest{
-				Text: "Hello", VoiceID: "magnus", Model: "lightning_v3.1", SampleRate: 24000,
-				OutputFormat: "pcm", Speed: 1.25, RequestID: "mine-1",
-			})
+			s, err := c.StreamSpeech(t.Context(), &smallest.SpeechRequest{Text: "Hello", VoiceOptions: smallest.VoiceOptions{VoiceID: "magnus", Model: "lightning_v3.1", SampleRate: 24000, Speed: 1.25, RequestID: "mine-1"}, OutputFormat: "pcm"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -262,7 +259,7 @@ func TestStreamSpeechFailures(t *testing.T) {
 				w.WriteHeader(tt.status)
 				writeSplit(w, tt.body, 1<<20)
 			})
-			s, err := newClient(t, srv).StreamSpeech(t.Context(), &smallest.SpeechRequest{Text: "x", VoiceID: "v"})
+			s, err := newClient(t, srv).StreamSpeech(t.Context(), &smallest.SpeechRequest{Text: "x", VoiceOptions: smallest.VoiceOptions{VoiceID: "v"}})
 			if err == nil {
 				defer s.Close()
 				_, err = readAll(s)
@@ -295,7 +292,7 @@ func TestStreamSpeechCancelReachesUpstream(t *testing.T) {
 		<-r.Context().Done() // a slow upstream: it only stops when the client goes away
 	})
 	ctx, cancel := context.WithCancel(t.Context())
-	s, err := newClient(t, srv).StreamSpeech(ctx, &smallest.SpeechRequest{Text: "x", VoiceID: "v"})
+	s, err := newClient(t, srv).StreamSpeech(ctx, &smallest.SpeechRequest{Text: "x", VoiceOptions: smallest.VoiceOptions{VoiceID: "v"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +327,7 @@ func TestStreamSpeechDeadline(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
-	s, err := newClient(t, srv).StreamSpeech(ctx, &smallest.SpeechRequest{Text: "x", VoiceID: "v"})
+	s, err := newClient(t, srv).StreamSpeech(ctx, &smallest.SpeechRequest{Text: "x", VoiceOptions: smallest.VoiceOptions{VoiceID: "v"}})
 	if err == nil {
 		defer s.Close()
 		_, err = s.Next()
@@ -348,7 +345,7 @@ func TestStreamSpeechIdleTimeout(t *testing.T) {
 		<-r.Context().Done() // then silence
 	})
 	c := newClient(t, srv, func(cfg *smallest.Config) { cfg.IdleTimeout = 100 * time.Millisecond })
-	s, err := c.StreamSpeech(t.Context(), &smallest.SpeechRequest{Text: "x", VoiceID: "v"})
+	s, err := c.StreamSpeech(t.Context(), &smallest.SpeechRequest{Text: "x", VoiceOptions: smallest.VoiceOptions{VoiceID: "v"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +369,7 @@ func TestStreamSpeechUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.StreamSpeech(t.Context(), &smallest.SpeechRequest{Text: "x", VoiceID: "v"})
+	_, err = c.StreamSpeech(t.Context(), &smallest.SpeechRequest{Text: "x", VoiceOptions: smallest.VoiceOptions{VoiceID: "v"}})
 	if !smallest.IsKind(err, smallest.KindUnreachable) {
 		t.Fatalf("err = %v, want a KindUnreachable error", err)
 	}

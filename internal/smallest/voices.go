@@ -2,7 +2,10 @@ package smallest
 
 import (
 	"context"
+	"crypto/sha256"
 	"net/http"
+	"sync"
+	"time"
 )
 
 // Voice is one entry of Lightning's voice catalog (contract §1.7).
@@ -26,27 +29,109 @@ type VoiceTags struct {
 const maxCatalog = 16 << 20
 
 // ListVoices returns the voices of GET /waves/v1/lightning-v3.1/get_voices,
-// which lists the standard and Pro catalogs together.
+// which lists the standard and Pro catalogs together. With Config.VoicesTTL
+// the list is cached per key, and concurrent calls share one request.
 func (c *Client) ListVoices(ctx context.Context) ([]Voice, error) {
-	var out struct {
-		Voices []Voice `json:"voices"`
-	}
-	if err := c.getJSON(ctx, "/waves/v1/lightning-v3.1/get_voices", &out); err != nil {
-		return nil, err
-	}
-	return out.Voices, nil
+	return c.voices.get(ctx, keyOf(c.credential(ctx)), func(ctx context.Context) ([]Voice, error) {
+		var out struct {
+			Voices []Voice `json:"voices"`
+		}
+		if err := c.getJSON(ctx, "/waves/v1/lightning-v3.1/get_voices", &out); err != nil {
+			return nil, err
+		}
+		return out.Voices, nil
+	})
 }
 
 // getJSON GETs path and decodes its JSON response into v.
 func (c *Client) getJSON(ctx context.Context, path string, v any) error {
-	req, cl, err := c.newRequest(ctx, http.MethodGet, path, nil, nil)
-	if err != nil {
-		return err
+	return c.sendJSON(ctx, http.MethodGet, path, nil, v)
+}
+
+func keyOf(secret string) string {
+	d := sha256.Sum256([]byte(secret))
+	return string(d[:])
+}
+
+// voiceCache holds voice lists per key for a short time: a busy gateway
+// would otherwise ask Smallest on every call.
+type voiceCache struct {
+	ttl     time.Duration
+	mu      sync.Mutex
+	entries map[string]*voiceEntry
+}
+
+type voiceEntry struct {
+	ready  chan struct{} // closed when voices and err are set
+	voices []Voice
+	err    error
+	at     time.Time
+}
+
+// maxCachedKeys bounds the cache; past it, expired entries are dropped.
+const maxCachedKeys = 1024
+
+// fetchTimeout bounds a shared fetch, which no single caller's context governs.
+const fetchTimeout = 30 * time.Second
+
+func newVoiceCache(ttl time.Duration) *voiceCache {
+	return &voiceCache{ttl: ttl, entries: map[string]*voiceEntry{}}
+}
+
+func (vc *voiceCache) get(ctx context.Context, key string, fetch func(context.Context) ([]Voice, error)) ([]Voice, error) {
+	if vc.ttl <= 0 {
+		return fetch(ctx)
 	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.do(req, cl)
-	if err != nil {
-		return err
+	vc.mu.Lock()
+	e := vc.entries[key]
+	if e == nil || (isClosed(e.ready) && (e.err != nil || time.Since(e.at) > vc.ttl)) {
+		e = &voiceEntry{ready: make(chan struct{})}
+		vc.prune()
+		vc.entries[key] = e
+		// The fetch serves every caller waiting on it, so no one caller's
+		// cancel may end it; it has its own time limit instead.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
+		go func() {
+			defer cancel()
+			e.voices, e.err = fetch(fctx)
+			e.at = time.Now()
+			close(e.ready)
+		}()
 	}
-	return cl.decodeJSON(resp, maxCatalog, v)
+	vc.mu.Unlock()
+	select {
+	case <-e.ready:
+		return e.voices, e.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// invalidate forgets a key's list, after a change such as a new clone.
+func (vc *voiceCache) invalidate(key string) {
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	if e := vc.entries[key]; e != nil && isClosed(e.ready) {
+		delete(vc.entries, key)
+	}
+}
+
+func (vc *voiceCache) prune() {
+	if len(vc.entries) < maxCachedKeys {
+		return
+	}
+	for k, e := range vc.entries {
+		if isClosed(e.ready) && time.Since(e.at) > vc.ttl {
+			delete(vc.entries, k)
+		}
+	}
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }

@@ -9,6 +9,7 @@ package speechv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -72,6 +73,67 @@ func (x SynthesisModel) Number() protoreflect.EnumNumber {
 // Deprecated: Use SynthesisModel.Descriptor instead.
 func (SynthesisModel) EnumDescriptor() ([]byte, []int) {
 	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{0}
+}
+
+// VoiceCloneStatus is where a clone is in its making.
+type VoiceCloneStatus int32
+
+const (
+	// Not set, or a status this gateway does not know yet.
+	VoiceCloneStatus_VOICE_CLONE_STATUS_UNSPECIFIED VoiceCloneStatus = 0
+	// Waiting to be processed.
+	VoiceCloneStatus_VOICE_CLONE_STATUS_PENDING VoiceCloneStatus = 1
+	// Being made.
+	VoiceCloneStatus_VOICE_CLONE_STATUS_PROCESSING VoiceCloneStatus = 2
+	// Ready to use as a voice_id.
+	VoiceCloneStatus_VOICE_CLONE_STATUS_COMPLETED VoiceCloneStatus = 3
+	// Failed; make another from a better sample.
+	VoiceCloneStatus_VOICE_CLONE_STATUS_FAILED VoiceCloneStatus = 4
+)
+
+// Enum value maps for VoiceCloneStatus.
+var (
+	VoiceCloneStatus_name = map[int32]string{
+		0: "VOICE_CLONE_STATUS_UNSPECIFIED",
+		1: "VOICE_CLONE_STATUS_PENDING",
+		2: "VOICE_CLONE_STATUS_PROCESSING",
+		3: "VOICE_CLONE_STATUS_COMPLETED",
+		4: "VOICE_CLONE_STATUS_FAILED",
+	}
+	VoiceCloneStatus_value = map[string]int32{
+		"VOICE_CLONE_STATUS_UNSPECIFIED": 0,
+		"VOICE_CLONE_STATUS_PENDING":     1,
+		"VOICE_CLONE_STATUS_PROCESSING":  2,
+		"VOICE_CLONE_STATUS_COMPLETED":   3,
+		"VOICE_CLONE_STATUS_FAILED":      4,
+	}
+)
+
+func (x VoiceCloneStatus) Enum() *VoiceCloneStatus {
+	p := new(VoiceCloneStatus)
+	*p = x
+	return p
+}
+
+func (x VoiceCloneStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (VoiceCloneStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_speech_v1_synthesis_proto_enumTypes[1].Descriptor()
+}
+
+func (VoiceCloneStatus) Type() protoreflect.EnumType {
+	return &file_speech_v1_synthesis_proto_enumTypes[1]
+}
+
+func (x VoiceCloneStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use VoiceCloneStatus.Descriptor instead.
+func (VoiceCloneStatus) EnumDescriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{1}
 }
 
 // SynthesizeRequest is one text to speak.
@@ -388,8 +450,11 @@ type SynthesisFormat struct {
 	// Smallest's answer to expire_content: "applied", "not-entitled" or
 	// "unavailable"; empty when expiry was not requested.
 	ContentExpiry string `protobuf:"bytes,12,opt,name=content_expiry,json=contentExpiry,proto3" json:"content_expiry,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Whether `word` timing messages will follow (SynthesizeStream with
+	// word_timestamps). Always false on Synthesize.
+	WordTimestamps bool `protobuf:"varint,13,opt,name=word_timestamps,json=wordTimestamps,proto3" json:"word_timestamps,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SynthesisFormat) Reset() {
@@ -506,6 +571,13 @@ func (x *SynthesisFormat) GetContentExpiry() string {
 	return ""
 }
 
+func (x *SynthesisFormat) GetWordTimestamps() bool {
+	if x != nil {
+		return x.WordTimestamps
+	}
+	return false
+}
+
 // AudioChunk is a piece of audio in the stream's format.
 type AudioChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -606,10 +678,16 @@ type SynthesisTotals struct {
 	// Milliseconds from sending the request upstream to receiving the first
 	// audio byte from it: Smallest's time to first byte as the gateway saw it.
 	UpstreamFirstByteMs uint32 `protobuf:"varint,5,opt,name=upstream_first_byte_ms,json=upstreamFirstByteMs,proto3" json:"upstream_first_byte_ms,omitempty"`
-	// Smallest's id for this request (its X-Request-Id); empty if none was sent.
+	// Smallest's id for this request (its X-Request-Id; on SynthesizeStream,
+	// of the last synthesis); empty if none was sent.
 	UpstreamRequestId string `protobuf:"bytes,6,opt,name=upstream_request_id,json=upstreamRequestId,proto3" json:"upstream_request_id,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Number of text pieces Smallest synthesized: the pieces long text was
+	// split into on Synthesize, the flushes on SynthesizeStream.
+	TextPieces uint32 `protobuf:"varint,7,opt,name=text_pieces,json=textPieces,proto3" json:"text_pieces,omitempty"`
+	// Number of word timing messages sent.
+	Words         uint32 `protobuf:"varint,8,opt,name=words,proto3" json:"words,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SynthesisTotals) Reset() {
@@ -684,6 +762,512 @@ func (x *SynthesisTotals) GetUpstreamRequestId() string {
 	return ""
 }
 
+func (x *SynthesisTotals) GetTextPieces() uint32 {
+	if x != nil {
+		return x.TextPieces
+	}
+	return 0
+}
+
+func (x *SynthesisTotals) GetWords() uint32 {
+	if x != nil {
+		return x.Words
+	}
+	return 0
+}
+
+// SynthesizeStreamRequest is one message from the client of a SynthesizeStream.
+type SynthesizeStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What this message holds.
+	//
+	// Types that are valid to be assigned to Part:
+	//
+	//	*SynthesizeStreamRequest_Config
+	//	*SynthesizeStreamRequest_Text
+	Part          isSynthesizeStreamRequest_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SynthesizeStreamRequest) Reset() {
+	*x = SynthesizeStreamRequest{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SynthesizeStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SynthesizeStreamRequest) ProtoMessage() {}
+
+func (x *SynthesizeStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SynthesizeStreamRequest.ProtoReflect.Descriptor instead.
+func (*SynthesizeStreamRequest) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SynthesizeStreamRequest) GetPart() isSynthesizeStreamRequest_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *SynthesizeStreamRequest) GetConfig() *SynthesisConfig {
+	if x != nil {
+		if x, ok := x.Part.(*SynthesizeStreamRequest_Config); ok {
+			return x.Config
+		}
+	}
+	return nil
+}
+
+func (x *SynthesizeStreamRequest) GetText() *TextPiece {
+	if x != nil {
+		if x, ok := x.Part.(*SynthesizeStreamRequest_Text); ok {
+			return x.Text
+		}
+	}
+	return nil
+}
+
+type isSynthesizeStreamRequest_Part interface {
+	isSynthesizeStreamRequest_Part()
+}
+
+type SynthesizeStreamRequest_Config struct {
+	// How to speak. Required in the first message, and only there.
+	Config *SynthesisConfig `protobuf:"bytes,1,opt,name=config,proto3,oneof"`
+}
+
+type SynthesizeStreamRequest_Text struct {
+	// The next piece of text.
+	Text *TextPiece `protobuf:"bytes,2,opt,name=text,proto3,oneof"`
+}
+
+func (*SynthesizeStreamRequest_Config) isSynthesizeStreamRequest_Part() {}
+
+func (*SynthesizeStreamRequest_Text) isSynthesizeStreamRequest_Part() {}
+
+// TextPiece is a piece of the text to speak, as a language model writes it.
+type TextPiece struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The text: any size from a token to a paragraph, at most 2,000
+	// characters. Spaces are kept as sent, so send the space between words in
+	// one of the pieces. May be empty with flush.
+	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	// Synthesize what has been sent so far now, rather than waiting for more
+	// text. Set it at sentence ends for the lowest latency. Default false.
+	Flush         bool `protobuf:"varint,2,opt,name=flush,proto3" json:"flush,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TextPiece) Reset() {
+	*x = TextPiece{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TextPiece) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TextPiece) ProtoMessage() {}
+
+func (x *TextPiece) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TextPiece.ProtoReflect.Descriptor instead.
+func (*TextPiece) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *TextPiece) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *TextPiece) GetFlush() bool {
+	if x != nil {
+		return x.Flush
+	}
+	return false
+}
+
+// SynthesisConfig says how to speak a stream of text.
+type SynthesisConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The voice. Required; as SynthesizeRequest.voice_id.
+	VoiceId string `protobuf:"bytes,1,opt,name=voice_id,json=voiceId,proto3" json:"voice_id,omitempty"`
+	// The model. Default SYNTHESIS_MODEL_LIGHTNING_V3_1.
+	Model SynthesisModel `protobuf:"varint,2,opt,name=model,proto3,enum=speech.v1.SynthesisModel" json:"model,omitempty"`
+	// The language, as SynthesizeRequest.language.
+	Language string `protobuf:"bytes,3,opt,name=language,proto3" json:"language,omitempty"`
+	// Speaking rate, as SynthesizeRequest.speed: 0.5 to 2.0, 0 means 1.0.
+	Speed float32 `protobuf:"fixed32,4,opt,name=speed,proto3" json:"speed,omitempty"`
+	// Output sample rate in hertz. 0 means 24000. Allowed: 8000, 16000, 24000, 44100.
+	SampleRateHz uint32 `protobuf:"varint,5,opt,name=sample_rate_hz,json=sampleRateHz,proto3" json:"sample_rate_hz,omitempty"`
+	// Output encoding. AUDIO_ENCODING_UNSPECIFIED means PCM_S16LE. Allowed:
+	// AUDIO_ENCODING_PCM_S16LE, AUDIO_ENCODING_WAV, AUDIO_ENCODING_MULAW,
+	// AUDIO_ENCODING_ALAW (Smallest's WebSocket produces only PCM; the gateway
+	// writes the WAV header and does the G.711 encoding).
+	Encoding AudioEncoding `protobuf:"varint,6,opt,name=encoding,proto3,enum=speech.v1.AudioEncoding" json:"encoding,omitempty"`
+	// Send `word` timing messages. Default false. Only some voices provide
+	// them (see Voice.capabilities.word_timestamps); asking for them with
+	// another voice fails with INVALID_ARGUMENT naming the voices that can.
+	WordTimestamps bool `protobuf:"varint,7,opt,name=word_timestamps,json=wordTimestamps,proto3" json:"word_timestamps,omitempty"`
+	// Pronunciation dictionaries, as SynthesizeRequest.pronunciation_dict_ids.
+	PronunciationDictIds []string `protobuf:"bytes,8,rep,name=pronunciation_dict_ids,json=pronunciationDictIds,proto3" json:"pronunciation_dict_ids,omitempty"`
+	// The caller's id for this stream, as SynthesizeRequest.request_id.
+	RequestId string `protobuf:"bytes,9,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The caller's session id, as SynthesizeRequest.session_id.
+	SessionId string `protobuf:"bytes,10,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// As SynthesizeRequest.number_pronunciation_language.
+	NumberPronunciationLanguage string `protobuf:"bytes,11,opt,name=number_pronunciation_language,json=numberPronunciationLanguage,proto3" json:"number_pronunciation_language,omitempty"`
+	// As SynthesizeRequest.math_notation.
+	MathNotation bool `protobuf:"varint,12,opt,name=math_notation,json=mathNotation,proto3" json:"math_notation,omitempty"`
+	// The longest Smallest waits for more text before synthesizing what it
+	// has, in milliseconds, 0 to 1000. 0 (the default) waits for a flush.
+	MaxBufferFlushMs uint32 `protobuf:"varint,13,opt,name=max_buffer_flush_ms,json=maxBufferFlushMs,proto3" json:"max_buffer_flush_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SynthesisConfig) Reset() {
+	*x = SynthesisConfig{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SynthesisConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SynthesisConfig) ProtoMessage() {}
+
+func (x *SynthesisConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SynthesisConfig.ProtoReflect.Descriptor instead.
+func (*SynthesisConfig) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SynthesisConfig) GetVoiceId() string {
+	if x != nil {
+		return x.VoiceId
+	}
+	return ""
+}
+
+func (x *SynthesisConfig) GetModel() SynthesisModel {
+	if x != nil {
+		return x.Model
+	}
+	return SynthesisModel_SYNTHESIS_MODEL_UNSPECIFIED
+}
+
+func (x *SynthesisConfig) GetLanguage() string {
+	if x != nil {
+		return x.Language
+	}
+	return ""
+}
+
+func (x *SynthesisConfig) GetSpeed() float32 {
+	if x != nil {
+		return x.Speed
+	}
+	return 0
+}
+
+func (x *SynthesisConfig) GetSampleRateHz() uint32 {
+	if x != nil {
+		return x.SampleRateHz
+	}
+	return 0
+}
+
+func (x *SynthesisConfig) GetEncoding() AudioEncoding {
+	if x != nil {
+		return x.Encoding
+	}
+	return AudioEncoding_AUDIO_ENCODING_UNSPECIFIED
+}
+
+func (x *SynthesisConfig) GetWordTimestamps() bool {
+	if x != nil {
+		return x.WordTimestamps
+	}
+	return false
+}
+
+func (x *SynthesisConfig) GetPronunciationDictIds() []string {
+	if x != nil {
+		return x.PronunciationDictIds
+	}
+	return nil
+}
+
+func (x *SynthesisConfig) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SynthesisConfig) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *SynthesisConfig) GetNumberPronunciationLanguage() string {
+	if x != nil {
+		return x.NumberPronunciationLanguage
+	}
+	return ""
+}
+
+func (x *SynthesisConfig) GetMathNotation() bool {
+	if x != nil {
+		return x.MathNotation
+	}
+	return false
+}
+
+func (x *SynthesisConfig) GetMaxBufferFlushMs() uint32 {
+	if x != nil {
+		return x.MaxBufferFlushMs
+	}
+	return 0
+}
+
+// SynthesizeStreamResponse is one message of a SynthesizeStream: first
+// `format`, then `audio` and `word` messages as they come, last `totals`.
+type SynthesizeStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The kind of message.
+	//
+	// Types that are valid to be assigned to Event:
+	//
+	//	*SynthesizeStreamResponse_Format
+	//	*SynthesizeStreamResponse_Audio
+	//	*SynthesizeStreamResponse_Totals
+	//	*SynthesizeStreamResponse_Word
+	Event         isSynthesizeStreamResponse_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SynthesizeStreamResponse) Reset() {
+	*x = SynthesizeStreamResponse{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SynthesizeStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SynthesizeStreamResponse) ProtoMessage() {}
+
+func (x *SynthesizeStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SynthesizeStreamResponse.ProtoReflect.Descriptor instead.
+func (*SynthesizeStreamResponse) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SynthesizeStreamResponse) GetEvent() isSynthesizeStreamResponse_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *SynthesizeStreamResponse) GetFormat() *SynthesisFormat {
+	if x != nil {
+		if x, ok := x.Event.(*SynthesizeStreamResponse_Format); ok {
+			return x.Format
+		}
+	}
+	return nil
+}
+
+func (x *SynthesizeStreamResponse) GetAudio() *AudioChunk {
+	if x != nil {
+		if x, ok := x.Event.(*SynthesizeStreamResponse_Audio); ok {
+			return x.Audio
+		}
+	}
+	return nil
+}
+
+func (x *SynthesizeStreamResponse) GetTotals() *SynthesisTotals {
+	if x != nil {
+		if x, ok := x.Event.(*SynthesizeStreamResponse_Totals); ok {
+			return x.Totals
+		}
+	}
+	return nil
+}
+
+func (x *SynthesizeStreamResponse) GetWord() *WordTiming {
+	if x != nil {
+		if x, ok := x.Event.(*SynthesizeStreamResponse_Word); ok {
+			return x.Word
+		}
+	}
+	return nil
+}
+
+type isSynthesizeStreamResponse_Event interface {
+	isSynthesizeStreamResponse_Event()
+}
+
+type SynthesizeStreamResponse_Format struct {
+	// First message: the format of the audio that follows.
+	Format *SynthesisFormat `protobuf:"bytes,1,opt,name=format,proto3,oneof"`
+}
+
+type SynthesizeStreamResponse_Audio struct {
+	// Audio, in order.
+	Audio *AudioChunk `protobuf:"bytes,2,opt,name=audio,proto3,oneof"`
+}
+
+type SynthesizeStreamResponse_Totals struct {
+	// Last message: what the stream carried. Present only on success.
+	Totals *SynthesisTotals `protobuf:"bytes,3,opt,name=totals,proto3,oneof"`
+}
+
+type SynthesizeStreamResponse_Word struct {
+	// When a word is spoken (with word_timestamps).
+	Word *WordTiming `protobuf:"bytes,4,opt,name=word,proto3,oneof"`
+}
+
+func (*SynthesizeStreamResponse_Format) isSynthesizeStreamResponse_Event() {}
+
+func (*SynthesizeStreamResponse_Audio) isSynthesizeStreamResponse_Event() {}
+
+func (*SynthesizeStreamResponse_Totals) isSynthesizeStreamResponse_Event() {}
+
+func (*SynthesizeStreamResponse_Word) isSynthesizeStreamResponse_Event() {}
+
+// WordTiming says when a word is spoken in the stream's audio.
+type WordTiming struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The word as it was sent (not normalized: "$100" stays "$100").
+	Word string `protobuf:"bytes,1,opt,name=word,proto3" json:"word,omitempty"`
+	// When the word starts, in milliseconds from the start of the stream's
+	// audio. Word timings never go backwards across the whole stream.
+	StartMs uint32 `protobuf:"varint,2,opt,name=start_ms,json=startMs,proto3" json:"start_ms,omitempty"`
+	// When the word ends, in milliseconds from the start of the stream's audio.
+	EndMs         uint32 `protobuf:"varint,3,opt,name=end_ms,json=endMs,proto3" json:"end_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WordTiming) Reset() {
+	*x = WordTiming{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WordTiming) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WordTiming) ProtoMessage() {}
+
+func (x *WordTiming) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WordTiming.ProtoReflect.Descriptor instead.
+func (*WordTiming) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *WordTiming) GetWord() string {
+	if x != nil {
+		return x.Word
+	}
+	return ""
+}
+
+func (x *WordTiming) GetStartMs() uint32 {
+	if x != nil {
+		return x.StartMs
+	}
+	return 0
+}
+
+func (x *WordTiming) GetEndMs() uint32 {
+	if x != nil {
+		return x.EndMs
+	}
+	return 0
+}
+
 // ListVoicesRequest filters the voice list. With no filter every voice is returned.
 type ListVoicesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -699,7 +1283,7 @@ type ListVoicesRequest struct {
 
 func (x *ListVoicesRequest) Reset() {
 	*x = ListVoicesRequest{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[5]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +1295,7 @@ func (x *ListVoicesRequest) String() string {
 func (*ListVoicesRequest) ProtoMessage() {}
 
 func (x *ListVoicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[5]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +1308,7 @@ func (x *ListVoicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVoicesRequest.ProtoReflect.Descriptor instead.
 func (*ListVoicesRequest) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{5}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListVoicesRequest) GetLanguage() string {
@@ -752,7 +1336,7 @@ type ListVoicesResponse struct {
 
 func (x *ListVoicesResponse) Reset() {
 	*x = ListVoicesResponse{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[6]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +1348,7 @@ func (x *ListVoicesResponse) String() string {
 func (*ListVoicesResponse) ProtoMessage() {}
 
 func (x *ListVoicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[6]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +1361,7 @@ func (x *ListVoicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVoicesResponse.ProtoReflect.Descriptor instead.
 func (*ListVoicesResponse) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{6}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListVoicesResponse) GetVoices() []*Voice {
@@ -810,14 +1394,16 @@ type Voice struct {
 	// Emotion tags.
 	Emotions []string `protobuf:"bytes,9,rep,name=emotions,proto3" json:"emotions,omitempty"`
 	// True for a voice clone made by the account (id starting "voice_").
-	IsClone       bool `protobuf:"varint,10,opt,name=is_clone,json=isClone,proto3" json:"is_clone,omitempty"`
+	IsClone bool `protobuf:"varint,10,opt,name=is_clone,json=isClone,proto3" json:"is_clone,omitempty"`
+	// What the voice can do.
+	Capabilities  *VoiceCapabilities `protobuf:"bytes,11,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Voice) Reset() {
 	*x = Voice{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[7]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +1415,7 @@ func (x *Voice) String() string {
 func (*Voice) ProtoMessage() {}
 
 func (x *Voice) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[7]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +1428,7 @@ func (x *Voice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Voice.ProtoReflect.Descriptor instead.
 func (*Voice) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{7}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Voice) GetVoiceId() string {
@@ -915,11 +1501,938 @@ func (x *Voice) GetIsClone() bool {
 	return false
 }
 
+func (x *Voice) GetCapabilities() *VoiceCapabilities {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
+// VoiceCapabilities says what a voice supports, so that callers need not
+// find out by failing.
+type VoiceCapabilities struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sample rates it can be synthesized at, in hertz.
+	SampleRatesHz []uint32 `protobuf:"varint,1,rep,packed,name=sample_rates_hz,json=sampleRatesHz,proto3" json:"sample_rates_hz,omitempty"`
+	// Encodings Synthesize can produce with it.
+	Encodings []AudioEncoding `protobuf:"varint,2,rep,packed,name=encodings,proto3,enum=speech.v1.AudioEncoding" json:"encodings,omitempty"`
+	// Whether Smallest sends word timings for it (SynthesizeStream).
+	WordTimestamps bool `protobuf:"varint,3,opt,name=word_timestamps,json=wordTimestamps,proto3" json:"word_timestamps,omitempty"`
+	// Whether it can speak text streamed in (SynthesizeStream).
+	StreamingInput bool `protobuf:"varint,4,opt,name=streaming_input,json=streamingInput,proto3" json:"streaming_input,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *VoiceCapabilities) Reset() {
+	*x = VoiceCapabilities{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VoiceCapabilities) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VoiceCapabilities) ProtoMessage() {}
+
+func (x *VoiceCapabilities) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VoiceCapabilities.ProtoReflect.Descriptor instead.
+func (*VoiceCapabilities) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *VoiceCapabilities) GetSampleRatesHz() []uint32 {
+	if x != nil {
+		return x.SampleRatesHz
+	}
+	return nil
+}
+
+func (x *VoiceCapabilities) GetEncodings() []AudioEncoding {
+	if x != nil {
+		return x.Encodings
+	}
+	return nil
+}
+
+func (x *VoiceCapabilities) GetWordTimestamps() bool {
+	if x != nil {
+		return x.WordTimestamps
+	}
+	return false
+}
+
+func (x *VoiceCapabilities) GetStreamingInput() bool {
+	if x != nil {
+		return x.StreamingInput
+	}
+	return false
+}
+
+// ListPronunciationDictionariesRequest has no fields.
+type ListPronunciationDictionariesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPronunciationDictionariesRequest) Reset() {
+	*x = ListPronunciationDictionariesRequest{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPronunciationDictionariesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPronunciationDictionariesRequest) ProtoMessage() {}
+
+func (x *ListPronunciationDictionariesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPronunciationDictionariesRequest.ProtoReflect.Descriptor instead.
+func (*ListPronunciationDictionariesRequest) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{14}
+}
+
+// ListPronunciationDictionariesResponse lists the account's dictionaries.
+type ListPronunciationDictionariesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dictionaries, in Smallest's order.
+	Dictionaries  []*PronunciationDictionary `protobuf:"bytes,1,rep,name=dictionaries,proto3" json:"dictionaries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPronunciationDictionariesResponse) Reset() {
+	*x = ListPronunciationDictionariesResponse{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPronunciationDictionariesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPronunciationDictionariesResponse) ProtoMessage() {}
+
+func (x *ListPronunciationDictionariesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPronunciationDictionariesResponse.ProtoReflect.Descriptor instead.
+func (*ListPronunciationDictionariesResponse) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListPronunciationDictionariesResponse) GetDictionaries() []*PronunciationDictionary {
+	if x != nil {
+		return x.Dictionaries
+	}
+	return nil
+}
+
+// PronunciationDictionary tells Lightning how to say words.
+type PronunciationDictionary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Smallest's id for the dictionary.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The entries.
+	Entries []*PronunciationEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// When the dictionary was created; absent if Smallest did not say.
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PronunciationDictionary) Reset() {
+	*x = PronunciationDictionary{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PronunciationDictionary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PronunciationDictionary) ProtoMessage() {}
+
+func (x *PronunciationDictionary) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PronunciationDictionary.ProtoReflect.Descriptor instead.
+func (*PronunciationDictionary) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PronunciationDictionary) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PronunciationDictionary) GetEntries() []*PronunciationEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *PronunciationDictionary) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+// PronunciationEntry says how to say one word.
+type PronunciationEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The word as it appears in text, case-sensitive. 1 to 100 characters.
+	Word string `protobuf:"bytes,1,opt,name=word,proto3" json:"word,omitempty"`
+	// How to say it, respelled in plain words (not IPA), for example
+	// "tuh-MAH-toh". 1 to 200 characters.
+	Pronunciation string `protobuf:"bytes,2,opt,name=pronunciation,proto3" json:"pronunciation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PronunciationEntry) Reset() {
+	*x = PronunciationEntry{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PronunciationEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PronunciationEntry) ProtoMessage() {}
+
+func (x *PronunciationEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PronunciationEntry.ProtoReflect.Descriptor instead.
+func (*PronunciationEntry) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PronunciationEntry) GetWord() string {
+	if x != nil {
+		return x.Word
+	}
+	return ""
+}
+
+func (x *PronunciationEntry) GetPronunciation() string {
+	if x != nil {
+		return x.Pronunciation
+	}
+	return ""
+}
+
+// CreatePronunciationDictionaryRequest holds a new dictionary's entries.
+type CreatePronunciationDictionaryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entries. Required: 1 to 1,000, each word at most once.
+	Entries       []*PronunciationEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreatePronunciationDictionaryRequest) Reset() {
+	*x = CreatePronunciationDictionaryRequest{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreatePronunciationDictionaryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreatePronunciationDictionaryRequest) ProtoMessage() {}
+
+func (x *CreatePronunciationDictionaryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreatePronunciationDictionaryRequest.ProtoReflect.Descriptor instead.
+func (*CreatePronunciationDictionaryRequest) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CreatePronunciationDictionaryRequest) GetEntries() []*PronunciationEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// CreatePronunciationDictionaryResponse is the new dictionary.
+type CreatePronunciationDictionaryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dictionary, with its id.
+	Dictionary    *PronunciationDictionary `protobuf:"bytes,1,opt,name=dictionary,proto3" json:"dictionary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreatePronunciationDictionaryResponse) Reset() {
+	*x = CreatePronunciationDictionaryResponse{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreatePronunciationDictionaryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreatePronunciationDictionaryResponse) ProtoMessage() {}
+
+func (x *CreatePronunciationDictionaryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreatePronunciationDictionaryResponse.ProtoReflect.Descriptor instead.
+func (*CreatePronunciationDictionaryResponse) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CreatePronunciationDictionaryResponse) GetDictionary() *PronunciationDictionary {
+	if x != nil {
+		return x.Dictionary
+	}
+	return nil
+}
+
+// UpdatePronunciationDictionaryRequest replaces a dictionary's entries.
+type UpdatePronunciationDictionaryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dictionary's id. Required; 1 to 128 characters from [A-Za-z0-9_.-].
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The new entries, replacing all the old ones. Required: 1 to 1,000.
+	Entries       []*PronunciationEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdatePronunciationDictionaryRequest) Reset() {
+	*x = UpdatePronunciationDictionaryRequest{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdatePronunciationDictionaryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdatePronunciationDictionaryRequest) ProtoMessage() {}
+
+func (x *UpdatePronunciationDictionaryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdatePronunciationDictionaryRequest.ProtoReflect.Descriptor instead.
+func (*UpdatePronunciationDictionaryRequest) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *UpdatePronunciationDictionaryRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdatePronunciationDictionaryRequest) GetEntries() []*PronunciationEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// UpdatePronunciationDictionaryResponse is the updated dictionary.
+type UpdatePronunciationDictionaryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dictionary.
+	Dictionary    *PronunciationDictionary `protobuf:"bytes,1,opt,name=dictionary,proto3" json:"dictionary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdatePronunciationDictionaryResponse) Reset() {
+	*x = UpdatePronunciationDictionaryResponse{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdatePronunciationDictionaryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdatePronunciationDictionaryResponse) ProtoMessage() {}
+
+func (x *UpdatePronunciationDictionaryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdatePronunciationDictionaryResponse.ProtoReflect.Descriptor instead.
+func (*UpdatePronunciationDictionaryResponse) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *UpdatePronunciationDictionaryResponse) GetDictionary() *PronunciationDictionary {
+	if x != nil {
+		return x.Dictionary
+	}
+	return nil
+}
+
+// DeletePronunciationDictionaryRequest names the dictionary to delete.
+type DeletePronunciationDictionaryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dictionary's id. Required; 1 to 128 characters from [A-Za-z0-9_.-].
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePronunciationDictionaryRequest) Reset() {
+	*x = DeletePronunciationDictionaryRequest{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePronunciationDictionaryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePronunciationDictionaryRequest) ProtoMessage() {}
+
+func (x *DeletePronunciationDictionaryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePronunciationDictionaryRequest.ProtoReflect.Descriptor instead.
+func (*DeletePronunciationDictionaryRequest) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DeletePronunciationDictionaryRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// DeletePronunciationDictionaryResponse confirms a deletion.
+type DeletePronunciationDictionaryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id of the deleted dictionary.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePronunciationDictionaryResponse) Reset() {
+	*x = DeletePronunciationDictionaryResponse{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePronunciationDictionaryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePronunciationDictionaryResponse) ProtoMessage() {}
+
+func (x *DeletePronunciationDictionaryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePronunciationDictionaryResponse.ProtoReflect.Descriptor instead.
+func (*DeletePronunciationDictionaryResponse) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DeletePronunciationDictionaryResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// VoiceClone is a voice made from a sample.
+type VoiceClone struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id to use as voice_id ("voice_...").
+	VoiceId string `protobuf:"bytes,1,opt,name=voice_id,json=voiceId,proto3" json:"voice_id,omitempty"`
+	// The name given at creation.
+	DisplayName string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// Where the clone is in its making.
+	Status VoiceCloneStatus `protobuf:"varint,3,opt,name=status,proto3,enum=speech.v1.VoiceCloneStatus" json:"status,omitempty"`
+	// The clone's language code, as given at creation.
+	Language string `protobuf:"bytes,4,opt,name=language,proto3" json:"language,omitempty"`
+	// The description given at creation.
+	Description string `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
+	// The accent given at creation.
+	Accent string `protobuf:"bytes,6,opt,name=accent,proto3" json:"accent,omitempty"`
+	// The tags given at creation.
+	Tags []string `protobuf:"bytes,7,rep,name=tags,proto3" json:"tags,omitempty"`
+	// The models the clone works with (Smallest's names, "lightning-v3.1").
+	Models []string `protobuf:"bytes,8,rep,name=models,proto3" json:"models,omitempty"`
+	// "instant" or "professional".
+	CloningType string `protobuf:"bytes,9,opt,name=cloning_type,json=cloningType,proto3" json:"cloning_type,omitempty"`
+	// When the clone was created; absent if Smallest did not say.
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VoiceClone) Reset() {
+	*x = VoiceClone{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VoiceClone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VoiceClone) ProtoMessage() {}
+
+func (x *VoiceClone) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VoiceClone.ProtoReflect.Descriptor instead.
+func (*VoiceClone) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *VoiceClone) GetVoiceId() string {
+	if x != nil {
+		return x.VoiceId
+	}
+	return ""
+}
+
+func (x *VoiceClone) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *VoiceClone) GetStatus() VoiceCloneStatus {
+	if x != nil {
+		return x.Status
+	}
+	return VoiceCloneStatus_VOICE_CLONE_STATUS_UNSPECIFIED
+}
+
+func (x *VoiceClone) GetLanguage() string {
+	if x != nil {
+		return x.Language
+	}
+	return ""
+}
+
+func (x *VoiceClone) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *VoiceClone) GetAccent() string {
+	if x != nil {
+		return x.Accent
+	}
+	return ""
+}
+
+func (x *VoiceClone) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *VoiceClone) GetModels() []string {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *VoiceClone) GetCloningType() string {
+	if x != nil {
+		return x.CloningType
+	}
+	return ""
+}
+
+func (x *VoiceClone) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+// CreateVoiceCloneRequest is a sample to clone a voice from.
+type CreateVoiceCloneRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A name for the clone. Required; 1 to 500 characters.
+	DisplayName string `protobuf:"bytes,1,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// The sample: 5 to 15 seconds of one person speaking, as WAV, MP3, WebM
+	// or MP4/M4A. Required; at most 5 MB (5,242,880 bytes).
+	Audio []byte `protobuf:"bytes,2,opt,name=audio,proto3" json:"audio,omitempty"`
+	// The model to clone for: SYNTHESIS_MODEL_LIGHTNING_V3_1 (the default) or
+	// SYNTHESIS_MODEL_LIGHTNING_V3_1_PRO.
+	Model SynthesisModel `protobuf:"varint,3,opt,name=model,proto3,enum=speech.v1.SynthesisModel" json:"model,omitempty"`
+	// The language of the sample, as SynthesizeRequest.language. Optional.
+	Language string `protobuf:"bytes,4,opt,name=language,proto3" json:"language,omitempty"`
+	// A description. Optional; at most 1,000 characters.
+	Description string `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
+	// An accent label. Optional; at most 100 characters.
+	Accent string `protobuf:"bytes,6,opt,name=accent,proto3" json:"accent,omitempty"`
+	// Tags. Optional; at most 20, each 1 to 50 characters without ",".
+	Tags          []string `protobuf:"bytes,7,rep,name=tags,proto3" json:"tags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateVoiceCloneRequest) Reset() {
+	*x = CreateVoiceCloneRequest{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateVoiceCloneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateVoiceCloneRequest) ProtoMessage() {}
+
+func (x *CreateVoiceCloneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateVoiceCloneRequest.ProtoReflect.Descriptor instead.
+func (*CreateVoiceCloneRequest) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CreateVoiceCloneRequest) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *CreateVoiceCloneRequest) GetAudio() []byte {
+	if x != nil {
+		return x.Audio
+	}
+	return nil
+}
+
+func (x *CreateVoiceCloneRequest) GetModel() SynthesisModel {
+	if x != nil {
+		return x.Model
+	}
+	return SynthesisModel_SYNTHESIS_MODEL_UNSPECIFIED
+}
+
+func (x *CreateVoiceCloneRequest) GetLanguage() string {
+	if x != nil {
+		return x.Language
+	}
+	return ""
+}
+
+func (x *CreateVoiceCloneRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *CreateVoiceCloneRequest) GetAccent() string {
+	if x != nil {
+		return x.Accent
+	}
+	return ""
+}
+
+func (x *CreateVoiceCloneRequest) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+// CreateVoiceCloneResponse is the new clone.
+type CreateVoiceCloneResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The clone; usually PENDING or PROCESSING at first.
+	VoiceClone    *VoiceClone `protobuf:"bytes,1,opt,name=voice_clone,json=voiceClone,proto3" json:"voice_clone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateVoiceCloneResponse) Reset() {
+	*x = CreateVoiceCloneResponse{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateVoiceCloneResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateVoiceCloneResponse) ProtoMessage() {}
+
+func (x *CreateVoiceCloneResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateVoiceCloneResponse.ProtoReflect.Descriptor instead.
+func (*CreateVoiceCloneResponse) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *CreateVoiceCloneResponse) GetVoiceClone() *VoiceClone {
+	if x != nil {
+		return x.VoiceClone
+	}
+	return nil
+}
+
+// ListVoiceClonesRequest has no fields.
+type ListVoiceClonesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVoiceClonesRequest) Reset() {
+	*x = ListVoiceClonesRequest{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVoiceClonesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVoiceClonesRequest) ProtoMessage() {}
+
+func (x *ListVoiceClonesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVoiceClonesRequest.ProtoReflect.Descriptor instead.
+func (*ListVoiceClonesRequest) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{27}
+}
+
+// ListVoiceClonesResponse lists the account's clones.
+type ListVoiceClonesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The clones.
+	VoiceClones   []*VoiceClone `protobuf:"bytes,1,rep,name=voice_clones,json=voiceClones,proto3" json:"voice_clones,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVoiceClonesResponse) Reset() {
+	*x = ListVoiceClonesResponse{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVoiceClonesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVoiceClonesResponse) ProtoMessage() {}
+
+func (x *ListVoiceClonesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVoiceClonesResponse.ProtoReflect.Descriptor instead.
+func (*ListVoiceClonesResponse) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListVoiceClonesResponse) GetVoiceClones() []*VoiceClone {
+	if x != nil {
+		return x.VoiceClones
+	}
+	return nil
+}
+
 var File_speech_v1_synthesis_proto protoreflect.FileDescriptor
 
 const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\n" +
-	"\x19speech/v1/synthesis.proto\x12\tspeech.v1\x1a\x15speech/v1/audio.proto\"\x85\x04\n" +
+	"\x19speech/v1/synthesis.proto\x12\tspeech.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15speech/v1/audio.proto\"\x85\x04\n" +
 	"\x11SynthesizeRequest\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x19\n" +
 	"\bvoice_id\x18\x02 \x01(\tR\avoiceId\x12/\n" +
@@ -941,7 +2454,7 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\x06format\x18\x01 \x01(\v2\x1a.speech.v1.SynthesisFormatH\x00R\x06format\x12-\n" +
 	"\x05audio\x18\x02 \x01(\v2\x15.speech.v1.AudioChunkH\x00R\x05audio\x124\n" +
 	"\x06totals\x18\x03 \x01(\v2\x1a.speech.v1.SynthesisTotalsH\x00R\x06totalsB\a\n" +
-	"\x05event\"\xe0\x03\n" +
+	"\x05event\"\x89\x04\n" +
 	"\x0fSynthesisFormat\x124\n" +
 	"\bencoding\x18\x01 \x01(\x0e2\x18.speech.v1.AudioEncodingR\bencoding\x12$\n" +
 	"\x0esample_rate_hz\x18\x02 \x01(\rR\fsampleRateHz\x12\x1a\n" +
@@ -957,7 +2470,8 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\x13upstream_request_id\x18\n" +
 	" \x01(\tR\x11upstreamRequestId\x12.\n" +
 	"\x13upstream_session_id\x18\v \x01(\tR\x11upstreamSessionId\x12%\n" +
-	"\x0econtent_expiry\x18\f \x01(\tR\rcontentExpiry\"\xa2\x01\n" +
+	"\x0econtent_expiry\x18\f \x01(\tR\rcontentExpiry\x12'\n" +
+	"\x0fword_timestamps\x18\r \x01(\bR\x0ewordTimestamps\"\xa2\x01\n" +
 	"\n" +
 	"AudioChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1a\n" +
@@ -967,7 +2481,7 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"durationMs\x88\x01\x01B\f\n" +
 	"\n" +
 	"_offset_msB\x0e\n" +
-	"\f_duration_ms\"\xa1\x02\n" +
+	"\f_duration_ms\"\xd8\x02\n" +
 	"\x0fSynthesisTotals\x12/\n" +
 	"\x11audio_duration_ms\x18\x01 \x01(\rH\x00R\x0faudioDurationMs\x88\x01\x01\x12\x1f\n" +
 	"\vaudio_bytes\x18\x02 \x01(\x04R\n" +
@@ -977,13 +2491,51 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"characters\x18\x04 \x01(\rR\n" +
 	"characters\x123\n" +
 	"\x16upstream_first_byte_ms\x18\x05 \x01(\rR\x13upstreamFirstByteMs\x12.\n" +
-	"\x13upstream_request_id\x18\x06 \x01(\tR\x11upstreamRequestIdB\x14\n" +
-	"\x12_audio_duration_ms\"G\n" +
+	"\x13upstream_request_id\x18\x06 \x01(\tR\x11upstreamRequestId\x12\x1f\n" +
+	"\vtext_pieces\x18\a \x01(\rR\n" +
+	"textPieces\x12\x14\n" +
+	"\x05words\x18\b \x01(\rR\x05wordsB\x14\n" +
+	"\x12_audio_duration_ms\"\x83\x01\n" +
+	"\x17SynthesizeStreamRequest\x124\n" +
+	"\x06config\x18\x01 \x01(\v2\x1a.speech.v1.SynthesisConfigH\x00R\x06config\x12*\n" +
+	"\x04text\x18\x02 \x01(\v2\x14.speech.v1.TextPieceH\x00R\x04textB\x06\n" +
+	"\x04part\"5\n" +
+	"\tTextPiece\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12\x14\n" +
+	"\x05flush\x18\x02 \x01(\bR\x05flush\"\xa0\x04\n" +
+	"\x0fSynthesisConfig\x12\x19\n" +
+	"\bvoice_id\x18\x01 \x01(\tR\avoiceId\x12/\n" +
+	"\x05model\x18\x02 \x01(\x0e2\x19.speech.v1.SynthesisModelR\x05model\x12\x1a\n" +
+	"\blanguage\x18\x03 \x01(\tR\blanguage\x12\x14\n" +
+	"\x05speed\x18\x04 \x01(\x02R\x05speed\x12$\n" +
+	"\x0esample_rate_hz\x18\x05 \x01(\rR\fsampleRateHz\x124\n" +
+	"\bencoding\x18\x06 \x01(\x0e2\x18.speech.v1.AudioEncodingR\bencoding\x12'\n" +
+	"\x0fword_timestamps\x18\a \x01(\bR\x0ewordTimestamps\x124\n" +
+	"\x16pronunciation_dict_ids\x18\b \x03(\tR\x14pronunciationDictIds\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\t \x01(\tR\trequestId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\n" +
+	" \x01(\tR\tsessionId\x12B\n" +
+	"\x1dnumber_pronunciation_language\x18\v \x01(\tR\x1bnumberPronunciationLanguage\x12#\n" +
+	"\rmath_notation\x18\f \x01(\bR\fmathNotation\x12-\n" +
+	"\x13max_buffer_flush_ms\x18\r \x01(\rR\x10maxBufferFlushMs\"\xeb\x01\n" +
+	"\x18SynthesizeStreamResponse\x124\n" +
+	"\x06format\x18\x01 \x01(\v2\x1a.speech.v1.SynthesisFormatH\x00R\x06format\x12-\n" +
+	"\x05audio\x18\x02 \x01(\v2\x15.speech.v1.AudioChunkH\x00R\x05audio\x124\n" +
+	"\x06totals\x18\x03 \x01(\v2\x1a.speech.v1.SynthesisTotalsH\x00R\x06totals\x12+\n" +
+	"\x04word\x18\x04 \x01(\v2\x15.speech.v1.WordTimingH\x00R\x04wordB\a\n" +
+	"\x05event\"R\n" +
+	"\n" +
+	"WordTiming\x12\x12\n" +
+	"\x04word\x18\x01 \x01(\tR\x04word\x12\x19\n" +
+	"\bstart_ms\x18\x02 \x01(\rR\astartMs\x12\x15\n" +
+	"\x06end_ms\x18\x03 \x01(\rR\x05endMs\"G\n" +
 	"\x11ListVoicesRequest\x12\x1a\n" +
 	"\blanguage\x18\x01 \x01(\tR\blanguage\x12\x16\n" +
 	"\x06gender\x18\x02 \x01(\tR\x06gender\">\n" +
 	"\x12ListVoicesResponse\x12(\n" +
-	"\x06voices\x18\x01 \x03(\v2\x10.speech.v1.VoiceR\x06voices\"\xa0\x02\n" +
+	"\x06voices\x18\x01 \x03(\v2\x10.speech.v1.VoiceR\x06voices\"\xe2\x02\n" +
 	"\x05Voice\x12\x19\n" +
 	"\bvoice_id\x18\x01 \x01(\tR\avoiceId\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1c\n" +
@@ -995,16 +2547,91 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\tuse_cases\x18\b \x03(\tR\buseCases\x12\x1a\n" +
 	"\bemotions\x18\t \x03(\tR\bemotions\x12\x19\n" +
 	"\bis_clone\x18\n" +
-	" \x01(\bR\aisClone*}\n" +
+	" \x01(\bR\aisClone\x12@\n" +
+	"\fcapabilities\x18\v \x01(\v2\x1c.speech.v1.VoiceCapabilitiesR\fcapabilities\"\xc5\x01\n" +
+	"\x11VoiceCapabilities\x12&\n" +
+	"\x0fsample_rates_hz\x18\x01 \x03(\rR\rsampleRatesHz\x126\n" +
+	"\tencodings\x18\x02 \x03(\x0e2\x18.speech.v1.AudioEncodingR\tencodings\x12'\n" +
+	"\x0fword_timestamps\x18\x03 \x01(\bR\x0ewordTimestamps\x12'\n" +
+	"\x0fstreaming_input\x18\x04 \x01(\bR\x0estreamingInput\"&\n" +
+	"$ListPronunciationDictionariesRequest\"o\n" +
+	"%ListPronunciationDictionariesResponse\x12F\n" +
+	"\fdictionaries\x18\x01 \x03(\v2\".speech.v1.PronunciationDictionaryR\fdictionaries\"\x9f\x01\n" +
+	"\x17PronunciationDictionary\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
+	"\aentries\x18\x02 \x03(\v2\x1d.speech.v1.PronunciationEntryR\aentries\x12;\n" +
+	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"N\n" +
+	"\x12PronunciationEntry\x12\x12\n" +
+	"\x04word\x18\x01 \x01(\tR\x04word\x12$\n" +
+	"\rpronunciation\x18\x02 \x01(\tR\rpronunciation\"_\n" +
+	"$CreatePronunciationDictionaryRequest\x127\n" +
+	"\aentries\x18\x01 \x03(\v2\x1d.speech.v1.PronunciationEntryR\aentries\"k\n" +
+	"%CreatePronunciationDictionaryResponse\x12B\n" +
+	"\n" +
+	"dictionary\x18\x01 \x01(\v2\".speech.v1.PronunciationDictionaryR\n" +
+	"dictionary\"o\n" +
+	"$UpdatePronunciationDictionaryRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
+	"\aentries\x18\x02 \x03(\v2\x1d.speech.v1.PronunciationEntryR\aentries\"k\n" +
+	"%UpdatePronunciationDictionaryResponse\x12B\n" +
+	"\n" +
+	"dictionary\x18\x01 \x01(\v2\".speech.v1.PronunciationDictionaryR\n" +
+	"dictionary\"6\n" +
+	"$DeletePronunciationDictionaryRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"7\n" +
+	"%DeletePronunciationDictionaryResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xe1\x02\n" +
+	"\n" +
+	"VoiceClone\x12\x19\n" +
+	"\bvoice_id\x18\x01 \x01(\tR\avoiceId\x12!\n" +
+	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x123\n" +
+	"\x06status\x18\x03 \x01(\x0e2\x1b.speech.v1.VoiceCloneStatusR\x06status\x12\x1a\n" +
+	"\blanguage\x18\x04 \x01(\tR\blanguage\x12 \n" +
+	"\vdescription\x18\x05 \x01(\tR\vdescription\x12\x16\n" +
+	"\x06accent\x18\x06 \x01(\tR\x06accent\x12\x12\n" +
+	"\x04tags\x18\a \x03(\tR\x04tags\x12\x16\n" +
+	"\x06models\x18\b \x03(\tR\x06models\x12!\n" +
+	"\fcloning_type\x18\t \x01(\tR\vcloningType\x12;\n" +
+	"\vcreate_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"\xed\x01\n" +
+	"\x17CreateVoiceCloneRequest\x12!\n" +
+	"\fdisplay_name\x18\x01 \x01(\tR\vdisplayName\x12\x14\n" +
+	"\x05audio\x18\x02 \x01(\fR\x05audio\x12/\n" +
+	"\x05model\x18\x03 \x01(\x0e2\x19.speech.v1.SynthesisModelR\x05model\x12\x1a\n" +
+	"\blanguage\x18\x04 \x01(\tR\blanguage\x12 \n" +
+	"\vdescription\x18\x05 \x01(\tR\vdescription\x12\x16\n" +
+	"\x06accent\x18\x06 \x01(\tR\x06accent\x12\x12\n" +
+	"\x04tags\x18\a \x03(\tR\x04tags\"R\n" +
+	"\x18CreateVoiceCloneResponse\x126\n" +
+	"\vvoice_clone\x18\x01 \x01(\v2\x15.speech.v1.VoiceCloneR\n" +
+	"voiceClone\"\x18\n" +
+	"\x16ListVoiceClonesRequest\"S\n" +
+	"\x17ListVoiceClonesResponse\x128\n" +
+	"\fvoice_clones\x18\x01 \x03(\v2\x15.speech.v1.VoiceCloneR\vvoiceClones*}\n" +
 	"\x0eSynthesisModel\x12\x1f\n" +
 	"\x1bSYNTHESIS_MODEL_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eSYNTHESIS_MODEL_LIGHTNING_V3_1\x10\x01\x12&\n" +
-	"\"SYNTHESIS_MODEL_LIGHTNING_V3_1_PRO\x10\x022\xaa\x01\n" +
+	"\"SYNTHESIS_MODEL_LIGHTNING_V3_1_PRO\x10\x02*\xba\x01\n" +
+	"\x10VoiceCloneStatus\x12\"\n" +
+	"\x1eVOICE_CLONE_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aVOICE_CLONE_STATUS_PENDING\x10\x01\x12!\n" +
+	"\x1dVOICE_CLONE_STATUS_PROCESSING\x10\x02\x12 \n" +
+	"\x1cVOICE_CLONE_STATUS_COMPLETED\x10\x03\x12\x1d\n" +
+	"\x19VOICE_CLONE_STATUS_FAILED\x10\x042\xd6\a\n" +
 	"\x10SynthesisService\x12K\n" +
 	"\n" +
-	"Synthesize\x12\x1c.speech.v1.SynthesizeRequest\x1a\x1d.speech.v1.SynthesizeResponse0\x01\x12I\n" +
+	"Synthesize\x12\x1c.speech.v1.SynthesizeRequest\x1a\x1d.speech.v1.SynthesizeResponse0\x01\x12_\n" +
+	"\x10SynthesizeStream\x12\".speech.v1.SynthesizeStreamRequest\x1a#.speech.v1.SynthesizeStreamResponse(\x010\x01\x12I\n" +
 	"\n" +
-	"ListVoices\x12\x1c.speech.v1.ListVoicesRequest\x1a\x1d.speech.v1.ListVoicesResponseB9Z7github.com/speechgate/speechgate/gen/speech/v1;speechv1b\x06proto3"
+	"ListVoices\x12\x1c.speech.v1.ListVoicesRequest\x1a\x1d.speech.v1.ListVoicesResponse\x12\x82\x01\n" +
+	"\x1dListPronunciationDictionaries\x12/.speech.v1.ListPronunciationDictionariesRequest\x1a0.speech.v1.ListPronunciationDictionariesResponse\x12\x82\x01\n" +
+	"\x1dCreatePronunciationDictionary\x12/.speech.v1.CreatePronunciationDictionaryRequest\x1a0.speech.v1.CreatePronunciationDictionaryResponse\x12\x82\x01\n" +
+	"\x1dUpdatePronunciationDictionary\x12/.speech.v1.UpdatePronunciationDictionaryRequest\x1a0.speech.v1.UpdatePronunciationDictionaryResponse\x12\x82\x01\n" +
+	"\x1dDeletePronunciationDictionary\x12/.speech.v1.DeletePronunciationDictionaryRequest\x1a0.speech.v1.DeletePronunciationDictionaryResponse\x12[\n" +
+	"\x10CreateVoiceClone\x12\".speech.v1.CreateVoiceCloneRequest\x1a#.speech.v1.CreateVoiceCloneResponse\x12X\n" +
+	"\x0fListVoiceClones\x12!.speech.v1.ListVoiceClonesRequest\x1a\".speech.v1.ListVoiceClonesResponseB9Z7github.com/speechgate/speechgate/gen/speech/v1;speechv1b\x06proto3"
 
 var (
 	file_speech_v1_synthesis_proto_rawDescOnce sync.Once
@@ -1018,39 +2645,98 @@ func file_speech_v1_synthesis_proto_rawDescGZIP() []byte {
 	return file_speech_v1_synthesis_proto_rawDescData
 }
 
-var file_speech_v1_synthesis_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_speech_v1_synthesis_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_speech_v1_synthesis_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_speech_v1_synthesis_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_speech_v1_synthesis_proto_goTypes = []any{
-	(SynthesisModel)(0),        // 0: speech.v1.SynthesisModel
-	(*SynthesizeRequest)(nil),  // 1: speech.v1.SynthesizeRequest
-	(*SynthesizeResponse)(nil), // 2: speech.v1.SynthesizeResponse
-	(*SynthesisFormat)(nil),    // 3: speech.v1.SynthesisFormat
-	(*AudioChunk)(nil),         // 4: speech.v1.AudioChunk
-	(*SynthesisTotals)(nil),    // 5: speech.v1.SynthesisTotals
-	(*ListVoicesRequest)(nil),  // 6: speech.v1.ListVoicesRequest
-	(*ListVoicesResponse)(nil), // 7: speech.v1.ListVoicesResponse
-	(*Voice)(nil),              // 8: speech.v1.Voice
-	(AudioEncoding)(0),         // 9: speech.v1.AudioEncoding
-	(AudioContainer)(0),        // 10: speech.v1.AudioContainer
+	(SynthesisModel)(0),                           // 0: speech.v1.SynthesisModel
+	(VoiceCloneStatus)(0),                         // 1: speech.v1.VoiceCloneStatus
+	(*SynthesizeRequest)(nil),                     // 2: speech.v1.SynthesizeRequest
+	(*SynthesizeResponse)(nil),                    // 3: speech.v1.SynthesizeResponse
+	(*SynthesisFormat)(nil),                       // 4: speech.v1.SynthesisFormat
+	(*AudioChunk)(nil),                            // 5: speech.v1.AudioChunk
+	(*SynthesisTotals)(nil),                       // 6: speech.v1.SynthesisTotals
+	(*SynthesizeStreamRequest)(nil),               // 7: speech.v1.SynthesizeStreamRequest
+	(*TextPiece)(nil),                             // 8: speech.v1.TextPiece
+	(*SynthesisConfig)(nil),                       // 9: speech.v1.SynthesisConfig
+	(*SynthesizeStreamResponse)(nil),              // 10: speech.v1.SynthesizeStreamResponse
+	(*WordTiming)(nil),                            // 11: speech.v1.WordTiming
+	(*ListVoicesRequest)(nil),                     // 12: speech.v1.ListVoicesRequest
+	(*ListVoicesResponse)(nil),                    // 13: speech.v1.ListVoicesResponse
+	(*Voice)(nil),                                 // 14: speech.v1.Voice
+	(*VoiceCapabilities)(nil),                     // 15: speech.v1.VoiceCapabilities
+	(*ListPronunciationDictionariesRequest)(nil),  // 16: speech.v1.ListPronunciationDictionariesRequest
+	(*ListPronunciationDictionariesResponse)(nil), // 17: speech.v1.ListPronunciationDictionariesResponse
+	(*PronunciationDictionary)(nil),               // 18: speech.v1.PronunciationDictionary
+	(*PronunciationEntry)(nil),                    // 19: speech.v1.PronunciationEntry
+	(*CreatePronunciationDictionaryRequest)(nil),  // 20: speech.v1.CreatePronunciationDictionaryRequest
+	(*CreatePronunciationDictionaryResponse)(nil), // 21: speech.v1.CreatePronunciationDictionaryResponse
+	(*UpdatePronunciationDictionaryRequest)(nil),  // 22: speech.v1.UpdatePronunciationDictionaryRequest
+	(*UpdatePronunciationDictionaryResponse)(nil), // 23: speech.v1.UpdatePronunciationDictionaryResponse
+	(*DeletePronunciationDictionaryRequest)(nil),  // 24: speech.v1.DeletePronunciationDictionaryRequest
+	(*DeletePronunciationDictionaryResponse)(nil), // 25: speech.v1.DeletePronunciationDictionaryResponse
+	(*VoiceClone)(nil),                            // 26: speech.v1.VoiceClone
+	(*CreateVoiceCloneRequest)(nil),               // 27: speech.v1.CreateVoiceCloneRequest
+	(*CreateVoiceCloneResponse)(nil),              // 28: speech.v1.CreateVoiceCloneResponse
+	(*ListVoiceClonesRequest)(nil),                // 29: speech.v1.ListVoiceClonesRequest
+	(*ListVoiceClonesResponse)(nil),               // 30: speech.v1.ListVoiceClonesResponse
+	(AudioEncoding)(0),                            // 31: speech.v1.AudioEncoding
+	(AudioContainer)(0),                           // 32: speech.v1.AudioContainer
+	(*timestamppb.Timestamp)(nil),                 // 33: google.protobuf.Timestamp
 }
 var file_speech_v1_synthesis_proto_depIdxs = []int32{
 	0,  // 0: speech.v1.SynthesizeRequest.model:type_name -> speech.v1.SynthesisModel
-	9,  // 1: speech.v1.SynthesizeRequest.encoding:type_name -> speech.v1.AudioEncoding
-	3,  // 2: speech.v1.SynthesizeResponse.format:type_name -> speech.v1.SynthesisFormat
-	4,  // 3: speech.v1.SynthesizeResponse.audio:type_name -> speech.v1.AudioChunk
-	5,  // 4: speech.v1.SynthesizeResponse.totals:type_name -> speech.v1.SynthesisTotals
-	9,  // 5: speech.v1.SynthesisFormat.encoding:type_name -> speech.v1.AudioEncoding
-	10, // 6: speech.v1.SynthesisFormat.container:type_name -> speech.v1.AudioContainer
-	8,  // 7: speech.v1.ListVoicesResponse.voices:type_name -> speech.v1.Voice
-	1,  // 8: speech.v1.SynthesisService.Synthesize:input_type -> speech.v1.SynthesizeRequest
-	6,  // 9: speech.v1.SynthesisService.ListVoices:input_type -> speech.v1.ListVoicesRequest
-	2,  // 10: speech.v1.SynthesisService.Synthesize:output_type -> speech.v1.SynthesizeResponse
-	7,  // 11: speech.v1.SynthesisService.ListVoices:output_type -> speech.v1.ListVoicesResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	31, // 1: speech.v1.SynthesizeRequest.encoding:type_name -> speech.v1.AudioEncoding
+	4,  // 2: speech.v1.SynthesizeResponse.format:type_name -> speech.v1.SynthesisFormat
+	5,  // 3: speech.v1.SynthesizeResponse.audio:type_name -> speech.v1.AudioChunk
+	6,  // 4: speech.v1.SynthesizeResponse.totals:type_name -> speech.v1.SynthesisTotals
+	31, // 5: speech.v1.SynthesisFormat.encoding:type_name -> speech.v1.AudioEncoding
+	32, // 6: speech.v1.SynthesisFormat.container:type_name -> speech.v1.AudioContainer
+	9,  // 7: speech.v1.SynthesizeStreamRequest.config:type_name -> speech.v1.SynthesisConfig
+	8,  // 8: speech.v1.SynthesizeStreamRequest.text:type_name -> speech.v1.TextPiece
+	0,  // 9: speech.v1.SynthesisConfig.model:type_name -> speech.v1.SynthesisModel
+	31, // 10: speech.v1.SynthesisConfig.encoding:type_name -> speech.v1.AudioEncoding
+	4,  // 11: speech.v1.SynthesizeStreamResponse.format:type_name -> speech.v1.SynthesisFormat
+	5,  // 12: speech.v1.SynthesizeStreamResponse.audio:type_name -> speech.v1.AudioChunk
+	6,  // 13: speech.v1.SynthesizeStreamResponse.totals:type_name -> speech.v1.SynthesisTotals
+	11, // 14: speech.v1.SynthesizeStreamResponse.word:type_name -> speech.v1.WordTiming
+	14, // 15: speech.v1.ListVoicesResponse.voices:type_name -> speech.v1.Voice
+	15, // 16: speech.v1.Voice.capabilities:type_name -> speech.v1.VoiceCapabilities
+	31, // 17: speech.v1.VoiceCapabilities.encodings:type_name -> speech.v1.AudioEncoding
+	18, // 18: speech.v1.ListPronunciationDictionariesResponse.dictionaries:type_name -> speech.v1.PronunciationDictionary
+	19, // 19: speech.v1.PronunciationDictionary.entries:type_name -> speech.v1.PronunciationEntry
+	33, // 20: speech.v1.PronunciationDictionary.create_time:type_name -> google.protobuf.Timestamp
+	19, // 21: speech.v1.CreatePronunciationDictionaryRequest.entries:type_name -> speech.v1.PronunciationEntry
+	18, // 22: speech.v1.CreatePronunciationDictionaryResponse.dictionary:type_name -> speech.v1.PronunciationDictionary
+	19, // 23: speech.v1.UpdatePronunciationDictionaryRequest.entries:type_name -> speech.v1.PronunciationEntry
+	18, // 24: speech.v1.UpdatePronunciationDictionaryResponse.dictionary:type_name -> speech.v1.PronunciationDictionary
+	1,  // 25: speech.v1.VoiceClone.status:type_name -> speech.v1.VoiceCloneStatus
+	33, // 26: speech.v1.VoiceClone.create_time:type_name -> google.protobuf.Timestamp
+	0,  // 27: speech.v1.CreateVoiceCloneRequest.model:type_name -> speech.v1.SynthesisModel
+	26, // 28: speech.v1.CreateVoiceCloneResponse.voice_clone:type_name -> speech.v1.VoiceClone
+	26, // 29: speech.v1.ListVoiceClonesResponse.voice_clones:type_name -> speech.v1.VoiceClone
+	2,  // 30: speech.v1.SynthesisService.Synthesize:input_type -> speech.v1.SynthesizeRequest
+	7,  // 31: speech.v1.SynthesisService.SynthesizeStream:input_type -> speech.v1.SynthesizeStreamRequest
+	12, // 32: speech.v1.SynthesisService.ListVoices:input_type -> speech.v1.ListVoicesRequest
+	16, // 33: speech.v1.SynthesisService.ListPronunciationDictionaries:input_type -> speech.v1.ListPronunciationDictionariesRequest
+	20, // 34: speech.v1.SynthesisService.CreatePronunciationDictionary:input_type -> speech.v1.CreatePronunciationDictionaryRequest
+	22, // 35: speech.v1.SynthesisService.UpdatePronunciationDictionary:input_type -> speech.v1.UpdatePronunciationDictionaryRequest
+	24, // 36: speech.v1.SynthesisService.DeletePronunciationDictionary:input_type -> speech.v1.DeletePronunciationDictionaryRequest
+	27, // 37: speech.v1.SynthesisService.CreateVoiceClone:input_type -> speech.v1.CreateVoiceCloneRequest
+	29, // 38: speech.v1.SynthesisService.ListVoiceClones:input_type -> speech.v1.ListVoiceClonesRequest
+	3,  // 39: speech.v1.SynthesisService.Synthesize:output_type -> speech.v1.SynthesizeResponse
+	10, // 40: speech.v1.SynthesisService.SynthesizeStream:output_type -> speech.v1.SynthesizeStreamResponse
+	13, // 41: speech.v1.SynthesisService.ListVoices:output_type -> speech.v1.ListVoicesResponse
+	17, // 42: speech.v1.SynthesisService.ListPronunciationDictionaries:output_type -> speech.v1.ListPronunciationDictionariesResponse
+	21, // 43: speech.v1.SynthesisService.CreatePronunciationDictionary:output_type -> speech.v1.CreatePronunciationDictionaryResponse
+	23, // 44: speech.v1.SynthesisService.UpdatePronunciationDictionary:output_type -> speech.v1.UpdatePronunciationDictionaryResponse
+	25, // 45: speech.v1.SynthesisService.DeletePronunciationDictionary:output_type -> speech.v1.DeletePronunciationDictionaryResponse
+	28, // 46: speech.v1.SynthesisService.CreateVoiceClone:output_type -> speech.v1.CreateVoiceCloneResponse
+	30, // 47: speech.v1.SynthesisService.ListVoiceClones:output_type -> speech.v1.ListVoiceClonesResponse
+	39, // [39:48] is the sub-list for method output_type
+	30, // [30:39] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_speech_v1_synthesis_proto_init() }
@@ -1066,13 +2752,23 @@ func file_speech_v1_synthesis_proto_init() {
 	}
 	file_speech_v1_synthesis_proto_msgTypes[3].OneofWrappers = []any{}
 	file_speech_v1_synthesis_proto_msgTypes[4].OneofWrappers = []any{}
+	file_speech_v1_synthesis_proto_msgTypes[5].OneofWrappers = []any{
+		(*SynthesizeStreamRequest_Config)(nil),
+		(*SynthesizeStreamRequest_Text)(nil),
+	}
+	file_speech_v1_synthesis_proto_msgTypes[8].OneofWrappers = []any{
+		(*SynthesizeStreamResponse_Format)(nil),
+		(*SynthesizeStreamResponse_Audio)(nil),
+		(*SynthesizeStreamResponse_Totals)(nil),
+		(*SynthesizeStreamResponse_Word)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_speech_v1_synthesis_proto_rawDesc), len(file_speech_v1_synthesis_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   8,
+			NumEnums:      2,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,8 +19,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SynthesisService_Synthesize_FullMethodName = "/speech.v1.SynthesisService/Synthesize"
-	SynthesisService_ListVoices_FullMethodName = "/speech.v1.SynthesisService/ListVoices"
+	SynthesisService_Synthesize_FullMethodName                    = "/speech.v1.SynthesisService/Synthesize"
+	SynthesisService_SynthesizeStream_FullMethodName              = "/speech.v1.SynthesisService/SynthesizeStream"
+	SynthesisService_ListVoices_FullMethodName                    = "/speech.v1.SynthesisService/ListVoices"
+	SynthesisService_ListPronunciationDictionaries_FullMethodName = "/speech.v1.SynthesisService/ListPronunciationDictionaries"
+	SynthesisService_CreatePronunciationDictionary_FullMethodName = "/speech.v1.SynthesisService/CreatePronunciationDictionary"
+	SynthesisService_UpdatePronunciationDictionary_FullMethodName = "/speech.v1.SynthesisService/UpdatePronunciationDictionary"
+	SynthesisService_DeletePronunciationDictionary_FullMethodName = "/speech.v1.SynthesisService/DeletePronunciationDictionary"
+	SynthesisService_CreateVoiceClone_FullMethodName              = "/speech.v1.SynthesisService/CreateVoiceClone"
+	SynthesisService_ListVoiceClones_FullMethodName               = "/speech.v1.SynthesisService/ListVoiceClones"
 )
 
 // SynthesisServiceClient is the client API for SynthesisService service.
@@ -50,10 +57,52 @@ type SynthesisServiceClient interface {
 	// Requests are validated before anything is sent upstream; a bad request
 	// fails with INVALID_ARGUMENT and a google.rpc.BadRequest naming each field.
 	// The call's deadline and cancellation end the upstream request at once.
+	//
+	// Text longer than the gateway's piece size (default 250 characters, the
+	// size Smallest advises) is split at sentence boundaries, never inside a
+	// word, and the pieces are synthesized in order, the next one while the
+	// current one streams. The caller still gets one stream: one format
+	// message, one WAV header, continuous offsets, one totals message, and the
+	// first audio as early as for a short text. If a piece fails, the status
+	// says which characters it held.
+	//
+	// For word timings, use SynthesizeStream: Smallest sends them only there.
 	Synthesize(ctx context.Context, in *SynthesizeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SynthesizeResponse], error)
+	// SynthesizeStream speaks text as it is written, for voice agents that
+	// produce it token by token: the client sends one `config` message, then
+	// `text` pieces as they come, marking `flush` where audio should be made
+	// without waiting for more (a sentence end), and half-closes after the
+	// last piece. Audio starts before the text is complete and comes back in
+	// the same self-describing shape as Synthesize (format first, audio, totals
+	// last), with `word` timing messages when asked for.
+	//
+	// It runs over Lightning's WebSocket, which always produces PCM: the
+	// encodings are PCM_S16LE, WAV, MULAW and ALAW (the last two encoded by the
+	// gateway). Pauses between pieces are fine: the gateway keeps the upstream
+	// session open, or reopens it, however long the client thinks.
+	SynthesizeStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SynthesizeStreamRequest, SynthesizeStreamResponse], error)
 	// ListVoices lists the voices available to the caller's Smallest account:
-	// the Lightning catalog and the account's own voice clones.
+	// the Lightning catalog and the account's own voice clones, each with what
+	// it can do. The list is cached by the gateway for a short time (default
+	// 60 s) per Smallest key.
 	ListVoices(ctx context.Context, in *ListVoicesRequest, opts ...grpc.CallOption) (*ListVoicesResponse, error)
+	// ListPronunciationDictionaries lists the account's pronunciation dictionaries.
+	ListPronunciationDictionaries(ctx context.Context, in *ListPronunciationDictionariesRequest, opts ...grpc.CallOption) (*ListPronunciationDictionariesResponse, error)
+	// CreatePronunciationDictionary creates a dictionary; pass its id in
+	// SynthesizeRequest.pronunciation_dict_ids to use it.
+	CreatePronunciationDictionary(ctx context.Context, in *CreatePronunciationDictionaryRequest, opts ...grpc.CallOption) (*CreatePronunciationDictionaryResponse, error)
+	// UpdatePronunciationDictionary replaces a dictionary's entries.
+	UpdatePronunciationDictionary(ctx context.Context, in *UpdatePronunciationDictionaryRequest, opts ...grpc.CallOption) (*UpdatePronunciationDictionaryResponse, error)
+	// DeletePronunciationDictionary deletes a dictionary.
+	DeletePronunciationDictionary(ctx context.Context, in *DeletePronunciationDictionaryRequest, opts ...grpc.CallOption) (*DeletePronunciationDictionaryResponse, error)
+	// CreateVoiceClone makes an instant voice clone from a sample of a voice.
+	// The clone is usable once its status is COMPLETED (see ListVoiceClones).
+	//
+	// Smallest's API cannot delete a clone: deletion is only possible in
+	// Smallest's dashboard, so this service has no delete method.
+	CreateVoiceClone(ctx context.Context, in *CreateVoiceCloneRequest, opts ...grpc.CallOption) (*CreateVoiceCloneResponse, error)
+	// ListVoiceClones lists the account's voice clones and their status.
+	ListVoiceClones(ctx context.Context, in *ListVoiceClonesRequest, opts ...grpc.CallOption) (*ListVoiceClonesResponse, error)
 }
 
 type synthesisServiceClient struct {
@@ -83,10 +132,83 @@ func (c *synthesisServiceClient) Synthesize(ctx context.Context, in *SynthesizeR
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SynthesisService_SynthesizeClient = grpc.ServerStreamingClient[SynthesizeResponse]
 
+func (c *synthesisServiceClient) SynthesizeStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SynthesizeStreamRequest, SynthesizeStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &SynthesisService_ServiceDesc.Streams[1], SynthesisService_SynthesizeStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SynthesizeStreamRequest, SynthesizeStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SynthesisService_SynthesizeStreamClient = grpc.BidiStreamingClient[SynthesizeStreamRequest, SynthesizeStreamResponse]
+
 func (c *synthesisServiceClient) ListVoices(ctx context.Context, in *ListVoicesRequest, opts ...grpc.CallOption) (*ListVoicesResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListVoicesResponse)
 	err := c.cc.Invoke(ctx, SynthesisService_ListVoices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *synthesisServiceClient) ListPronunciationDictionaries(ctx context.Context, in *ListPronunciationDictionariesRequest, opts ...grpc.CallOption) (*ListPronunciationDictionariesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPronunciationDictionariesResponse)
+	err := c.cc.Invoke(ctx, SynthesisService_ListPronunciationDictionaries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *synthesisServiceClient) CreatePronunciationDictionary(ctx context.Context, in *CreatePronunciationDictionaryRequest, opts ...grpc.CallOption) (*CreatePronunciationDictionaryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreatePronunciationDictionaryResponse)
+	err := c.cc.Invoke(ctx, SynthesisService_CreatePronunciationDictionary_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *synthesisServiceClient) UpdatePronunciationDictionary(ctx context.Context, in *UpdatePronunciationDictionaryRequest, opts ...grpc.CallOption) (*UpdatePronunciationDictionaryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdatePronunciationDictionaryResponse)
+	err := c.cc.Invoke(ctx, SynthesisService_UpdatePronunciationDictionary_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *synthesisServiceClient) DeletePronunciationDictionary(ctx context.Context, in *DeletePronunciationDictionaryRequest, opts ...grpc.CallOption) (*DeletePronunciationDictionaryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeletePronunciationDictionaryResponse)
+	err := c.cc.Invoke(ctx, SynthesisService_DeletePronunciationDictionary_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *synthesisServiceClient) CreateVoiceClone(ctx context.Context, in *CreateVoiceCloneRequest, opts ...grpc.CallOption) (*CreateVoiceCloneResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateVoiceCloneResponse)
+	err := c.cc.Invoke(ctx, SynthesisService_CreateVoiceClone_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *synthesisServiceClient) ListVoiceClones(ctx context.Context, in *ListVoiceClonesRequest, opts ...grpc.CallOption) (*ListVoiceClonesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListVoiceClonesResponse)
+	err := c.cc.Invoke(ctx, SynthesisService_ListVoiceClones_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -120,10 +242,52 @@ type SynthesisServiceServer interface {
 	// Requests are validated before anything is sent upstream; a bad request
 	// fails with INVALID_ARGUMENT and a google.rpc.BadRequest naming each field.
 	// The call's deadline and cancellation end the upstream request at once.
+	//
+	// Text longer than the gateway's piece size (default 250 characters, the
+	// size Smallest advises) is split at sentence boundaries, never inside a
+	// word, and the pieces are synthesized in order, the next one while the
+	// current one streams. The caller still gets one stream: one format
+	// message, one WAV header, continuous offsets, one totals message, and the
+	// first audio as early as for a short text. If a piece fails, the status
+	// says which characters it held.
+	//
+	// For word timings, use SynthesizeStream: Smallest sends them only there.
 	Synthesize(*SynthesizeRequest, grpc.ServerStreamingServer[SynthesizeResponse]) error
+	// SynthesizeStream speaks text as it is written, for voice agents that
+	// produce it token by token: the client sends one `config` message, then
+	// `text` pieces as they come, marking `flush` where audio should be made
+	// without waiting for more (a sentence end), and half-closes after the
+	// last piece. Audio starts before the text is complete and comes back in
+	// the same self-describing shape as Synthesize (format first, audio, totals
+	// last), with `word` timing messages when asked for.
+	//
+	// It runs over Lightning's WebSocket, which always produces PCM: the
+	// encodings are PCM_S16LE, WAV, MULAW and ALAW (the last two encoded by the
+	// gateway). Pauses between pieces are fine: the gateway keeps the upstream
+	// session open, or reopens it, however long the client thinks.
+	SynthesizeStream(grpc.BidiStreamingServer[SynthesizeStreamRequest, SynthesizeStreamResponse]) error
 	// ListVoices lists the voices available to the caller's Smallest account:
-	// the Lightning catalog and the account's own voice clones.
+	// the Lightning catalog and the account's own voice clones, each with what
+	// it can do. The list is cached by the gateway for a short time (default
+	// 60 s) per Smallest key.
 	ListVoices(context.Context, *ListVoicesRequest) (*ListVoicesResponse, error)
+	// ListPronunciationDictionaries lists the account's pronunciation dictionaries.
+	ListPronunciationDictionaries(context.Context, *ListPronunciationDictionariesRequest) (*ListPronunciationDictionariesResponse, error)
+	// CreatePronunciationDictionary creates a dictionary; pass its id in
+	// SynthesizeRequest.pronunciation_dict_ids to use it.
+	CreatePronunciationDictionary(context.Context, *CreatePronunciationDictionaryRequest) (*CreatePronunciationDictionaryResponse, error)
+	// UpdatePronunciationDictionary replaces a dictionary's entries.
+	UpdatePronunciationDictionary(context.Context, *UpdatePronunciationDictionaryRequest) (*UpdatePronunciationDictionaryResponse, error)
+	// DeletePronunciationDictionary deletes a dictionary.
+	DeletePronunciationDictionary(context.Context, *DeletePronunciationDictionaryRequest) (*DeletePronunciationDictionaryResponse, error)
+	// CreateVoiceClone makes an instant voice clone from a sample of a voice.
+	// The clone is usable once its status is COMPLETED (see ListVoiceClones).
+	//
+	// Smallest's API cannot delete a clone: deletion is only possible in
+	// Smallest's dashboard, so this service has no delete method.
+	CreateVoiceClone(context.Context, *CreateVoiceCloneRequest) (*CreateVoiceCloneResponse, error)
+	// ListVoiceClones lists the account's voice clones and their status.
+	ListVoiceClones(context.Context, *ListVoiceClonesRequest) (*ListVoiceClonesResponse, error)
 	mustEmbedUnimplementedSynthesisServiceServer()
 }
 
@@ -137,8 +301,29 @@ type UnimplementedSynthesisServiceServer struct{}
 func (UnimplementedSynthesisServiceServer) Synthesize(*SynthesizeRequest, grpc.ServerStreamingServer[SynthesizeResponse]) error {
 	return status.Error(codes.Unimplemented, "method Synthesize not implemented")
 }
+func (UnimplementedSynthesisServiceServer) SynthesizeStream(grpc.BidiStreamingServer[SynthesizeStreamRequest, SynthesizeStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method SynthesizeStream not implemented")
+}
 func (UnimplementedSynthesisServiceServer) ListVoices(context.Context, *ListVoicesRequest) (*ListVoicesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListVoices not implemented")
+}
+func (UnimplementedSynthesisServiceServer) ListPronunciationDictionaries(context.Context, *ListPronunciationDictionariesRequest) (*ListPronunciationDictionariesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPronunciationDictionaries not implemented")
+}
+func (UnimplementedSynthesisServiceServer) CreatePronunciationDictionary(context.Context, *CreatePronunciationDictionaryRequest) (*CreatePronunciationDictionaryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreatePronunciationDictionary not implemented")
+}
+func (UnimplementedSynthesisServiceServer) UpdatePronunciationDictionary(context.Context, *UpdatePronunciationDictionaryRequest) (*UpdatePronunciationDictionaryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdatePronunciationDictionary not implemented")
+}
+func (UnimplementedSynthesisServiceServer) DeletePronunciationDictionary(context.Context, *DeletePronunciationDictionaryRequest) (*DeletePronunciationDictionaryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeletePronunciationDictionary not implemented")
+}
+func (UnimplementedSynthesisServiceServer) CreateVoiceClone(context.Context, *CreateVoiceCloneRequest) (*CreateVoiceCloneResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateVoiceClone not implemented")
+}
+func (UnimplementedSynthesisServiceServer) ListVoiceClones(context.Context, *ListVoiceClonesRequest) (*ListVoiceClonesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListVoiceClones not implemented")
 }
 func (UnimplementedSynthesisServiceServer) mustEmbedUnimplementedSynthesisServiceServer() {}
 func (UnimplementedSynthesisServiceServer) testEmbeddedByValue()                          {}
@@ -172,6 +357,13 @@ func _SynthesisService_Synthesize_Handler(srv interface{}, stream grpc.ServerStr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SynthesisService_SynthesizeServer = grpc.ServerStreamingServer[SynthesizeResponse]
 
+func _SynthesisService_SynthesizeStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(SynthesisServiceServer).SynthesizeStream(&grpc.GenericServerStream[SynthesizeStreamRequest, SynthesizeStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SynthesisService_SynthesizeStreamServer = grpc.BidiStreamingServer[SynthesizeStreamRequest, SynthesizeStreamResponse]
+
 func _SynthesisService_ListVoices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListVoicesRequest)
 	if err := dec(in); err != nil {
@@ -190,6 +382,114 @@ func _SynthesisService_ListVoices_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SynthesisService_ListPronunciationDictionaries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPronunciationDictionariesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SynthesisServiceServer).ListPronunciationDictionaries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SynthesisService_ListPronunciationDictionaries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SynthesisServiceServer).ListPronunciationDictionaries(ctx, req.(*ListPronunciationDictionariesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SynthesisService_CreatePronunciationDictionary_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreatePronunciationDictionaryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SynthesisServiceServer).CreatePronunciationDictionary(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SynthesisService_CreatePronunciationDictionary_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SynthesisServiceServer).CreatePronunciationDictionary(ctx, req.(*CreatePronunciationDictionaryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SynthesisService_UpdatePronunciationDictionary_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdatePronunciationDictionaryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SynthesisServiceServer).UpdatePronunciationDictionary(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SynthesisService_UpdatePronunciationDictionary_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SynthesisServiceServer).UpdatePronunciationDictionary(ctx, req.(*UpdatePronunciationDictionaryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SynthesisService_DeletePronunciationDictionary_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeletePronunciationDictionaryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SynthesisServiceServer).DeletePronunciationDictionary(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SynthesisService_DeletePronunciationDictionary_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SynthesisServiceServer).DeletePronunciationDictionary(ctx, req.(*DeletePronunciationDictionaryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SynthesisService_CreateVoiceClone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateVoiceCloneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SynthesisServiceServer).CreateVoiceClone(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SynthesisService_CreateVoiceClone_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SynthesisServiceServer).CreateVoiceClone(ctx, req.(*CreateVoiceCloneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SynthesisService_ListVoiceClones_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListVoiceClonesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SynthesisServiceServer).ListVoiceClones(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SynthesisService_ListVoiceClones_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SynthesisServiceServer).ListVoiceClones(ctx, req.(*ListVoiceClonesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SynthesisService_ServiceDesc is the grpc.ServiceDesc for SynthesisService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -201,12 +501,42 @@ var SynthesisService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListVoices",
 			Handler:    _SynthesisService_ListVoices_Handler,
 		},
+		{
+			MethodName: "ListPronunciationDictionaries",
+			Handler:    _SynthesisService_ListPronunciationDictionaries_Handler,
+		},
+		{
+			MethodName: "CreatePronunciationDictionary",
+			Handler:    _SynthesisService_CreatePronunciationDictionary_Handler,
+		},
+		{
+			MethodName: "UpdatePronunciationDictionary",
+			Handler:    _SynthesisService_UpdatePronunciationDictionary_Handler,
+		},
+		{
+			MethodName: "DeletePronunciationDictionary",
+			Handler:    _SynthesisService_DeletePronunciationDictionary_Handler,
+		},
+		{
+			MethodName: "CreateVoiceClone",
+			Handler:    _SynthesisService_CreateVoiceClone_Handler,
+		},
+		{
+			MethodName: "ListVoiceClones",
+			Handler:    _SynthesisService_ListVoiceClones_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Synthesize",
 			Handler:       _SynthesisService_Synthesize_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "SynthesizeStream",
+			Handler:       _SynthesisService_SynthesizeStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "speech/v1/synthesis.proto",
