@@ -27,6 +27,7 @@ import (
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/auth"
+	"github.com/speechgate/speechgate/internal/correlation"
 	"github.com/speechgate/speechgate/internal/emulator"
 	"github.com/speechgate/speechgate/internal/smallest"
 	"github.com/speechgate/speechgate/server"
@@ -84,7 +85,7 @@ func start(t *testing.T, upstream http.Handler, o options) *gateway {
 	t.Cleanup(func() { client.Close() })
 	logs := &syncBuffer{}
 	cfg := server.Config{
-		Logger:        slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:        slog.New(correlation.Handler{Handler: slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})}),
 		Authenticate:  authn.Authenticate,
 		Speech:        client,
 		Transcription: client,

@@ -73,6 +73,17 @@ func TestShutdownDrainsStreamsInFlight(t *testing.T) {
 		resp, err := probe.Check(t.Context(), &healthpb.HealthCheckRequest{})
 		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING
 	})
+	if g.srv.Ready() {
+		t.Error("Ready() is true during the drain; /readyz must fail")
+	}
+	if resp, err := probe.Check(t.Context(), &healthpb.HealthCheckRequest{Service: server.LivenessService}); err != nil ||
+		resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("liveness during the drain = %v, %v; a draining pod must stay alive", resp.GetStatus(), err)
+	}
+	g.srv.SetServing("", true) // a late health report must not undo the drain
+	if g.srv.Ready() {
+		t.Error("SetServing during the drain turned the server ready again")
+	}
 	refused := synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
 	if status.Code(refused.err) != codes.Unavailable || errorInfo(refused.err).GetReason() != "DRAINING" {
 		t.Errorf("a new call during the drain got %v, want Unavailable with reason DRAINING", refused.err)

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
+	"github.com/speechgate/speechgate/internal/metrics"
 	"github.com/speechgate/speechgate/internal/rpcerror"
 	"github.com/speechgate/speechgate/internal/smallest"
 )
@@ -46,7 +47,7 @@ func (s *transcriptionService) TranscribeLive(stream liveStream) error {
 	// while this one relays Smallest's answers. When this handler returns,
 	// gRPC ends the call, which ends that goroutine's Recv.
 	uplinkErr := make(chan error, 1)
-	go uplink(stream, session, uplinkErr)
+	go uplink(stream, session, uplinkErr, s.metrics)
 
 	interim := config.GetInterimResults()
 	for {
@@ -82,7 +83,7 @@ func (s *transcriptionService) TranscribeLive(stream liveStream) error {
 // half-closes (then it asks Smallest to finish) or goes away, and then sends
 // one value on done: nil, or the status of a message that broke the protocol,
 // which it sends before ending the session so that the handler finds it.
-func uplink(stream liveStream, session *smallest.LiveSession, done chan<- error) {
+func uplink(stream liveStream, session *smallest.LiveSession, done chan<- error, m *metrics.Metrics) {
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -97,6 +98,7 @@ func uplink(stream liveStream, session *smallest.LiveSession, done chan<- error)
 		var werr error
 		switch part := msg.GetPart().(type) {
 		case *speechv1.TranscribeLiveRequest_Audio:
+			m.AudioIn("TranscribeLive", len(part.Audio))
 			werr = session.SendAudio(part.Audio)
 		case *speechv1.TranscribeLiveRequest_Finalize:
 			werr = session.Finalize()

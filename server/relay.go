@@ -3,6 +3,7 @@ package server
 import (
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/audio"
+	"github.com/speechgate/speechgate/internal/metrics"
 )
 
 // relay sends audio to a caller as numbered, timed AudioChunk messages and
@@ -11,13 +12,14 @@ import (
 // emit supplies.
 type relay struct {
 	emit     func(*speechv1.AudioChunk) error
+	meter    *metrics.Stream
 	timeline *audio.Timeline // nil for MP3: offsets cannot be computed without decoding
 	seq      uint32
 	bytes    uint64
 }
 
-func newRelay(emit func(*speechv1.AudioChunk) error, bytesPerSample int, rate uint32) *relay {
-	r := &relay{emit: emit}
+func newRelay(emit func(*speechv1.AudioChunk) error, meter *metrics.Stream, bytesPerSample int, rate uint32) *relay {
+	r := &relay{emit: emit, meter: meter}
 	if bytesPerSample > 0 {
 		tl := audio.NewTimeline(bytesPerSample, int(rate))
 		r.timeline = &tl
@@ -41,6 +43,9 @@ func (r *relay) send(data []byte, isAudio bool) error {
 	if err := r.emit(chunk); err != nil {
 		return err
 	}
+	if isAudio {
+		r.meter.Audio(len(data))
+	}
 	r.seq++
 	r.bytes += uint64(len(data))
 	return nil
@@ -62,12 +67,14 @@ func (r *relay) elapsed() uint32 {
 	return r.timeline.Elapsed()
 }
 
-// totals returns the final message's figures that the relay knows.
+// totals returns the final message's figures that the relay knows, and
+// records the stream's audio length.
 func (r *relay) totals() *speechv1.SynthesisTotals {
 	t := &speechv1.SynthesisTotals{AudioBytes: r.bytes, AudioChunks: r.seq}
 	if r.timeline != nil {
 		d := r.timeline.Elapsed()
 		t.AudioDurationMs = &d
+		r.meter.Done(d)
 	}
 	return t
 }

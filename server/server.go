@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
@@ -20,6 +21,8 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -28,11 +31,15 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/auth"
+	"github.com/speechgate/speechgate/internal/correlation"
+	"github.com/speechgate/speechgate/internal/metrics"
 	"github.com/speechgate/speechgate/internal/rpcerror"
+	"github.com/speechgate/speechgate/internal/tracing"
 )
 
 // Defaults for Config's zero values. They are documented in the README.
@@ -94,6 +101,11 @@ type Config struct {
 	MaxConnectionAge, MaxConnectionAgeGrace time.Duration
 	// TLS, when set, serves TLS instead of plaintext h2c.
 	TLS *tls.Config
+	// Metrics records the gateway's Prometheus metrics. Default: discarded.
+	Metrics *metrics.Metrics
+	// Tracing, when set, traces calls (W3C context in, spans out). Health
+	// and reflection calls are not traced.
+	Tracing *tracing.Tracing
 }
 
 // Server is the gRPC server.
@@ -102,7 +114,16 @@ type Server struct {
 	health *health.Server
 	drain  *drainer
 	log    *slog.Logger
+
+	mu       sync.Mutex
+	draining bool
+	ready    bool // the whole server's health, as /readyz reports it
 }
+
+// LivenessService is a health service that reports SERVING for as long as
+// the process runs, draining included: liveness probes check it, so that a
+// pod finishing its streams is not restarted.
+const LivenessService = "liveness"
 
 // The services whose health is reported, besides the server as a whole ("").
 var services = []string{
@@ -129,10 +150,13 @@ func New(cfg Config) (*Server, error) {
 	cfg.KeepaliveMinTime = cmp.Or(cfg.KeepaliveMinTime, DefaultKeepaliveMinTime)
 	cfg.MaxUploadBytes = cmp.Or(cfg.MaxUploadBytes, DefaultMaxUploadBytes)
 	cfg.PieceChars = cmp.Or(cfg.PieceChars, DefaultPieceChars)
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.Discard()
+	}
 	cfg.Lookahead = cmp.Or(cfg.Lookahead, DefaultLookahead)
 
 	drain := newDrainer()
-	unary, stream := chain(cfg.Logger, cfg.Authenticate, drain)
+	unary, stream := chain(cfg.Logger, cfg.Authenticate, drain, cfg.Metrics)
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
@@ -154,21 +178,31 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
+	if t := cfg.Tracing; t != nil {
+		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(t.Provider), otelgrpc.WithPropagators(t.Propagator),
+			otelgrpc.WithMeterProvider(noopmetric.NewMeterProvider()), // metrics are Prometheus'
+			otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool { return !exempt(serviceOf(info.FullMethodName)) }),
+		)))
+	}
 	gs := grpc.NewServer(opts...)
 	speechv1.RegisterSynthesisServiceServer(gs, &synthesisService{
 		upstream: cfg.Speech, unavailable: cfg.SpeechUnavailable, pieceChars: cfg.PieceChars, lookahead: max(cfg.Lookahead, 0),
+		metrics: cfg.Metrics,
 	})
 	speechv1.RegisterTranscriptionServiceServer(gs, &transcriptionService{
 		upstream: cfg.Transcription, maxUpload: cfg.MaxUploadBytes, live: cfg.Live, liveUnavailable: cfg.LiveUnavailable,
+		metrics: cfg.Metrics,
 	})
 
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
-	for _, name := range append([]string{""}, services...) {
+	for _, name := range append([]string{"", LivenessService}, services...) {
 		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	reflection.Register(gs) // v1 and v1alpha
-	return &Server{grpc: gs, health: hs, drain: drain, log: cfg.Logger}, nil
+	cfg.Metrics.GRPC.InitializeMetrics(gs)
+	return &Server{grpc: gs, health: hs, drain: drain, log: cfg.Logger, ready: true}, nil
 }
 
 // Serve accepts connections on l until Shutdown. It returns nil after a
@@ -182,23 +216,48 @@ func (s *Server) Serve(l net.Listener) error {
 }
 
 // SetServing reports a service's health: "" for the server as a whole.
+// Once the server drains, everything but LivenessService stays NOT_SERVING.
 func (s *Server) SetServing(service string, serving bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return
+	}
+	s.setServing(service, serving)
+}
+
+func (s *Server) setServing(service string, serving bool) {
 	st := healthpb.HealthCheckResponse_NOT_SERVING
 	if serving {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
 	s.health.SetServingStatus(service, st)
+	if service == "" {
+		s.ready = serving
+	}
 }
 
-// Shutdown drains the server and stops it. Health turns NOT_SERVING at once,
-// and the server keeps answering health checks, so that probes and load
-// balancers see it leave; new speech calls are refused with UNAVAILABLE
+// Ready reports whether the server takes new calls: the health of "".
+func (s *Server) Ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready
+}
+
+// Shutdown drains the server and stops it. Health turns NOT_SERVING at once
+// (but for LivenessService), and the server keeps answering health checks,
+// so that probes and load balancers see it leave; new speech calls are refused with UNAVAILABLE
 // (reason DRAINING), which clients retry elsewhere; calls in flight run to
 // completion for up to grace. Then the server stops, cutting off whatever
 // remains. It reports whether every call finished within the grace.
 func (s *Server) Shutdown(grace time.Duration) bool {
 	idle := s.drain.drain() // before health flips, so that no call slips in between
-	s.health.Shutdown()
+	s.mu.Lock()
+	s.draining = true
+	for _, name := range append([]string{""}, services...) {
+		s.setServing(name, false)
+	}
+	s.mu.Unlock()
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
 	drained := true
@@ -230,6 +289,9 @@ func (s *Server) Shutdown(grace time.Duration) bool {
 
 // chain builds the server's one interceptor chain, outermost first:
 //
+//  0. correlation: the call's x-request-id, in every log line after it;
+//     then the Prometheus interceptors (grpc_server_*, errors by reason,
+//     active streams), which see the final status;
 //  1. logging: one line per call, with the final code; health checks at
 //     debug level, since probes call every few seconds;
 //  2. drain: counts speech calls in flight and refuses new ones during a
@@ -239,7 +301,7 @@ func (s *Server) Shutdown(grace time.Duration) bool {
 //  4. error translation: upstream failures become statuses with details;
 //  5. recovery: a panic becomes an INTERNAL status (innermost, so that the
 //     layers above still see and log the call).
-func chain(log *slog.Logger, authenticate func(context.Context) (context.Context, error), drain *drainer) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+func chain(log *slog.Logger, authenticate func(context.Context) (context.Context, error), drain *drainer, m *metrics.Metrics) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
@@ -264,6 +326,9 @@ func chain(log *slog.Logger, authenticate func(context.Context) (context.Context
 	})
 
 	unary := []grpc.UnaryServerInterceptor{
+		correlation.UnaryServerInterceptor(),
+		m.GRPC.UnaryServerInterceptor(),
+		m.UnaryServerInterceptor(),
 		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, callLog...), notProbe),
 		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, probeLog...), isProbe),
 		drain.unary(exempt),
@@ -272,6 +337,9 @@ func chain(log *slog.Logger, authenticate func(context.Context) (context.Context
 		recovery.UnaryServerInterceptor(panicked),
 	}
 	stream := []grpc.StreamServerInterceptor{
+		correlation.StreamServerInterceptor(),
+		m.GRPC.StreamServerInterceptor(),
+		m.StreamServerInterceptor(),
 		selector.StreamServerInterceptor(logging.StreamServerInterceptor(logger, callLog...), notProbe),
 		selector.StreamServerInterceptor(logging.StreamServerInterceptor(logger, probeLog...), isProbe),
 		drain.stream(exempt),

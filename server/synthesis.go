@@ -12,9 +12,12 @@ import (
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/audio"
+	"github.com/speechgate/speechgate/internal/correlation"
+	"github.com/speechgate/speechgate/internal/metrics"
 	"github.com/speechgate/speechgate/internal/rpcerror"
 	"github.com/speechgate/speechgate/internal/sentence"
 	"github.com/speechgate/speechgate/internal/smallest"
@@ -41,6 +44,7 @@ type synthesisService struct {
 	// pieceChars is the size long text is split to; lookahead how many
 	// pieces are requested ahead of the one streaming.
 	pieceChars, lookahead int
+	metrics               *metrics.Metrics
 }
 
 func (s *synthesisService) check() error {
@@ -59,13 +63,16 @@ func (s *synthesisService) Synthesize(req *speechv1.SynthesizeRequest, stream gr
 		return err
 	}
 	ctx, cancel := context.WithCancel(stream.Context())
+	if plan.upstream.RequestID == "" {
+		plan.upstream.RequestID = correlation.ID(ctx) // so that Smallest's logs can be matched to the gateway's
+	}
 	pl := newPipeline(ctx, s.upstream, plan.upstream, sentence.Split(req.GetText(), s.pieceChars), s.lookahead)
 	defer pl.wait()
 	defer cancel() // before wait: it ends the pieces still running
 
 	out := newRelay(func(c *speechv1.AudioChunk) error {
 		return stream.Send(&speechv1.SynthesizeResponse{Event: &speechv1.SynthesizeResponse_Audio{Audio: c}})
-	}, plan.bytesPerSample, plan.rate)
+	}, s.metrics.Stream("Synthesize"), plan.bytesPerSample, plan.rate)
 	var first, last *fetch
 	for i := range pl.pieces {
 		f := pl.piece(i)
@@ -125,10 +132,12 @@ func (p *synthesisPlan) format(voice, requestID, sessionID, upRequestID, upSessi
 	}
 }
 
-// noteUpstreamID adds Smallest's request id to the call's log line.
+// noteUpstreamID adds Smallest's request id to the call's log line and, if
+// the response headers have not gone yet, to the response metadata.
 func noteUpstreamID(ctx context.Context, id string) {
 	if id != "" {
 		logging.AddFields(ctx, logging.Fields{"upstream_request_id", id})
+		grpc.SetHeader(ctx, metadata.Pairs(correlation.UpstreamHeader, id))
 	}
 }
 
@@ -150,6 +159,9 @@ func (s *synthesisService) SynthesizeStream(stream textStream) error {
 	if err != nil {
 		return err
 	}
+	if opts.RequestID == "" {
+		opts.RequestID = correlation.ID(ctx)
+	}
 	session, err := s.upstream.StreamSpeechText(ctx, opts)
 	if err != nil {
 		return err
@@ -163,7 +175,7 @@ func (s *synthesisService) SynthesizeStream(stream textStream) error {
 	}
 	out := newRelay(func(c *speechv1.AudioChunk) error {
 		return stream.Send(&speechv1.SynthesizeStreamResponse{Event: &speechv1.SynthesizeStreamResponse_Audio{Audio: c}})
-	}, plan.bytesPerSample, plan.rate)
+	}, s.metrics.Stream("SynthesizeStream"), plan.bytesPerSample, plan.rate)
 	if err := out.header(plan.container, plan.rate); err != nil {
 		return err
 	}

@@ -181,7 +181,7 @@ func TestSynthesizeRelaysEveryUpstreamByteInOrder(t *testing.T) {
 	g := start(t, fake, options{})
 	got := synthesize(withKey(t.Context(), callerKey), g.synth, &speechv1.SynthesizeRequest{
 		Text: "anything", VoiceId: "magnus", Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_WAV, Speed: 1.5,
-		PronunciationDictIds: []string{"dict_1"}})
+		PronunciationDictIds: []string{"dict_1"}, RequestId: "mine-7"})
 	if got.err != nil {
 		t.Fatal(got.err)
 	}
@@ -195,7 +195,7 @@ func TestSynthesizeRelaysEveryUpstreamByteInOrder(t *testing.T) {
 		t.Errorf("upstream Authorization = %q, want the caller's key as a bearer token", auth)
 	}
 	wantBody := map[string]any{"text": "anything", "voice_id": "magnus", "model": "lightning_v3.1", "sample_rate": 24000.0,
-		"speed": 1.5, "output_format": "pcm", "pronunciation_dicts": []any{"dict_1"}}
+		"speed": 1.5, "output_format": "pcm", "pronunciation_dicts": []any{"dict_1"}, "request_id": "mine-7"}
 	if d := diff(wantBody, fake.body.Load()); d != "" {
 		t.Errorf("upstream request body (-want +got):\n%s", d)
 	}

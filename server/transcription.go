@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
+	"github.com/speechgate/speechgate/internal/metrics"
 	"github.com/speechgate/speechgate/internal/rpcerror"
 	"github.com/speechgate/speechgate/internal/smallest"
 )
@@ -51,6 +52,7 @@ type transcriptionService struct {
 	live      LiveUpstream
 	// liveUnavailable, when set, is why this backend cannot recognize live.
 	liveUnavailable string
+	metrics         *metrics.Metrics
 }
 
 func (s *transcriptionService) Transcribe(ctx context.Context, req *speechv1.TranscribeRequest) (*speechv1.TranscribeResponse, error) {
@@ -60,6 +62,7 @@ func (s *transcriptionService) Transcribe(ctx context.Context, req *speechv1.Tra
 	}
 	if audio := req.GetAudio(); len(audio) > 0 {
 		up.Audio, up.AudioSize = bytes.NewReader(audio), int64(len(audio))
+		s.metrics.AudioIn("Transcribe", len(audio))
 	}
 	t, err := s.upstream.Transcribe(ctx, up)
 	if err != nil {
@@ -142,6 +145,7 @@ func (s *transcriptionService) feed(stream grpc.ClientStreamingServer[speechv1.T
 			return problem
 		}
 		total += int64(len(msg.GetAudio()))
+		s.metrics.AudioIn("TranscribeUpload", len(msg.GetAudio()))
 		if _, err := pipe.Write(msg.GetAudio()); err != nil {
 			return nil // the upstream stopped reading; its answer says why
 		}

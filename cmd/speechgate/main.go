@@ -16,12 +16,20 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
+
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
+	"github.com/speechgate/speechgate/internal/admin"
 	"github.com/speechgate/speechgate/internal/auth"
 	"github.com/speechgate/speechgate/internal/config"
+	"github.com/speechgate/speechgate/internal/correlation"
 	"github.com/speechgate/speechgate/internal/emulator"
+	"github.com/speechgate/speechgate/internal/metrics"
 	"github.com/speechgate/speechgate/internal/probe"
 	"github.com/speechgate/speechgate/internal/smallest"
+	"github.com/speechgate/speechgate/internal/tracing"
 	"github.com/speechgate/speechgate/server"
 )
 
@@ -48,6 +56,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := newLogger(cfg, stderr)
+
+	// Telemetry: an explicit Prometheus registry, and tracing that exports
+	// only when the OTEL_* variables ask for it.
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	tr, err := tracing.New(ctx, getenv, version)
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		tr.Shutdown(sctx) // flush the spans not yet exported
+	}()
 
 	// The upstream: Smallest's cloud, its self-hosted server, or the
 	// built-in emulator on loopback.
@@ -78,8 +100,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	// The client of the upstream, and what it offers.
-	httpClient := &http.Client{Transport: smallest.NewTransport(cfg.UpstreamTimeout)}
+	// The client of the upstream, and what it offers. Its transport records
+	// upstream latency by endpoint and carries the caller's trace context.
+	httpClient := &http.Client{Transport: m.Transport(otelhttp.NewTransport(smallest.NewTransport(cfg.UpstreamTimeout),
+		otelhttp.WithTracerProvider(tr.Provider), otelhttp.WithPropagators(tr.Propagator),
+		otelhttp.WithMeterProvider(noopmetric.NewMeterProvider())))}
 	be, err := newBackend(cfg, httpClient, baseURL, usBaseURL, authn.UpstreamKey)
 	if err != nil {
 		return err
@@ -110,6 +135,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxConnectionAge:      cfg.MaxConnectionAge,
 		MaxConnectionAgeGrace: cfg.MaxConnectionAgeGrace,
 		TLS:                   tlsConfig,
+		Metrics:               m,
+		Tracing:               tr,
 	})
 	if err != nil {
 		return err
@@ -119,7 +146,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log.Info("serving gRPC", "addr", lis.Addr().String(), "tls", tlsConfig != nil, "upstream", cfg.Upstream,
-		"smallest_base_url", baseURL, "auth", cfg.Auth, "version", version)
+		"smallest_base_url", baseURL, "auth", cfg.Auth, "tracing", tr.Exporting, "version", version)
+
+	// The admin server: metrics, probes, and pprof when asked for.
+	if cfg.AdminAddr != "" {
+		adminLis, err := net.Listen("tcp", cfg.AdminAddr)
+		if err != nil {
+			lis.Close()
+			return err
+		}
+		adminSrv := &http.Server{Handler: admin.Handler(admin.Config{Gatherer: reg, Ready: srv.Ready, Pprof: cfg.Pprof}),
+			ReadHeaderTimeout: 10 * time.Second}
+		go adminSrv.Serve(adminLis)
+		defer adminSrv.Close() // after the drain, so that /metrics and /readyz answer through it
+		log.Info("serving admin HTTP", "addr", adminLis.Addr().String(), "pprof", cfg.Pprof)
+	}
 
 	// Health follows a self-hosted server's own.
 	probing := make(chan struct{})
@@ -229,12 +270,15 @@ func followHealth(ctx context.Context, cfg *config.Config, srv *server.Server, h
 	})
 }
 
+// newLogger returns the gateway's logger; every line written in a call's
+// context carries the call's request_id.
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	var h slog.Handler = slog.NewJSONHandler(w, opts)
 	if cfg.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		h = slog.NewTextHandler(w, opts)
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(correlation.Handler{Handler: h})
 }
 
 // emulatorServer is the built-in emulator serving on loopback.

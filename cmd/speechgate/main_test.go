@@ -149,7 +149,7 @@ func TestRunServesTheEmulatorAndStops(t *testing.T) {
 	go logs.consume(pr)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--upstream=emulator", "--grpc-addr=127.0.0.1:0"}, noEnv, io.Discard, pw)
+		done <- run(ctx, []string{"--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr="}, noEnv, io.Discard, pw)
 		pw.Close()
 	}()
 	conn := dial(t, logs.waitAddr(t))
@@ -191,7 +191,7 @@ func TestSIGTERMDrainsThenExitsZero(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--emulator-pace=1", "--shutdown-grace=20s")
+	cmd := exec.Command(bin, "--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--emulator-pace=1", "--shutdown-grace=20s")
 	cmd.Env = append(os.Environ(), "SPEECHGATE_LOG_FORMAT=json")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

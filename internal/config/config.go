@@ -38,7 +38,9 @@ const (
 
 // Config is every setting of the gateway.
 type Config struct {
-	GRPCAddr string
+	GRPCAddr  string
+	AdminAddr string
+	Pprof     bool
 	Upstream Upstream
 	Auth     auth.Mode
 	KeysFile string
@@ -113,6 +115,13 @@ type loader struct {
 // called with the default, then the environment variable if set, then the
 // flag if given.
 func (l *loader) value(name, env, def, usage string, parse func(string) error) {
+	l.preset(name, env, def, usage, parse)
+	l.fs.Func(name, usage, parse)
+}
+
+// preset applies the default and the environment variable, and records the
+// setting for --help.
+func (l *loader) preset(name, env, def, usage string, parse func(string) error) {
 	l.entries = append(l.entries, entry{"--" + name, env, def, usage})
 	if err := parse(def); err != nil {
 		panic(fmt.Sprintf("config: default of --%s: %v", name, err)) // a programming error
@@ -122,7 +131,6 @@ func (l *loader) value(name, env, def, usage string, parse func(string) error) {
 			l.errs = append(l.errs, fmt.Errorf("%s=%q: %w", env, v, err))
 		}
 	}
-	l.fs.Func(name, usage, parse)
 }
 
 func (l *loader) str(p *string, name, env, def, usage string) {
@@ -152,6 +160,20 @@ func (l *loader) integer(p *int, name, env, def, usage string) {
 		*p = n
 		return nil
 	})
+}
+
+// boolean registers a flag that may be given bare (--pprof) or with a value.
+func (l *loader) boolean(p *bool, name, env, def, usage string) {
+	parse := func(s string) error {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return errors.New("must be true or false")
+		}
+		*p = b
+		return nil
+	}
+	l.preset(name, env, def, usage, parse)
+	l.fs.BoolFunc(name, usage, parse)
 }
 
 // count is integer allowing zero.
@@ -202,6 +224,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	l := &loader{fs: fs, getenv: getenv}
 
 	l.str(&c.GRPCAddr, "grpc-addr", "SPEECHGATE_GRPC_ADDR", ":50051", "address to serve gRPC on (plaintext h2c unless TLS is set)")
+	l.str(&c.AdminAddr, "admin-addr", "SPEECHGATE_ADMIN_ADDR", ":9090", "address of the admin HTTP server: /metrics, /healthz, /readyz (empty: off)")
+	l.boolean(&c.Pprof, "pprof", "SPEECHGATE_PPROF", "false", "serve /debug/pprof/ on the admin server")
 	l.value("upstream", "SPEECHGATE_UPSTREAM", "cloud", "which Smallest to call: cloud, selfhost, or emulator (built in, for trying and testing)",
 		oneOf(&c.Upstream, string(UpstreamCloud), string(UpstreamSelfhost), string(UpstreamEmulator)))
 	l.value("auth", "SPEECHGATE_AUTH", "passthrough", "caller authentication: passthrough (caller's bearer token is its Smallest key), keys (client keys from --keys-file), or none (trust the mesh)",

@@ -23,7 +23,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &config.Config{
-		GRPCAddr: ":50051", Upstream: config.UpstreamCloud, Auth: auth.ModePassthrough,
+		GRPCAddr: ":50051", AdminAddr: ":9090", Upstream: config.UpstreamCloud, Auth: auth.ModePassthrough,
 		ShutdownGrace: 30 * time.Second, MaxRecvMsgBytes: 32 << 20, MaxSendMsgBytes: 16 << 20, KeepaliveMinTime: 10 * time.Second,
 		UpstreamTimeout: 30 * time.Second, UpstreamIdleTimeout: 30 * time.Second, LogLevel: slog.LevelInfo, LogFormat: "json",
 		SmallestUSBaseURL: "https://api.us.smallest.ai", SelfhostAuthScheme: "Token", SelfhostTranscribePath: "/v1/listen",
@@ -40,15 +40,15 @@ func TestDefaults(t *testing.T) {
 
 func TestFlagsWinOverEnvironment(t *testing.T) {
 	t.Parallel()
-	c, err := config.Load([]string{"--grpc-addr=127.0.0.1:9", "--shutdown-grace", "5s"}, env(map[string]string{
+	c, err := config.Load([]string{"--grpc-addr=127.0.0.1:9", "--shutdown-grace", "5s", "--pprof"}, env(map[string]string{
 		"SPEECHGATE_GRPC_ADDR": ":1", "SPEECHGATE_SHUTDOWN_GRACE": "1m", "SPEECHGATE_UPSTREAM": "selfhost",
 		"SPEECHGATE_LOG_LEVEL": "debug", "SMALLEST_API_KEY": "sk_x", "SPEECHGATE_AUTH": "none", "SMALLEST_LICENSE_KEY": "lic",
 	}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.GRPCAddr, c.ShutdownGrace, c.Upstream, c.LogLevel, c.SmallestAPIKey, c.Auth, c.BaseURL()}
-	want := []any{"127.0.0.1:9", 5 * time.Second, config.UpstreamSelfhost, slog.LevelDebug, "sk_x", auth.ModeNone, "http://localhost:7100"}
+	got := []any{c.GRPCAddr, c.ShutdownGrace, c.Upstream, c.LogLevel, c.SmallestAPIKey, c.Auth, c.BaseURL(), c.Pprof}
+	want := []any{"127.0.0.1:9", 5 * time.Second, config.UpstreamSelfhost, slog.LevelDebug, "sk_x", auth.ModeNone, "http://localhost:7100", true}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Fatalf("settings (-want +got):\n%s", d)
 	}

@@ -1,0 +1,90 @@
+// Package correlation gives every call an id that ties together the
+// caller's logs, the gateway's and Smallest's: the caller's x-request-id
+// metadata when it sends a usable one, a new random id otherwise. The id is
+// returned in the response metadata and added to every log line written
+// with the call's context.
+package correlation
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"regexp"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// Header is the metadata key of the id, in requests and responses.
+const Header = "x-request-id"
+
+// UpstreamHeader is the response metadata key of Smallest's own request id.
+const UpstreamHeader = "x-upstream-request-id"
+
+type ctxKey struct{}
+
+// valid is the form of id the gateway accepts from callers: the form
+// Smallest accepts for its request_id, so the id can be passed on.
+var valid = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,128}$`)
+
+// ID returns the call's id, or "" outside a call.
+func ID(ctx context.Context) string {
+	id, _ := ctx.Value(ctxKey{}).(string)
+	return id
+}
+
+func begin(ctx context.Context) context.Context {
+	id := ""
+	if vals := metadata.ValueFromIncomingContext(ctx, Header); len(vals) > 0 && valid.MatchString(vals[0]) {
+		id = vals[0]
+	} else {
+		var b [12]byte
+		rand.Read(b[:])
+		id = hex.EncodeToString(b[:])
+	}
+	grpc.SetHeader(ctx, metadata.Pairs(Header, id))
+	return context.WithValue(ctx, ctxKey{}, id)
+}
+
+// UnaryServerInterceptor gives each call its id. It goes first in the chain,
+// so that everything after it logs with the id.
+func UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		return handler(begin(ctx), req)
+	}
+}
+
+// StreamServerInterceptor gives each stream its id.
+func StreamServerInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return handler(srv, &stream{ServerStream: ss, ctx: begin(ss.Context())})
+	}
+}
+
+type stream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *stream) Context() context.Context { return s.ctx }
+
+// Handler adds the call's id, as request_id, to every record logged with a
+// call's context.
+type Handler struct{ slog.Handler }
+
+// Handle implements slog.Handler.
+func (h Handler) Handle(ctx context.Context, r slog.Record) error {
+	if id := ID(ctx); id != "" {
+		r.AddAttrs(slog.String("request_id", id))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+// WithAttrs implements slog.Handler.
+func (h Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return Handler{h.Handler.WithAttrs(attrs)}
+}
+
+// WithGroup implements slog.Handler.
+func (h Handler) WithGroup(name string) slog.Handler { return Handler{h.Handler.WithGroup(name)} }
