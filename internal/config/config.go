@@ -41,9 +41,9 @@ type Config struct {
 	GRPCAddr  string
 	AdminAddr string
 	Pprof     bool
-	Upstream Upstream
-	Auth     auth.Mode
-	KeysFile string
+	Upstream  Upstream
+	Auth      auth.Mode
+	KeysFile  string
 
 	// SmallestBaseURL is empty unless set; BaseURL applies the default.
 	SmallestBaseURL string
