@@ -12,8 +12,14 @@ ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /out/speechgate ./cmd/speechgate
 
 FROM gcr.io/distroless/static-debian12:nonroot
+ARG VERSION=dev
+LABEL org.opencontainers.image.title="speechgate" \
+      org.opencontainers.image.description="Smallest AI's speech APIs behind one typed, streaming gRPC contract" \
+      org.opencontainers.image.version="${VERSION}"
 COPY --from=build /out/speechgate /speechgate
-USER nonroot:nonroot
-# gRPC (plaintext h2c unless --tls-cert is set).
-EXPOSE 50051
+# distroless' nonroot user (65532); the binary needs no writable file system.
+USER 65532:65532
+# gRPC (plaintext h2c unless --tls-cert is set), and the admin HTTP server
+# (/metrics, /healthz, /readyz).
+EXPOSE 50051 9090
 ENTRYPOINT ["/speechgate"]

@@ -3,6 +3,11 @@
 // metadata when it sends a usable one, a new random id otherwise. The id is
 // returned in the response metadata and added to every log line written
 // with the call's context.
+//
+// The id always travels in the trailer, and in the headers only once a
+// response message goes out: a failed call then ends with a trailers-only
+// response, which gRPC clients may retry. Headers sent before a failure
+// would commit the call and rule retries out.
 package correlation
 
 import (
@@ -34,7 +39,7 @@ func ID(ctx context.Context) string {
 	return id
 }
 
-func begin(ctx context.Context) context.Context {
+func begin(ctx context.Context) (context.Context, metadata.MD) {
 	id := ""
 	if vals := metadata.ValueFromIncomingContext(ctx, Header); len(vals) > 0 && valid.MatchString(vals[0]) {
 		id = vals[0]
@@ -43,31 +48,50 @@ func begin(ctx context.Context) context.Context {
 		rand.Read(b[:])
 		id = hex.EncodeToString(b[:])
 	}
-	grpc.SetHeader(ctx, metadata.Pairs(Header, id))
-	return context.WithValue(ctx, ctxKey{}, id)
+	return context.WithValue(ctx, ctxKey{}, id), metadata.Pairs(Header, id)
 }
 
 // UnaryServerInterceptor gives each call its id. It goes first in the chain,
 // so that everything after it logs with the id.
 func UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		return handler(begin(ctx), req)
+		ctx, md := begin(ctx)
+		resp, err := handler(ctx, req)
+		if err == nil {
+			grpc.SetHeader(ctx, md) // goes out with the response
+		}
+		grpc.SetTrailer(ctx, md)
+		return resp, err
 	}
 }
 
 // StreamServerInterceptor gives each stream its id.
 func StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		return handler(srv, &stream{ServerStream: ss, ctx: begin(ss.Context())})
+		ctx, md := begin(ss.Context())
+		err := handler(srv, &stream{ServerStream: ss, ctx: ctx, md: md})
+		ss.SetTrailer(md)
+		return err
 	}
 }
 
 type stream struct {
 	grpc.ServerStream
-	ctx context.Context
+	ctx  context.Context
+	md   metadata.MD
+	sent bool
 }
 
 func (s *stream) Context() context.Context { return s.ctx }
+
+// SendMsg adds the id to the headers, which go out with the first message.
+func (s *stream) SendMsg(m any) error {
+	if !s.sent {
+		s.sent = true
+		s.ServerStream.SetHeader(s.md)
+	}
+	return s.ServerStream.SendMsg(m)
+}
 
 // Handler adds the call's id, as request_id, to every record logged with a
 // call's context.
