@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-audio/wav"
+	"go.uber.org/goleak"
+
+	"github.com/speechgate/speechgate/internal/auth"
+	"github.com/speechgate/speechgate/internal/emulator"
+	"github.com/speechgate/speechgate/internal/smallest"
+	"github.com/speechgate/speechgate/server"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// gateway runs a speechgate in front of the emulator on loopback and
+// returns its address.
+func gateway(t *testing.T) string {
+	t.Helper()
+	up := httptest.NewServer(emulator.New(emulator.Options{}))
+	t.Cleanup(up.Close)
+	authn, err := auth.New(auth.ModePassthrough, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := smallest.New(smallest.Config{BaseURL: up.URL, HTTPClient: up.Client(), Credential: authn.UpstreamKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	srv, err := server.New(server.Config{Logger: slog.New(slog.DiscardHandler), Authenticate: authn.Authenticate,
+		Speech: client, Transcription: client, Live: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() { srv.Shutdown(5 * time.Second); <-served })
+	return lis.Addr().String()
+}
+
+// speechctl runs the command and returns its exit code, stdout and stderr.
+func speechctl(t *testing.T, addr, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	env := map[string]string{"SPEECHCTL_GRPC_ADDR": addr, "SPEECHCTL_TOKEN": "any-key"}
+	err := run(context.Background(), args, func(k string) string { return env[k] }, strings.NewReader(stdin), &out, &errOut)
+	return exitCode(err, &errOut), out.String(), errOut.String()
+}
+
+func TestSynthesizeWritesAWAVFile(t *testing.T) {
+	t.Parallel()
+	addr := gateway(t)
+	path := filepath.Join(t.TempDir(), "hello.wav")
+	code, _, stderr := speechctl(t, addr, "", "synthesize", "Hello from speechctl.", "--out", path, "--sample-rate-hz", "16000")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d := wav.NewDecoder(f)
+	if !d.IsValidFile() {
+		t.Fatal("not a valid WAV file")
+	}
+	if err := d.FwdToPCM(); err != nil {
+		t.Fatal(err)
+	}
+	// 21 characters at 60 ms: 1.26 s of 16 kHz PCM16. A header still saying
+	// "unknown length" would claim 0xFFFFFFFF bytes.
+	if d.SampleRate != 16000 || d.NumChans != 1 || d.BitDepth != 16 || d.PCMSize != 1260*32 {
+		t.Errorf("WAV: %d Hz, %d channels, %d bits, %d bytes of PCM", d.SampleRate, d.NumChans, d.BitDepth, d.PCMSize)
+	}
+	if !strings.Contains(stderr, "1.26 s of 16000 Hz wav") {
+		t.Errorf("summary = %q", stderr)
+	}
+}
+
+func TestSynthesizeToStdoutAndFromStdin(t *testing.T) {
+	t.Parallel()
+	addr := gateway(t)
+	code, stdout, stderr := speechctl(t, addr, "Ten chars.", "synthesize", "--file", "-", "--out", "-", "--encoding", "mulaw", "--sample-rate-hz", "8000")
+	if code != 0 || len(stdout) != 10*480 {
+		t.Fatalf("exit %d, %d bytes of μ-law (want %d): %s", code, len(stdout), 10*480, stderr)
+	}
+}
+
+func TestTranscribeAndLive(t *testing.T) {
+	t.Parallel()
+	addr := gateway(t)
+	const text = "Speechctl transcribes files. It also listens live."
+	path := filepath.Join(t.TempDir(), "speech.wav")
+	if code, _, stderr := speechctl(t, addr, "", "synthesize", text, "--out", path, "--sample-rate-hz", "16000"); code != 0 {
+		t.Fatal(stderr)
+	}
+	code, stdout, stderr := speechctl(t, addr, "", "transcribe", path)
+	if code != 0 || strings.TrimSpace(stdout) != text {
+		t.Fatalf("transcribe: exit %d, %q, %s", code, stdout, stderr)
+	}
+	code, stdout, _ = speechctl(t, addr, "", "transcribe", "--output", "json", path)
+	var tr struct {
+		Text            string `json:"text"`
+		AudioDurationMs int    `json:"audioDurationMs"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &tr); code != 0 || err != nil || tr.Text != text || tr.AudioDurationMs != 3000 {
+		t.Errorf("transcribe --output json: exit %d, %+v, %v", code, tr, err)
+	}
+	code, stdout, _ = speechctl(t, addr, "", "transcribe", "--output", "words", path)
+	if lines := strings.Split(strings.TrimSpace(stdout), "\n"); code != 0 || len(lines) != 8 || !strings.Contains(lines[0], "START") {
+		t.Errorf("transcribe --output words: exit %d, %q", code, stdout)
+	}
+	code, stdout, stderr = speechctl(t, addr, "", "live", "--realtime=false", path)
+	if code != 0 || strings.Join(strings.Fields(stdout), " ") != text {
+		t.Errorf("live: exit %d, %q, %s", code, stdout, stderr)
+	}
+}
+
+func TestVoices(t *testing.T) {
+	t.Parallel()
+	addr := gateway(t)
+	code, stdout, _ := speechctl(t, addr, "", "voices", "--language", "hi")
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if code != 0 || len(lines) != 5 || !strings.HasPrefix(lines[0], "VOICE") || !strings.HasPrefix(lines[1], "meher") {
+		t.Errorf("voices: exit %d, %q", code, stdout)
+	}
+}
+
+func TestErrorsAndExitCodes(t *testing.T) {
+	t.Parallel()
+	addr := gateway(t)
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantStderr []string
+	}{
+		{name: "bad request", args: []string{"synthesize", "--voice-id", "nobody", "--out", "-", "hi"}, wantCode: 2,
+			wantStderr: []string{"InvalidArgument", "field voice_id: Invalid Voice ID", "reason UPSTREAM_INVALID_ARGUMENT; Smallest request id "}},
+		{name: "validation", args: []string{"synthesize", "--speed", "9", "--out", "-", "hi"}, wantCode: 2,
+			wantStderr: []string{"field speed: must be from 0.5 to 2.0"}},
+		{name: "usage", args: []string{"synthesize"}, wantCode: 2, wantStderr: []string{"no text"}},
+		{name: "unknown command", args: []string{"dance"}, wantCode: 2, wantStderr: []string{`unknown command "dance"`}},
+		{name: "no credentials", args: []string{"--token", "", "voices"}, wantCode: 3, wantStderr: []string{"Unauthenticated"}},
+		{name: "gateway down", args: []string{"--grpc-addr", deadAddr, "voices"}, wantCode: 4, wantStderr: []string{"Unavailable"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env := map[string]string{"SPEECHCTL_GRPC_ADDR": addr}
+			if tt.name != "no credentials" {
+				env["SPEECHCTL_TOKEN"] = "any-key"
+			}
+			var out, errOut bytes.Buffer
+			err := run(context.Background(), tt.args, func(k string) string { return env[k] }, strings.NewReader(""), &out, &errOut)
+			if code := exitCode(err, &errOut); code != tt.wantCode {
+				t.Errorf("exit %d, want %d; stderr %q", code, tt.wantCode, errOut.String())
+			}
+			for _, want := range tt.wantStderr {
+				if !strings.Contains(errOut.String(), want) {
+					t.Errorf("stderr %q lacks %q", errOut.String(), want)
+				}
+			}
+		})
+	}
+}
+
+func TestProgressLine(t *testing.T) {
+	t.Parallel()
+	addr := gateway(t)
+	_, _, stderr := speechctl(t, addr, "", "--progress", "always", "synthesize", "--out", "-", strings.Repeat("word ", 20))
+	if !strings.Contains(stderr, "\r\033[K-: ") || !strings.Contains(stderr, "first audio after") {
+		t.Errorf("no progress line on stderr: %q", stderr)
+	}
+}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
+	"github.com/speechgate/speechgate/internal/audio"
+)
+
+var encodings = map[string]speechv1.AudioEncoding{
+	"wav":   speechv1.AudioEncoding_AUDIO_ENCODING_WAV,
+	"pcm":   speechv1.AudioEncoding_AUDIO_ENCODING_PCM_S16LE,
+	"raw":   speechv1.AudioEncoding_AUDIO_ENCODING_PCM_S16LE,
+	"mp3":   speechv1.AudioEncoding_AUDIO_ENCODING_MP3,
+	"mulaw": speechv1.AudioEncoding_AUDIO_ENCODING_MULAW,
+	"ulaw":  speechv1.AudioEncoding_AUDIO_ENCODING_MULAW,
+	"alaw":  speechv1.AudioEncoding_AUDIO_ENCODING_ALAW,
+}
+
+var models = map[string]speechv1.SynthesisModel{
+	"lightning_v3.1":     speechv1.SynthesisModel_SYNTHESIS_MODEL_LIGHTNING_V3_1,
+	"lightning_v3.1_pro": speechv1.SynthesisModel_SYNTHESIS_MODEL_LIGHTNING_V3_1_PRO,
+}
+
+func synthesizeFlags(fs *flag.FlagSet) func(context.Context, *client, []string) error {
+	file := fs.String("file", "", "read the text from this file (- for stdin) instead of the arguments")
+	out := fs.String("out", "", "where to write the audio: a file, or - for stdout (default speech.<encoding>)")
+	encoding := fs.String("encoding", "", "wav, mp3, pcm, mulaw or alaw (default: from --out's extension, else wav)")
+	voice := fs.String("voice-id", "avery", "the voice (see 'speechctl voices')")
+	model := fs.String("model", "lightning_v3.1", "lightning_v3.1 or lightning_v3.1_pro")
+	language := fs.String("language", "", "the text's language, an ISO 639-1 code (default: Smallest's)")
+	speed := fs.Float64("speed", 0, "speaking rate, 0.5 to 2.0 (default 1.0)")
+	rate := fs.Uint("sample-rate-hz", 24000, "8000, 16000, 24000 or 44100")
+	return func(ctx context.Context, c *client, args []string) error {
+		text, err := readText(c.stdin, *file, args)
+		if err != nil {
+			return err
+		}
+		enc, err := pickEncoding(*encoding, *out)
+		if err != nil {
+			return err
+		}
+		m, ok := models[*model]
+		if !ok {
+			return usageError{fmt.Errorf("--model=%q: want lightning_v3.1 or lightning_v3.1_pro", *model)}
+		}
+		if *out == "" {
+			*out = "speech." + extension(enc)
+		}
+		return synthesize(ctx, c, &speechv1.SynthesizeRequest{Text: text, VoiceId: *voice, Model: m, Language: *language,
+			Speed: float32(*speed), SampleRateHz: uint32(*rate), Encoding: enc}, *out)
+	}
+}
+
+func readText(stdin io.Reader, file string, args []string) (string, error) {
+	switch {
+	case file != "" && len(args) > 0:
+		return "", usageError{errors.New("give the text as arguments or --file, not both")}
+	case file == "-":
+		b, err := io.ReadAll(stdin)
+		return string(b), err
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", usageError{err}
+		}
+		return string(b), nil
+	case len(args) == 0:
+		return "", usageError{errors.New("no text: give it as arguments, or --file")}
+	}
+	return strings.Join(args, " "), nil
+}
+
+func pickEncoding(name, out string) (speechv1.AudioEncoding, error) {
+	if name == "" {
+		name = strings.TrimPrefix(strings.ToLower(filepath.Ext(out)), ".")
+		if _, ok := encodings[name]; !ok {
+			name = "wav"
+		}
+	}
+	enc, ok := encodings[name]
+	if !ok {
+		return 0, usageError{fmt.Errorf("--encoding=%q: want wav, mp3, pcm, mulaw or alaw", name)}
+	}
+	return enc, nil
+}
+
+func extension(enc speechv1.AudioEncoding) string {
+	switch enc {
+	case speechv1.AudioEncoding_AUDIO_ENCODING_WAV:
+		return "wav"
+	case speechv1.AudioEncoding_AUDIO_ENCODING_MP3:
+		return "mp3"
+	case speechv1.AudioEncoding_AUDIO_ENCODING_MULAW:
+		return "ulaw"
+	case speechv1.AudioEncoding_AUDIO_ENCODING_ALAW:
+		return "alaw"
+	}
+	return "pcm"
+}
+
+// synthesize streams the audio into out as it arrives; a WAV file gets its
+// header's sizes patched at the end, so that every tool reads its length.
+func synthesize(ctx context.Context, c *client, req *speechv1.SynthesizeRequest, out string) error {
+	var w io.Writer = c.stdout
+	var f *os.File
+	if out != "-" {
+		var err error
+		if f, err = os.Create(out); err != nil {
+			return usageError{err}
+		}
+		defer f.Close()
+		w = f
+	}
+	start := time.Now()
+	stream, err := speechv1.NewSynthesisServiceClient(c.conn).Synthesize(ctx, req)
+	if err != nil {
+		return err
+	}
+	p := &progressLine{w: c.stderr, on: c.terminal}
+	var format *speechv1.SynthesisFormat
+	var totals *speechv1.SynthesisTotals
+	var header []byte
+	var written int64
+	var audioMS uint32
+	var firstAudio time.Duration
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			p.done()
+			return err
+		}
+		switch ev := msg.GetEvent().(type) {
+		case *speechv1.SynthesizeResponse_Format:
+			format = ev.Format
+		case *speechv1.SynthesizeResponse_Audio:
+			isHeader := written == 0 && format.GetContainer() == speechv1.AudioContainer_AUDIO_CONTAINER_WAV
+			switch {
+			case isHeader:
+				header = append(header, ev.Audio.GetData()...) // kept to patch its sizes at the end
+			case firstAudio == 0:
+				firstAudio = time.Since(start)
+			}
+			n, err := w.Write(ev.Audio.GetData())
+			written += int64(n)
+			if err != nil {
+				return err
+			}
+			audioMS = ev.Audio.GetOffsetMs() + ev.Audio.GetDurationMs()
+			p.update(false, "%s: %.1f s of audio, %d KB, first audio after %d ms", out, float64(audioMS)/1000, written/1024, firstAudio.Milliseconds())
+		case *speechv1.SynthesizeResponse_Totals:
+			totals = ev.Totals
+		}
+	}
+	p.done()
+	if totals == nil {
+		return errors.New("the stream ended without its totals: the audio may be incomplete")
+	}
+	if f != nil && len(header) == audio.WAVHeaderSize {
+		audio.PatchWAVSizes(header, uint64(written))
+		if _, err := f.WriteAt(header, 0); err != nil {
+			return err
+		}
+	}
+	if f != nil {
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	length := "length not computable for MP3"
+	if totals.AudioDurationMs != nil {
+		length = fmt.Sprintf("%.2f s", float64(totals.GetAudioDurationMs())/1000)
+	}
+	fmt.Fprintf(c.stderr, "%s: %s of %d Hz %s, %d bytes; first audio after %d ms (Smallest's first byte: %d ms); Smallest request %s\n",
+		out, length, format.GetSampleRateHz(), extension(format.GetEncoding()), totals.GetAudioBytes(),
+		firstAudio.Milliseconds(), totals.GetUpstreamFirstByteMs(), totals.GetUpstreamRequestId())
+	return nil
+}
