@@ -1,0 +1,28 @@
+#!/usr/bin/env node
+// Try the client by hand:
+//   node cli.js synthesize "Hello from Node." hello.wav
+//   node cli.js transcribe hello.wav
+// SPEECHGATE_ADDR (default localhost:50051) and SPEECHGATE_TOKEN set the
+// gateway and the bearer token.
+
+import { connect, errorDetails, synthesizeToWav, transcribeFile } from './speechgate.js';
+
+const [command, ...args] = process.argv.slice(2);
+const client = connect(process.env.SPEECHGATE_ADDR ?? 'localhost:50051', process.env.SPEECHGATE_TOKEN ?? 'any-key');
+try {
+  if (command === 'synthesize' && args.length === 2) {
+    const totals = await synthesizeToWav(client, { text: args[0], voiceId: 'avery', sampleRateHz: 16000 }, args[1]);
+    console.log(`${args[1]}: ${totals.audioDurationMs} ms of audio, ${totals.audioBytes} bytes`);
+  } else if (command === 'transcribe' && args.length === 1) {
+    const transcript = await transcribeFile(client, args[0], { language: 'en' });
+    console.log(transcript.text);
+  } else {
+    console.error('usage: node cli.js synthesize TEXT OUT.wav | node cli.js transcribe FILE');
+    process.exitCode = 2;
+  }
+} catch (err) {
+  console.error(JSON.stringify(errorDetails(err), null, 2));
+  process.exitCode = 1;
+} finally {
+  client.close();
+}

@@ -1,0 +1,179 @@
+// A Node.js client of speechgate. It loads the contract from proto/ at run
+// time with @grpc/proto-loader (no generated code), and shows the three
+// things most callers need: synthesize to a WAV file, transcribe a file, and
+// read the google.rpc details of an error.
+
+import { open } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import grpc from '@grpc/grpc-js';
+import protoLoader from '@grpc/proto-loader';
+import protobuf from 'protobufjs';
+
+const protoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../proto');
+
+const definition = protoLoader.loadSync(['speech/v1/synthesis.proto', 'speech/v1/transcription.proto'], {
+  includeDirs: [protoRoot],
+  keepCase: false, // fields in lowerCamelCase, as in JSON
+  longs: Number, // audio byte counts fit a double
+  enums: String, // 'AUDIO_ENCODING_WAV' rather than 2
+  defaults: true,
+  oneofs: true, // a message says which oneof field it holds: msg.event === 'audio'
+});
+const speech = grpc.loadPackageDefinition(definition).speech.v1;
+
+/**
+ * Clients of both services on one connection.
+ * @param {string} address host:port of the gateway
+ * @param {string} token the bearer token (a Smallest key with --auth=passthrough)
+ */
+export function connect(address, token) {
+  const creds = grpc.credentials.createInsecure(); // h2c; use createSsl() for --tls-cert gateways
+  const channel = new speech.SynthesisService(address, creds);
+  const transcription = new speech.TranscriptionService(address, creds, { channelOverride: channel.getChannel() });
+  const metadata = () => {
+    const md = new grpc.Metadata();
+    if (token) md.set('authorization', `Bearer ${token}`);
+    return md;
+  };
+  return { synthesis: channel, transcription, metadata, close: () => channel.close() };
+}
+
+/**
+ * Synthesizes text to a WAV file, writing each chunk as it arrives, then
+ * patches the header's sizes so that every tool reads the file's length.
+ * Resolves to the stream's totals.
+ */
+export async function synthesizeToWav(client, request, file) {
+  const out = await open(file, 'w');
+  try {
+    const call = client.synthesis.synthesize(
+      { ...request, encoding: 'AUDIO_ENCODING_WAV' },
+      client.metadata(),
+    );
+    let totals = null;
+    let written = 0;
+    for await (const msg of call) {
+      if (msg.event === 'audio') {
+        await out.write(msg.audio.data);
+        written += msg.audio.data.length;
+      } else if (msg.event === 'totals') {
+        totals = msg.totals;
+      }
+    }
+    if (!totals) throw new Error('the stream ended without its totals');
+    // The streamed header says "length unknown" (0xFFFFFFFF); patch it.
+    const sizes = Buffer.alloc(4);
+    sizes.writeUInt32LE(written - 8, 0);
+    await out.write(sizes, 0, 4, 4);
+    sizes.writeUInt32LE(written - 44, 0);
+    await out.write(sizes, 0, 4, 40);
+    return totals;
+  } finally {
+    await out.close();
+  }
+}
+
+/**
+ * Transcribes a file through the streamed upload: the config, then the
+ * file in 256 KiB pieces, so that memory stays flat however large it is.
+ */
+export function transcribeFile(client, file, config) {
+  return new Promise((resolve, reject) => {
+    const call = client.transcription.transcribeUpload(client.metadata(), (err, resp) =>
+      err ? reject(err) : resolve(resp.transcript),
+    );
+    call.write({ config });
+    const input = createReadStream(file, { highWaterMark: 256 * 1024 });
+    input.on('data', (piece) => {
+      if (!call.write({ audio: piece })) {
+        input.pause();
+        call.once('drain', () => input.resume());
+      }
+    });
+    input.on('end', () => call.end());
+    input.on('error', (err) => {
+      call.cancel();
+      reject(err);
+    });
+  });
+}
+
+// The google.rpc types an error carries, declared here rather than loaded
+// from googleapis' .proto files, which this example does not ship.
+const rpc = protobuf.Root.fromJSON({
+  nested: {
+    google: {
+      nested: {
+        protobuf: {
+          nested: {
+            Any: { fields: { type_url: { type: 'string', id: 1 }, value: { type: 'bytes', id: 2 } } },
+            Duration: { fields: { seconds: { type: 'int64', id: 1 }, nanos: { type: 'int32', id: 2 } } },
+          },
+        },
+        rpc: {
+          nested: {
+            Status: {
+              fields: {
+                code: { type: 'int32', id: 1 },
+                message: { type: 'string', id: 2 },
+                details: { rule: 'repeated', type: 'google.protobuf.Any', id: 3 },
+              },
+            },
+            ErrorInfo: {
+              fields: {
+                reason: { type: 'string', id: 1 },
+                domain: { type: 'string', id: 2 },
+                metadata: { keyType: 'string', type: 'string', id: 3 },
+              },
+            },
+            RetryInfo: { fields: { retry_delay: { type: 'google.protobuf.Duration', id: 1 } } },
+            QuotaFailure: {
+              fields: { violations: { rule: 'repeated', type: 'Violation', id: 1 } },
+              nested: { Violation: { fields: { subject: { type: 'string', id: 1 }, description: { type: 'string', id: 2 } } } },
+            },
+            BadRequest: {
+              fields: { field_violations: { rule: 'repeated', type: 'FieldViolation', id: 1 } },
+              nested: {
+                FieldViolation: {
+                  fields: {
+                    field: { type: 'string', id: 1 },
+                    description: { type: 'string', id: 2 },
+                    reason: { type: 'string', id: 3 },
+                  },
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+  },
+});
+
+/**
+ * Reads the google.rpc details of a gRPC error: the ErrorInfo's reason and
+ * metadata, the RetryInfo's delay in seconds, the fields a BadRequest names,
+ * and the QuotaFailure's violations.
+ */
+export function errorDetails(err) {
+  const out = { code: err.code, codeName: grpc.status[err.code], message: err.details };
+  const raw = err.metadata?.get('grpc-status-details-bin')?.[0];
+  if (!raw) return out;
+  const status = rpc.lookupType('google.rpc.Status').decode(raw);
+  for (const any of status.details) {
+    const name = any.type_url.slice(any.type_url.lastIndexOf('/') + 1);
+    const type = rpc.lookupType(name);
+    const detail = type.toObject(type.decode(any.value), { longs: Number });
+    if (name === 'google.rpc.ErrorInfo') out.errorInfo = detail;
+    if (name === 'google.rpc.RetryInfo') {
+      const d = detail.retry_delay ?? {};
+      out.retryAfterSeconds = (d.seconds ?? 0) + (d.nanos ?? 0) / 1e9;
+    }
+    if (name === 'google.rpc.BadRequest') out.fieldViolations = detail.field_violations;
+    if (name === 'google.rpc.QuotaFailure') out.quotaViolations = detail.violations;
+  }
+  return out;
+}

@@ -1,0 +1,115 @@
+// Runs the Node client against a real gateway on the built-in emulator.
+// The gateway is the binary in SPEECHGATE_BIN (what .ci/run builds), or
+// `go run` from the checkout.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import readline from 'node:readline';
+
+import { connect, errorDetails, synthesizeToWav, transcribeFile } from '../speechgate.js';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+
+let gateway;
+let address;
+let dir;
+
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'speechgate-node-'));
+  const args = ['--upstream=emulator', '--grpc-addr=127.0.0.1:0', '--admin-addr='];
+  gateway = process.env.SPEECHGATE_BIN
+    ? spawn(process.env.SPEECHGATE_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] })
+    : spawn('go', ['run', './cmd/speechgate', ...args], { cwd: repo, stdio: ['ignore', 'ignore', 'pipe'] });
+  address = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the gateway did not start within 120 s')), 120_000);
+    readline.createInterface({ input: gateway.stderr }).on('line', (line) => {
+      try {
+        const entry = JSON.parse(line);
+        if (entry.msg === 'serving gRPC') {
+          clearTimeout(timer);
+          resolve(entry.addr);
+        }
+      } catch {
+        // not a log line
+      }
+    });
+    gateway.on('exit', (code) => reject(new Error(`the gateway exited with ${code}`)));
+  });
+});
+
+after(async () => {
+  const exited = new Promise((resolve) => gateway.once('exit', (code, signal) => resolve({ code, signal })));
+  gateway.kill('SIGTERM');
+  const { code } = await exited;
+  assert.equal(code, 0, 'the gateway drains and exits 0 on SIGTERM');
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('speechgate from Node', () => {
+  it('synthesizes to a WAV file with one header and its sizes patched', async () => {
+    const client = connect(address, 'any-key');
+    const file = path.join(dir, 'hello.wav');
+    const totals = await synthesizeToWav(client, { text: 'Hello from Node.', voiceId: 'avery', sampleRateHz: 16000 }, file);
+    client.close();
+    const wav = await readFile(file);
+    assert.equal(wav.toString('ascii', 0, 4), 'RIFF');
+    assert.equal(wav.toString('ascii', 8, 12), 'WAVE');
+    assert.equal(wav.readUInt32LE(24), 16000, 'sample rate');
+    assert.equal(wav.readUInt16LE(22), 1, 'mono');
+    assert.equal(wav.readUInt32LE(40), wav.length - 44, 'the data size is patched');
+    assert.equal(wav.indexOf('RIFF', 4), -1, 'one header only');
+    assert.equal(totals.audioDurationMs, 960); // 16 characters at 60 ms
+    assert.equal(totals.audioBytes, wav.length);
+  });
+
+  it('transcribes a file through the streamed upload', async () => {
+    const client = connect(address, 'any-key');
+    const file = path.join(dir, 'speech.wav');
+    await synthesizeToWav(client, { text: 'Node streams the upload.', voiceId: 'avery', sampleRateHz: 16000 }, file);
+    const transcript = await transcribeFile(client, file, { language: 'en', wordTimestamps: true });
+    client.close();
+    assert.equal(transcript.text, 'Node streams the upload.');
+    assert.equal(transcript.status, 'TRANSCRIPTION_STATUS_COMPLETED');
+    assert.equal(transcript.words.length, 4);
+  });
+
+  it('lists voices with their capabilities', async () => {
+    const client = connect(address, 'any-key');
+    const resp = await new Promise((resolve, reject) =>
+      client.synthesis.listVoices({ language: 'hi' }, client.metadata(), (err, r) => (err ? reject(err) : resolve(r))),
+    );
+    client.close();
+    assert.ok(resp.voices.length > 0);
+    assert.ok(resp.voices.every((v) => v.languageCodes.includes('hi')));
+    assert.equal(resp.voices.find((v) => v.voiceId === 'meher').capabilities.wordTimestamps, true);
+  });
+
+  it('reads the details of an error', async () => {
+    const client = connect(address, 'any-key');
+    const err = await synthesizeToWav(client, { text: 'hi', voiceId: 'nobody' }, path.join(dir, 'x.wav')).catch((e) => e);
+    client.close();
+    const details = errorDetails(err);
+    assert.equal(details.codeName, 'INVALID_ARGUMENT');
+    assert.equal(details.errorInfo.domain, 'speechgate');
+    assert.equal(details.errorInfo.reason, 'UPSTREAM_INVALID_ARGUMENT');
+    assert.ok(details.errorInfo.metadata.upstreamRequestId, 'the upstream request id is there to quote');
+    assert.deepEqual(
+      details.fieldViolations.map((v) => v.field),
+      ['voice_id'],
+    );
+  });
+
+  it('refuses a call without credentials', async () => {
+    const client = connect(address, '');
+    const err = await transcribeFile(client, path.join(dir, 'hello.wav'), { language: 'en' }).catch((e) => e);
+    client.close();
+    const details = errorDetails(err);
+    assert.equal(details.codeName, 'UNAUTHENTICATED');
+    assert.equal(details.errorInfo.reason, 'MISSING_CREDENTIALS');
+  });
+});
