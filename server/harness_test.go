@@ -59,7 +59,7 @@ type options struct {
 }
 
 // start runs a gateway in front of upstream for the life of the test.
-func start(t *testing.T, upstream http.Handler, o options) *gateway {
+func start(t testing.TB, upstream http.Handler, o options) *gateway {
 	t.Helper()
 	up := httptest.NewServer(upstream)
 	t.Cleanup(up.Close)
@@ -116,7 +116,7 @@ func start(t *testing.T, upstream http.Handler, o options) *gateway {
 }
 
 // dial opens a new client connection to the gateway, closed with the test.
-func (g *gateway) dial(t *testing.T) *grpc.ClientConn {
+func (g *gateway) dial(t testing.TB) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return g.lis.DialContext(ctx) }),

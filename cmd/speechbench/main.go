@@ -1,0 +1,322 @@
+// Command speechbench measures what speechgate costs over calling Smallest
+// directly. On loopback, against the built-in emulator, it runs the gateway
+// binary as a separate process and compares it, in the same run, with a
+// direct client of the same emulator (the gateway's own Smallest client
+// code, so that the difference is the gateway): time to first audio,
+// throughput and CPU, memory per stream, memory over a long stream, a large
+// streamed upload, and realtime recognition latency. See BENCHMARKS.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/speechgate/speechgate/internal/emulator"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "speechbench:", err)
+		os.Exit(1)
+	}
+}
+
+// settings are the bench's knobs.
+type settings struct {
+	gatewayBin     string
+	phases         map[string]bool
+	jsonOut        string
+	chunkBytes     int
+	firstByteDelay time.Duration
+	concurrency    []int
+	memoryStreams  []int
+	phaseTime      time.Duration
+	uploadBytes    int64
+	quick          bool
+	log            io.Writer
+}
+
+// report is the whole result, as written to the JSON file.
+type report struct {
+	Machine  machine   `json:"machine"`
+	Settings any       `json:"settings"`
+	Results  []*result `json:"results"`
+}
+
+type machine struct {
+	GoVersion string `json:"go_version"`
+	OS        string `json:"os"`
+	CPUs      int    `json:"cpus"`
+	CPUModel  string `json:"cpu_model"`
+	Date      string `json:"date"`
+}
+
+// result is one measured figure next to its baseline.
+type result struct {
+	Phase    string  `json:"phase"`
+	Name     string  `json:"name"`
+	Unit     string  `json:"unit"`
+	Gateway  float64 `json:"gateway"`
+	Baseline float64 `json:"baseline"`
+	// BaselineName says what Baseline is: the direct client, an idle
+	// gateway, the start of the stream, ...
+	BaselineName string `json:"baseline_name"`
+	// Compare is how the two are compared: "difference" or "ratio".
+	Compare string  `json:"compare"`
+	Value   float64 `json:"value"`
+	Target  string  `json:"target,omitempty"`
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("speechbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	s := &settings{log: stderr}
+	fs.StringVar(&s.gatewayBin, "gateway-bin", "", "the speechgate binary to measure (default: built from ./cmd/speechgate)")
+	phases := fs.String("phases", "ttfa,throughput,memory,longstream,upload,live", "phases to run, comma-separated")
+	fs.StringVar(&s.jsonOut, "json", "bench.json", "where to write the results as JSON")
+	fs.IntVar(&s.chunkBytes, "chunk-bytes", 960, "decoded audio per upstream SSE frame (Smallest sends about 960)")
+	fs.DurationVar(&s.firstByteDelay, "first-byte-delay", 0, "simulated upstream time to first byte")
+	conc := fs.String("concurrency", "1,64,512", "concurrent streams for time to first audio")
+	mem := fs.String("memory-streams", "1,1000,5000", "concurrent real-time streams for memory per stream")
+	fs.DurationVar(&s.phaseTime, "phase-time", 10*time.Second, "how long each timed measurement runs")
+	fs.Int64Var(&s.uploadBytes, "upload-bytes", 250<<20, "size of the streamed upload")
+	fs.BoolVar(&s.quick, "quick", false, "small counts and short times: a smoke run, not a measurement")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if s.concurrency, err = ints(*conc); err != nil {
+		return fmt.Errorf("--concurrency: %w", err)
+	}
+	if s.memoryStreams, err = ints(*mem); err != nil {
+		return fmt.Errorf("--memory-streams: %w", err)
+	}
+	s.phases = map[string]bool{}
+	for _, p := range strings.Split(*phases, ",") {
+		s.phases[strings.TrimSpace(p)] = true
+	}
+	if s.quick {
+		s.concurrency, s.memoryStreams, s.phaseTime, s.uploadBytes = []int{1, 8}, []int{1, 50}, time.Second, 16<<20
+	}
+	if s.gatewayBin == "" {
+		dir, err := os.MkdirTemp("", "speechbench")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		s.gatewayBin = filepath.Join(dir, "speechgate")
+		fmt.Fprintln(stderr, "building ./cmd/speechgate ...")
+		if out, err := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", s.gatewayBin, "./cmd/speechgate").CombinedOutput(); err != nil {
+			return fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	}
+
+	rep := &report{Machine: machine{GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, CPUs: runtime.NumCPU(),
+		CPUModel: cpuModel(), Date: time.Now().UTC().Format(time.RFC3339)},
+		Settings: map[string]any{"chunk_bytes": s.chunkBytes, "first_byte_delay_ms": s.firstByteDelay.Milliseconds(),
+			"concurrency": s.concurrency, "memory_streams": s.memoryStreams, "phase_time_s": s.phaseTime.Seconds(),
+			"upload_bytes": s.uploadBytes, "quick": s.quick}}
+	for _, ph := range []struct {
+		name string
+		run  func(context.Context, *settings) ([]*result, error)
+	}{
+		{"ttfa", timeToFirstAudio},
+		{"throughput", throughput},
+		{"memory", memoryPerStream},
+		{"longstream", longStream},
+		{"upload", upload},
+		{"live", liveLatency},
+	} {
+		if !s.phases[ph.name] {
+			continue
+		}
+		fmt.Fprintf(stderr, "== %s\n", ph.name)
+		res, err := ph.run(ctx, s)
+		if err != nil {
+			return fmt.Errorf("%s: %w", ph.name, err)
+		}
+		rep.Results = append(rep.Results, res...)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	printTable(stdout, rep)
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(s.jsonOut, append(b, '\n'), 0o644)
+}
+
+func ints(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+// upstream is an emulator served on loopback for one phase.
+type upstream struct {
+	URL string
+	srv *http.Server
+}
+
+func startEmulator(opts emulator.Options) (*upstream, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: emulator.New(opts)}
+	go srv.Serve(lis)
+	return &upstream{URL: "http://" + lis.Addr().String(), srv: srv}, nil
+}
+
+func (u *upstream) Close() { u.srv.Close() }
+
+// gateway is the speechgate binary running for one phase.
+type gateway struct {
+	cmd       *exec.Cmd
+	addr      string
+	adminAddr string
+	exited    chan error
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// startGateway runs the gateway in front of baseURL and waits until it serves.
+func startGateway(ctx context.Context, s *settings, baseURL string, extra ...string) (*gateway, error) {
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	admin, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"--grpc-addr=" + addr, "--admin-addr=" + admin, "--smallest-base-url=" + baseURL,
+		"--log-level=warn", "--upstream-idle-timeout=0s", "--voices-cache-ttl=0s"}, extra...)
+	cmd := exec.Command(s.gatewayBin, args...)
+	cmd.Stderr = s.log
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	g := &gateway{cmd: cmd, addr: addr, adminAddr: admin, exited: make(chan error, 1)}
+	go func() { g.exited <- cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return g, nil
+			}
+		}
+		select {
+		case err := <-g.exited:
+			return nil, fmt.Errorf("the gateway exited: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			g.stop()
+			return nil, ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			g.stop()
+			return nil, errors.New("the gateway did not become ready in 30 s")
+		}
+	}
+}
+
+func (g *gateway) stop() {
+	g.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.exited:
+	case <-time.After(15 * time.Second):
+		g.cmd.Process.Kill()
+		<-g.exited
+	}
+}
+
+// rssBytes returns the gateway process's resident set and its peak.
+func (g *gateway) rssBytes() (rss, peak int64) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", g.cmd.Process.Pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		switch k {
+		case "VmRSS":
+			rss = kb << 10
+		case "VmHWM":
+			peak = kb << 10
+		}
+	}
+	return rss, peak
+}
+
+// cpuSeconds returns the CPU time the gateway process has used.
+func (g *gateway) cpuSeconds() float64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", g.cmd.Process.Pid))
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100 // clock ticks; USER_HZ is 100 on Linux
+}
+
+// heapInuse reads the gateway's in-use heap from its /metrics.
+func (g *gateway) heapInuse() int64 {
+	resp, err := http.Get("http://" + g.adminAddr + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return int64(f)
+		}
+	}
+	return 0
+}

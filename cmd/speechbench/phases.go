@@ -1,0 +1,751 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
+	"github.com/speechgate/speechgate/internal/audio"
+	"github.com/speechgate/speechgate/internal/emulator"
+	"github.com/speechgate/speechgate/internal/smallest"
+)
+
+const benchKey = "sk_bench_key"
+
+// direct is the baseline: the gateway's own Smallest client, calling the
+// emulator with no gateway in between.
+func direct(baseURL string) (*smallest.Client, error) {
+	return smallest.New(smallest.Config{BaseURL: baseURL, HTTPClient: &http.Client{Transport: smallest.NewTransport(30 * time.Second)},
+		Credential: func(context.Context) string { return benchKey }})
+}
+
+// clients spreads calls over a few connections to the gateway, as a fleet of
+// callers would; one HTTP/2 connection would serialize their writes.
+type clients struct {
+	conns []*grpc.ClientConn
+	next  atomic.Uint64
+}
+
+func dial(addr string, n int) (*clients, error) {
+	c := &clients{}
+	for range n {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		if err != nil {
+			return nil, err
+		}
+		c.conns = append(c.conns, conn)
+	}
+	return c, nil
+}
+
+func (c *clients) synth() speechv1.SynthesisServiceClient {
+	return speechv1.NewSynthesisServiceClient(c.conns[c.next.Add(1)%uint64(len(c.conns))])
+}
+
+func (c *clients) trans() speechv1.TranscriptionServiceClient {
+	return speechv1.NewTranscriptionServiceClient(c.conns[c.next.Add(1)%uint64(len(c.conns))])
+}
+
+func (c *clients) close() {
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+}
+
+func withKey(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+benchKey)
+}
+
+// synthesizeDirect runs one synthesis on the direct client; onFirst is told
+// the time to first audio, and it returns the audio bytes received.
+func synthesizeDirect(ctx context.Context, c *smallest.Client, req *smallest.SpeechRequest, onFirst func(time.Duration)) (int64, error) {
+	start := time.Now()
+	s, err := c.StreamSpeech(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	var n int64
+	for {
+		b, err := s.Next()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if n == 0 && onFirst != nil {
+			onFirst(time.Since(start))
+		}
+		n += int64(len(b))
+	}
+}
+
+// synthesizeGateway runs one synthesis through the gateway.
+func synthesizeGateway(ctx context.Context, c speechv1.SynthesisServiceClient, req *speechv1.SynthesizeRequest, onFirst func(time.Duration), onAudio func(int64)) (int64, error) {
+	start := time.Now()
+	stream, err := c.Synthesize(withKey(ctx), req)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if a := msg.GetAudio(); a != nil {
+			if n == 0 && onFirst != nil {
+				onFirst(time.Since(start))
+			}
+			n += int64(len(a.GetData()))
+			if onAudio != nil {
+				onAudio(n)
+			}
+		}
+	}
+}
+
+// percentile returns the p-th percentile of sorted durations, in ms.
+func percentile(sorted []time.Duration, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p / 100 * float64(len(sorted)-1))
+	return float64(sorted[i]) / float64(time.Millisecond)
+}
+
+// sampleTTFA runs total calls on workers goroutines, within limit, and
+// returns the sorted times to first audio.
+func sampleTTFA(ctx context.Context, workers, total int, limit time.Duration, call func(ctx context.Context, onFirst func(time.Duration)) error) ([]time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	var mu sync.Mutex
+	var got []time.Duration
+	var next atomic.Int64
+	var firstErr error
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(total) && ctx.Err() == nil {
+				err := call(ctx, func(d time.Duration) {
+					mu.Lock()
+					got = append(got, d)
+					mu.Unlock()
+				})
+				if err != nil && ctx.Err() == nil {
+					mu.Lock()
+					firstErr = errors.Join(firstErr, err)
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	slices.Sort(got)
+	return got, firstErr
+}
+
+const shortText = "Hello there, how can I help you today?"
+
+func timeToFirstAudio(ctx context.Context, s *settings) ([]*result, error) {
+	emu, err := startEmulator(emulator.Options{ChunkBytes: s.chunkBytes, FirstByteDelay: s.firstByteDelay})
+	if err != nil {
+		return nil, err
+	}
+	defer emu.Close()
+	gw, err := startGateway(ctx, s, emu.URL)
+	if err != nil {
+		return nil, err
+	}
+	defer gw.stop()
+	dc, err := direct(emu.URL)
+	if err != nil {
+		return nil, err
+	}
+	defer dc.Close()
+	gc, err := dial(gw.addr, 4)
+	if err != nil {
+		return nil, err
+	}
+	defer gc.close()
+
+	// Warm up both sides: connections to the gateway are dialed lazily, and
+	// pools fill on first use; neither belongs in the figures.
+	for range 2 * len(gc.conns) {
+		if _, err := synthesizeDirect(ctx, dc, &smallest.SpeechRequest{Text: "Warm up.", VoiceOptions: smallest.VoiceOptions{VoiceID: "avery"}}, nil); err != nil {
+			return nil, err
+		}
+		if _, err := synthesizeGateway(ctx, gc.synth(), &speechv1.SynthesizeRequest{Text: "Warm up.", VoiceId: "avery"}, nil, nil); err != nil {
+			return nil, err
+		}
+	}
+	var out []*result
+	for _, c := range s.concurrency {
+		total := max(300, 4*c)
+		if s.quick {
+			total = 2 * c
+		}
+		limit := 3 * s.phaseTime
+		dreq := &smallest.SpeechRequest{Text: shortText, VoiceOptions: smallest.VoiceOptions{VoiceID: "avery", SampleRate: 24000}, OutputFormat: "pcm"}
+		d, err := sampleTTFA(ctx, c, total, limit, func(ctx context.Context, first func(time.Duration)) error {
+			_, err := synthesizeDirect(ctx, dc, dreq, first)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("direct: %w", err)
+		}
+		greq := &speechv1.SynthesizeRequest{Text: shortText, VoiceId: "avery", SampleRateHz: 24000}
+		g, err := sampleTTFA(ctx, c, total, limit, func(ctx context.Context, first func(time.Duration)) error {
+			_, err := synthesizeGateway(ctx, gc.synth(), greq, first, nil)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		fmt.Fprintf(s.log, "  %d streams: %d direct and %d gateway calls\n", c, len(d), len(g))
+		for _, p := range []float64{50, 90, 99} {
+			r := &result{Phase: "ttfa", Name: fmt.Sprintf("time to first audio, p%g, %d streams", p, c), Unit: "ms",
+				Gateway: percentile(g, p), Baseline: percentile(d, p), BaselineName: "direct SSE client", Compare: "difference"}
+			r.Value = r.Gateway - r.Baseline
+			if c == 64 && p == 50 {
+				r.Target = "added ≤ 0.5 ms"
+			}
+			if c == 64 && p == 99 {
+				r.Target = "added ≤ 2 ms"
+			}
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// pcmBytesPerSecond is 24 kHz PCM16, the throughput phase's format.
+const pcmBytesPerSecond = 48000
+
+func throughput(ctx context.Context, s *settings) ([]*result, error) {
+	// 200 characters at 1 s each: 200 s (9.6 MB) of audio per call, sent
+	// as fast as the emulator can, so that the gateway is the bottleneck.
+	emu, err := startEmulator(emulator.Options{ChunkBytes: s.chunkBytes, AudioPerChar: time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer emu.Close()
+	gw, err := startGateway(ctx, s, emu.URL)
+	if err != nil {
+		return nil, err
+	}
+	defer gw.stop()
+	dc, err := direct(emu.URL)
+	if err != nil {
+		return nil, err
+	}
+	defer dc.Close()
+	gc, err := dial(gw.addr, 4)
+	if err != nil {
+		return nil, err
+	}
+	defer gc.close()
+	text := strings.Repeat("a", 200)
+	workers := 4 * runtime.GOMAXPROCS(0)
+
+	measure := func(call func(ctx context.Context, count func(int64)) error) (mbps float64, bytes int64, cpu float64, err error) {
+		ctx, cancel := context.WithTimeout(ctx, s.phaseTime)
+		defer cancel()
+		var total atomic.Int64
+		var wg sync.WaitGroup
+		var errs atomic.Value
+		selfCPU := processCPU()
+		start := time.Now()
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					if err := call(ctx, func(n int64) { total.Add(n) }); err != nil && ctx.Err() == nil {
+						errs.Store(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		elapsed := time.Since(start).Seconds()
+		if e, ok := errs.Load().(error); ok {
+			return 0, 0, 0, e
+		}
+		return float64(total.Load()) / elapsed / 1e6, total.Load(), processCPU() - selfCPU, nil
+	}
+
+	dreq := &smallest.SpeechRequest{Text: text, VoiceOptions: smallest.VoiceOptions{VoiceID: "avery", SampleRate: 24000}, OutputFormat: "pcm"}
+	dMBps, dBytes, dCPU, err := measure(func(ctx context.Context, count func(int64)) error {
+		s, err := dc.StreamSpeech(ctx, dreq)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		for {
+			b, err := s.Next()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				return err
+			}
+			count(int64(len(b)))
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("direct: %w", err)
+	}
+	greq := &speechv1.SynthesizeRequest{Text: text, VoiceId: "avery", SampleRateHz: 24000}
+	gwCPU := gw.cpuSeconds()
+	gMBps, gBytes, _, err := measure(func(ctx context.Context, count func(int64)) error {
+		var last int64
+		_, err := synthesizeGateway(ctx, gc.synth(), greq, nil, func(n int64) { count(n - last); last = n })
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	gwCPU = gw.cpuSeconds() - gwCPU
+	hours := func(b int64) float64 { return float64(b) / pcmBytesPerSecond / 3600 }
+	fmt.Fprintf(s.log, "  %d streams: %.0f MB direct, %.0f MB through the gateway\n", workers, float64(dBytes)/1e6, float64(gBytes)/1e6)
+	return []*result{
+		{Phase: "throughput", Name: fmt.Sprintf("decoded audio throughput, %d streams", workers), Unit: "MB/s",
+			Gateway: gMBps, Baseline: dMBps, BaselineName: "direct SSE client", Compare: "ratio", Value: gMBps / dMBps, Target: "≥ 0.6"},
+		{Phase: "throughput", Name: "CPU seconds per hour of 24 kHz audio relayed", Unit: "s",
+			Gateway: gwCPU / hours(gBytes), Baseline: dCPU / hours(dBytes),
+			BaselineName: "emulator + direct client (the bench process), direct run", Compare: "ratio",
+			Value: (gwCPU / hours(gBytes)) / (dCPU / hours(dBytes))},
+	}, nil
+}
+
+// processCPU returns this process's CPU time in seconds.
+func processCPU() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// gcHeap makes the gateway collect garbage (through pprof) and returns its
+// in-use heap, so that the figure is live memory, not garbage in waiting.
+func (g *gateway) gcHeap() int64 {
+	if resp, err := http.Get("http://" + g.adminAddr + "/debug/pprof/heap?gc=1"); err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	return g.heapInuse()
+}
+
+func memoryPerStream(ctx context.Context, s *settings) ([]*result, error) {
+	// Real-time streams, cheap enough that thousands fit on two cores: 8 kHz
+	// μ-law in one-second chunks, each stream two minutes long.
+	emu, err := startEmulator(emulator.Options{ChunkBytes: 8000, Pace: 1, AudioPerChar: time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer emu.Close()
+	var out []*result
+	for _, n := range s.memoryStreams {
+		gw, err := startGateway(ctx, s, emu.URL, "--pprof")
+		if err != nil {
+			return nil, err
+		}
+		gc, err := dial(gw.addr, 8)
+		if err != nil {
+			gw.stop()
+			return nil, err
+		}
+		time.Sleep(500 * time.Millisecond)
+		idleHeap := gw.gcHeap()
+		idleRSS, _ := gw.rssBytes()
+
+		sctx, cancel := context.WithCancel(ctx)
+		var started atomic.Int64
+		var wg sync.WaitGroup
+		req := &speechv1.SynthesizeRequest{Text: strings.Repeat("a", 120), VoiceId: "avery", SampleRateHz: 8000,
+			Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW}
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				synthesizeGateway(sctx, gc.synth(), req, func(time.Duration) { started.Add(1) }, nil)
+			}()
+			if i%200 == 199 {
+				time.Sleep(100 * time.Millisecond) // ramp up, as real traffic does
+			}
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for started.Load() < int64(n) && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(2 * time.Second) // let every stream settle into its steady state
+		heap := gw.gcHeap()
+		rss, _ := gw.rssBytes()
+		active := started.Load()
+		cancel()
+		wg.Wait()
+		gc.close()
+		gw.stop()
+		if active < int64(n) {
+			return nil, fmt.Errorf("only %d of %d streams started within 60 s", active, n)
+		}
+		fmt.Fprintf(s.log, "  %d streams: heap %d → %d KiB, RSS %d → %d KiB\n", n, idleHeap>>10, heap>>10, idleRSS>>10, rss>>10)
+		perHeap := float64(heap-idleHeap) / float64(n) / 1024
+		perRSS := float64(rss-idleRSS) / float64(n) / 1024
+		out = append(out,
+			&result{Phase: "memory", Name: fmt.Sprintf("heap per active stream, %d streams", n), Unit: "KiB",
+				Gateway: float64(heap) / 1024, Baseline: float64(idleHeap) / 1024, BaselineName: "idle gateway", Compare: "difference per stream",
+				Value: perHeap, Target: "≤ 64 KiB"},
+			&result{Phase: "memory", Name: fmt.Sprintf("RSS per active stream, %d streams", n), Unit: "KiB",
+				Gateway: float64(rss) / 1024, Baseline: float64(idleRSS) / 1024, BaselineName: "idle gateway", Compare: "difference per stream",
+				Value: perRSS})
+	}
+	return out, nil
+}
+
+func longStream(ctx context.Context, s *settings) ([]*result, error) {
+	// One hour of 24 kHz PCM (172.8 MB): 60 characters at 60 s each, sent
+	// as fast as possible.
+	perChar := 60 * time.Second
+	if s.quick {
+		perChar = 2 * time.Second
+	}
+	emu, err := startEmulator(emulator.Options{ChunkBytes: s.chunkBytes, AudioPerChar: perChar})
+	if err != nil {
+		return nil, err
+	}
+	defer emu.Close()
+	gw, err := startGateway(ctx, s, emu.URL)
+	if err != nil {
+		return nil, err
+	}
+	defer gw.stop()
+	gc, err := dial(gw.addr, 1)
+	if err != nil {
+		return nil, err
+	}
+	defer gc.close()
+	total := int64(60*perChar/time.Second) * pcmBytesPerSecond
+	var rssAt10, peakRSS int64
+	var samples int
+	lastSample := time.Now()
+	start := time.Now()
+	_, err = synthesizeGateway(ctx, gc.synth(), &speechv1.SynthesizeRequest{Text: strings.Repeat("a", 60), VoiceId: "avery", SampleRateHz: 24000},
+		nil, func(n int64) {
+			if time.Since(lastSample) < 100*time.Millisecond {
+				return
+			}
+			lastSample = time.Now()
+			rss, _ := gw.rssBytes()
+			samples++
+			if rssAt10 == 0 && n >= total/10 {
+				rssAt10 = rss
+			}
+			if rssAt10 != 0 {
+				peakRSS = max(peakRSS, rss)
+			}
+		})
+	if err != nil {
+		return nil, err
+	}
+	endRSS, _ := gw.rssBytes()
+	peakRSS = max(peakRSS, endRSS)
+	fmt.Fprintf(s.log, "  %.0f s of audio in %.1f s; %d RSS samples: %d KiB at 10%%, %d KiB at most, %d KiB at the end\n",
+		float64(total)/pcmBytesPerSecond, time.Since(start).Seconds(), samples, rssAt10>>10, peakRSS>>10, endRSS>>10)
+	return []*result{{Phase: "longstream", Name: fmt.Sprintf("RSS over a %.0f s stream (peak after 10%%)", float64(total)/pcmBytesPerSecond),
+		Unit: "MiB", Gateway: float64(peakRSS) / (1 << 20), Baseline: float64(rssAt10) / (1 << 20),
+		BaselineName: "RSS at 10% of the stream", Compare: "growth", Value: float64(peakRSS-rssAt10) / float64(rssAt10), Target: "≤ 0.05"}}, nil
+}
+
+// recording is a WAV header followed by silence, produced as it is read.
+type recording struct {
+	size, read int64
+	header     []byte
+}
+
+func newRecording(size int64) *recording {
+	return &recording{size: size, header: audio.AppendWAVHeader(nil, 16000, 1, 16, uint32(size-audio.WAVHeaderSize))}
+}
+
+func (r *recording) Read(p []byte) (int, error) {
+	if r.read >= r.size {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), r.size-r.read)]
+	n := 0
+	if r.read < int64(len(r.header)) {
+		n = copy(p, r.header[r.read:])
+	}
+	clear(p[n:])
+	r.read += int64(len(p))
+	return len(p), nil
+}
+
+func upload(ctx context.Context, s *settings) ([]*result, error) {
+	emu, err := startEmulator(emulator.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer emu.Close()
+	dc, err := direct(emu.URL)
+	if err != nil {
+		return nil, err
+	}
+	defer dc.Close()
+	start := time.Now()
+	if _, err := dc.Transcribe(ctx, &smallest.TranscribeRequest{Audio: newRecording(s.uploadBytes), AudioSize: -1, Model: "pulse", Language: "en"}); err != nil {
+		return nil, fmt.Errorf("direct: %w", err)
+	}
+	directTime := time.Since(start)
+
+	gw, err := startGateway(ctx, s, emu.URL)
+	if err != nil {
+		return nil, err
+	}
+	defer gw.stop()
+	gc, err := dial(gw.addr, 1)
+	if err != nil {
+		return nil, err
+	}
+	defer gc.close()
+	before, _ := gw.rssBytes()
+	start = time.Now()
+	stream, err := gc.trans().TranscribeUpload(withKey(ctx))
+	if err != nil {
+		return nil, err
+	}
+	stream.Send(&speechv1.TranscribeUploadRequest{Part: &speechv1.TranscribeUploadRequest_Config{Config: &speechv1.TranscriptionConfig{Language: "en"}}})
+	rec := newRecording(s.uploadBytes)
+	piece := make([]byte, 1<<20)
+	for {
+		n, rerr := io.ReadFull(rec, piece)
+		if n > 0 {
+			if err := stream.Send(&speechv1.TranscribeUploadRequest{Part: &speechv1.TranscribeUploadRequest_Audio{Audio: piece[:n]}}); err != nil {
+				break
+			}
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	if _, err := stream.CloseAndRecv(); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	gatewayTime := time.Since(start)
+	_, peak := gw.rssBytes()
+	mb := float64(s.uploadBytes) / (1 << 20)
+	fmt.Fprintf(s.log, "  %.0f MiB: %.2f s direct, %.2f s through the gateway; RSS %d → peak %d KiB\n",
+		mb, directTime.Seconds(), gatewayTime.Seconds(), before>>10, peak>>10)
+	return []*result{
+		{Phase: "upload", Name: fmt.Sprintf("%.0f MiB streamed upload, wall time", mb), Unit: "s", Gateway: gatewayTime.Seconds(),
+			Baseline: directTime.Seconds(), BaselineName: "direct HTTP upload", Compare: "ratio", Value: gatewayTime.Seconds() / directTime.Seconds()},
+		{Phase: "upload", Name: fmt.Sprintf("%.0f MiB streamed upload, peak RSS growth", mb), Unit: "MiB", Gateway: float64(peak) / (1 << 20),
+			Baseline: float64(before) / (1 << 20), BaselineName: "gateway RSS before the upload", Compare: "difference",
+			Value: float64(peak-before) / (1 << 20), Target: "≤ 32 MiB"},
+	}, nil
+}
+
+func liveLatency(ctx context.Context, s *settings) ([]*result, error) {
+	emu, err := startEmulator(emulator.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer emu.Close()
+	dc, err := direct(emu.URL)
+	if err != nil {
+		return nil, err
+	}
+	defer dc.Close()
+	// Speech for the sessions: 16 kHz PCM that the emulator can read back.
+	var pcm []byte
+	st, err := dc.StreamSpeech(ctx, &smallest.SpeechRequest{Text: strings.Repeat("one two three four five six seven eight nine ten ", 2),
+		VoiceOptions: smallest.VoiceOptions{VoiceID: "avery", SampleRate: 16000}, OutputFormat: "pcm"})
+	if err != nil {
+		return nil, err
+	}
+	for {
+		b, err := st.Next()
+		if err != nil {
+			break
+		}
+		pcm = append(pcm, b...)
+	}
+	st.Close()
+	gw, err := startGateway(ctx, s, emu.URL)
+	if err != nil {
+		return nil, err
+	}
+	defer gw.stop()
+	gc, err := dial(gw.addr, 1)
+	if err != nil {
+		return nil, err
+	}
+	defer gc.close()
+
+	sessions := 4
+	if s.quick {
+		sessions = 1
+	}
+	d, err := finalizeLatencies(ctx, sessions, pcm, func(ctx context.Context) (liveSession, error) { return directLive(ctx, dc) })
+	if err != nil {
+		return nil, fmt.Errorf("direct: %w", err)
+	}
+	g, err := finalizeLatencies(ctx, sessions, pcm, func(ctx context.Context) (liveSession, error) { return gatewayLive(ctx, gc.trans()) })
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	fmt.Fprintf(s.log, "  %d finalized utterances direct, %d through the gateway\n", len(d), len(g))
+	var out []*result
+	for _, p := range []float64{50, 90} {
+		r := &result{Phase: "live", Name: fmt.Sprintf("finalize to final transcript, p%g", p), Unit: "ms",
+			Gateway: percentile(g, p), Baseline: percentile(d, p), BaselineName: "direct WebSocket client", Compare: "difference"}
+		r.Value = r.Gateway - r.Baseline
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// liveSession is the part of a realtime session the latency measure needs.
+type liveSession interface {
+	audio([]byte) error
+	finalize() error
+	end() error
+	// next returns whether the next message is a final transcript answering
+	// a finalize, and false with io.EOF at the end.
+	next() (bool, error)
+	close()
+}
+
+// finalizeLatencies runs sessions that send pcm in real time, finalizing
+// every half second, and returns the sorted times from each finalize to its
+// final transcript.
+func finalizeLatencies(ctx context.Context, sessions int, pcm []byte, open func(context.Context) (liveSession, error)) ([]time.Duration, error) {
+	var mu sync.Mutex
+	var all []time.Duration
+	var wg sync.WaitGroup
+	errs := make(chan error, sessions)
+	for range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sess, err := open(ctx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer sess.close()
+			sent := make(chan time.Time, 64)
+			go func() {
+				const piece = 3200 // 100 ms of 16 kHz PCM16
+				start := time.Now()
+				for i := 0; i*piece < len(pcm); i++ {
+					time.Sleep(time.Until(start.Add(time.Duration(i) * 100 * time.Millisecond)))
+					sess.audio(pcm[i*piece : min((i+1)*piece, len(pcm))])
+					if i%5 == 4 {
+						sent <- time.Now()
+						sess.finalize()
+					}
+				}
+				close(sent)
+				sess.end()
+			}()
+			for {
+				final, err := sess.next()
+				if errors.Is(err, io.EOF) {
+					return
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				if final {
+					if t, ok := <-sent; ok {
+						mu.Lock()
+						all = append(all, time.Since(t))
+						mu.Unlock()
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, err
+	}
+	slices.Sort(all)
+	return all, nil
+}
+
+type directSession struct{ s *smallest.LiveSession }
+
+func directLive(ctx context.Context, c *smallest.Client) (liveSession, error) {
+	s, err := c.Listen(ctx, &smallest.LiveRequest{Model: "pulse", Language: "en", Encoding: "linear16", SampleRate: 16000})
+	return directSession{s}, err
+}
+
+func (d directSession) audio(b []byte) error { return d.s.SendAudio(b) }
+func (d directSession) finalize() error      { return d.s.Finalize() }
+func (d directSession) end() error           { return d.s.CloseStream() }
+func (d directSession) close()               { d.s.Close() }
+func (d directSession) next() (bool, error) {
+	ev, err := d.s.Next()
+	if err != nil {
+		return false, err
+	}
+	return ev.Transcript != nil && ev.Transcript.FromFinalize, nil
+}
+
+type gatewaySession struct {
+	stream speechv1.TranscriptionService_TranscribeLiveClient
+	mu     sync.Mutex
+}
+
+func gatewayLive(ctx context.Context, c speechv1.TranscriptionServiceClient) (liveSession, error) {
+	stream, err := c.TranscribeLive(withKey(ctx))
+	if err != nil {
+		return nil, err
+	}
+	err = stream.Send(&speechv1.TranscribeLiveRequest{Part: &speechv1.TranscribeLiveRequest_Config{Config: &speechv1.LiveTranscriptionConfig{
+		Language: "en", SampleRateHz: 16000}}})
+	return &gatewaySession{stream: stream}, err
+}
+
+func (g *gatewaySession) audio(b []byte) error {
+	return g.stream.Send(&speechv1.TranscribeLiveRequest{Part: &speechv1.TranscribeLiveRequest_Audio{Audio: b}})
+}
+func (g *gatewaySession) finalize() error {
+	return g.stream.Send(&speechv1.TranscribeLiveRequest{Part: &speechv1.TranscribeLiveRequest_Finalize{Finalize: &speechv1.FinalizeUtterance{}}})
+}
+func (g *gatewaySession) end() error { return g.stream.CloseSend() }
+func (g *gatewaySession) close()     {}
+func (g *gatewaySession) next() (bool, error) {
+	msg, err := g.stream.Recv()
+	if err != nil {
+		return false, err
+	}
+	return msg.GetTranscript().GetFromFinalize(), nil
+}
