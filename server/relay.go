@@ -31,14 +31,21 @@ func newRelay(emit func(*speechv1.AudioChunk) error, meter *metrics.Stream, byte
 // may read a message after SendMsg returns. A container header is sent with
 // isAudio false, so that it takes no time on the timeline.
 func (r *relay) send(data []byte, isAudio bool) error {
-	chunk := &speechv1.AudioChunk{Data: data, Sequence: r.seq}
+	// The chunk and its optional fields in one allocation: this runs for
+	// every few hundred bytes of audio.
+	m := &struct {
+		chunk    speechv1.AudioChunk
+		off, dur uint32
+	}{}
+	chunk := &m.chunk
+	chunk.Data, chunk.Sequence = data, r.seq
 	if r.timeline != nil {
 		n := len(data)
 		if !isAudio {
 			n = 0
 		}
-		off, dur := r.timeline.Advance(n)
-		chunk.OffsetMs, chunk.DurationMs = &off, &dur
+		m.off, m.dur = r.timeline.Advance(n)
+		chunk.OffsetMs, chunk.DurationMs = &m.off, &m.dur
 	}
 	if err := r.emit(chunk); err != nil {
 		return err

@@ -71,7 +71,12 @@ func (s *synthesisService) Synthesize(req *speechv1.SynthesizeRequest, stream gr
 	defer cancel() // before wait: it ends the pieces still running
 
 	out := newRelay(func(c *speechv1.AudioChunk) error {
-		return stream.Send(&speechv1.SynthesizeResponse{Event: &speechv1.SynthesizeResponse_Audio{Audio: c}})
+		m := &struct { // the message and its oneof wrapper in one allocation
+			resp speechv1.SynthesizeResponse
+			wrap speechv1.SynthesizeResponse_Audio
+		}{}
+		m.wrap.Audio, m.resp.Event = c, &m.wrap
+		return stream.Send(&m.resp)
 	}, s.metrics.Stream("Synthesize"), plan.bytesPerSample, plan.rate)
 	var first, last *fetch
 	for i := range pl.pieces {
@@ -174,7 +179,12 @@ func (s *synthesisService) SynthesizeStream(stream textStream) error {
 		return err
 	}
 	out := newRelay(func(c *speechv1.AudioChunk) error {
-		return stream.Send(&speechv1.SynthesizeStreamResponse{Event: &speechv1.SynthesizeStreamResponse_Audio{Audio: c}})
+		m := &struct { // the message and its oneof wrapper in one allocation
+			resp speechv1.SynthesizeStreamResponse
+			wrap speechv1.SynthesizeStreamResponse_Audio
+		}{}
+		m.wrap.Audio, m.resp.Event = c, &m.wrap
+		return stream.Send(&m.resp)
 	}, s.metrics.Stream("SynthesizeStream"), plan.bytesPerSample, plan.rate)
 	if err := out.header(plan.container, plan.rate); err != nil {
 		return err

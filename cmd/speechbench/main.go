@@ -50,6 +50,7 @@ type settings struct {
 	phaseTime      time.Duration
 	uploadBytes    int64
 	quick          bool
+	cpuProfile     string
 	log            io.Writer
 }
 
@@ -98,6 +99,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.DurationVar(&s.phaseTime, "phase-time", 10*time.Second, "how long each timed measurement runs")
 	fs.Int64Var(&s.uploadBytes, "upload-bytes", 250<<20, "size of the streamed upload")
 	fs.BoolVar(&s.quick, "quick", false, "small counts and short times: a smoke run, not a measurement")
+	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the gateway, taken during the throughput phase, to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -170,7 +171,9 @@ func sampleTTFA(ctx context.Context, workers, total int, limit time.Duration, ca
 const shortText = "Hello there, how can I help you today?"
 
 func timeToFirstAudio(ctx context.Context, s *settings) ([]*result, error) {
-	emu, err := startEmulator(emulator.Options{ChunkBytes: s.chunkBytes, FirstByteDelay: s.firstByteDelay})
+	// Streams paced at real time, as voice traffic is: the figure is then the
+	// gateway's overhead, not queueing on a saturated machine.
+	emu, err := startEmulator(emulator.Options{ChunkBytes: s.chunkBytes, FirstByteDelay: s.firstByteDelay, Pace: 1})
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +255,7 @@ func throughput(ctx context.Context, s *settings) ([]*result, error) {
 		return nil, err
 	}
 	defer emu.Close()
-	gw, err := startGateway(ctx, s, emu.URL)
+	gw, err := startGateway(ctx, s, emu.URL, "--pprof")
 	if err != nil {
 		return nil, err
 	}
@@ -320,6 +323,12 @@ func throughput(ctx context.Context, s *settings) ([]*result, error) {
 		return nil, fmt.Errorf("direct: %w", err)
 	}
 	greq := &speechv1.SynthesizeRequest{Text: text, VoiceId: "avery", SampleRateHz: 24000}
+	profiled := make(chan error, 1)
+	if s.cpuProfile != "" {
+		go func() { profiled <- gw.profile(s.cpuProfile, s.phaseTime*8/10) }()
+	} else {
+		profiled <- nil
+	}
 	gwCPU := gw.cpuSeconds()
 	gMBps, gBytes, _, err := measure(func(ctx context.Context, count func(int64)) error {
 		var last int64
@@ -330,6 +339,9 @@ func throughput(ctx context.Context, s *settings) ([]*result, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	gwCPU = gw.cpuSeconds() - gwCPU
+	if err := <-profiled; err != nil {
+		return nil, fmt.Errorf("profile: %w", err)
+	}
 	hours := func(b int64) float64 { return float64(b) / pcmBytesPerSecond / 3600 }
 	fmt.Fprintf(s.log, "  %d streams: %.0f MB direct, %.0f MB through the gateway\n", workers, float64(dBytes)/1e6, float64(gBytes)/1e6)
 	return []*result{
@@ -347,6 +359,22 @@ func processCPU() float64 {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// profile writes a CPU profile of the gateway over d.
+func (g *gateway) profile(file string, d time.Duration) error {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", g.adminAddr, max(int(d/time.Second), 1)))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(f, resp.Body)
+	return err
 }
 
 // gcHeap makes the gateway collect garbage (through pprof) and returns its

@@ -134,27 +134,30 @@ func (m *Metrics) AudioIn(method string, n int) {
 	m.audioBytes.WithLabelValues(method, "in").Add(float64(n))
 }
 
-// Stream measures one synthesis stream as its audio goes out.
+// Stream measures one synthesis stream as its audio goes out. Its series
+// are looked up once, not for every chunk.
 type Stream struct {
-	m      *Metrics
-	method string
-	start  time.Time
-	last   time.Time
-	bytes  prometheus.Counter
+	start, last time.Time
+	firstAudio  prometheus.Observer
+	gap         prometheus.Observer
+	bytes       prometheus.Counter
+	seconds     prometheus.Counter
 }
 
 // Stream starts measuring a synthesis stream of method, begun now.
 func (m *Metrics) Stream(method string) *Stream {
-	return &Stream{m: m, method: method, start: time.Now(), bytes: m.audioBytes.WithLabelValues(method, "out")}
+	return &Stream{start: time.Now(),
+		firstAudio: m.timeToFirstAudio.WithLabelValues(method), gap: m.chunkGap.WithLabelValues(method),
+		bytes: m.audioBytes.WithLabelValues(method, "out"), seconds: m.audioSeconds.WithLabelValues(method)}
 }
 
 // Audio records n bytes of audio sent.
 func (s *Stream) Audio(n int) {
 	now := time.Now()
 	if s.last.IsZero() {
-		s.m.timeToFirstAudio.WithLabelValues(s.method).Observe(now.Sub(s.start).Seconds())
+		s.firstAudio.Observe(now.Sub(s.start).Seconds())
 	} else {
-		s.m.chunkGap.WithLabelValues(s.method).Observe(now.Sub(s.last).Seconds())
+		s.gap.Observe(now.Sub(s.last).Seconds())
 	}
 	s.last = now
 	s.bytes.Add(float64(n))
@@ -162,7 +165,7 @@ func (s *Stream) Audio(n int) {
 
 // Done records the length of the audio the stream carried.
 func (s *Stream) Done(audioMS uint32) {
-	s.m.audioSeconds.WithLabelValues(s.method).Add(float64(audioMS) / 1000)
+	s.seconds.Add(float64(audioMS) / 1000)
 }
 
 // Transport returns base wrapped to record each upstream request's latency

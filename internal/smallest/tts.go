@@ -201,6 +201,14 @@ type frame struct {
 }
 
 func (s *SpeechStream) parseFrame(data []byte) (frame, error) {
+	if audio, done, ok := fastFrame(data); ok {
+		return frame{audio: audio, done: done}, nil
+	}
+	return s.parseFrameFull(data)
+}
+
+// parseFrameFull reads any frame shape, with encoding/json.
+func (s *SpeechStream) parseFrameFull(data []byte) (frame, error) {
 	var f ttsFrame
 	if err := json.Unmarshal(data, &f); err != nil {
 		return frame{}, s.malformed("a frame was not JSON")

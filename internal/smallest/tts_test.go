@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -394,5 +395,46 @@ func TestNewRejectsBadConfig(t *testing.T) {
 				t.Fatal("New accepted a bad config")
 			}
 		})
+	}
+}
+
+// TestConnectionsAreReused checks that consecutive calls share one upstream
+// connection: a new one per call would cost a TCP and TLS handshake before
+// every synthesis's first audio.
+func TestConnectionsAreReused(t *testing.T) {
+	t.Parallel()
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/waves/v1/stt/" {
+			io.WriteString(w, "{\"status\":\"success\",\"transcription\":\"hi\"}\n\n")
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		writeSplit(w, audioFrame([]byte{1, 2})+doneFrame, 1<<20)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := newClient(t, srv)
+	for range 3 {
+		s, err := c.StreamSpeech(t.Context(), &smallest.SpeechRequest{Text: "x", VoiceOptions: smallest.VoiceOptions{VoiceID: "v"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readAll(s); !errors.Is(err, io.EOF) {
+			t.Fatal(err)
+		}
+		s.Close()
+		if _, err := c.Transcribe(t.Context(), &smallest.TranscribeRequest{Audio: bytes.NewReader([]byte("x")), AudioSize: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d upstream connections for 6 calls, want 1", n)
 	}
 }

@@ -1,0 +1,66 @@
+package smallest
+
+import (
+	"bytes"
+	"encoding/base64"
+	"testing"
+)
+
+func TestFastFrame(t *testing.T) {
+	t.Parallel()
+	audio := base64.StdEncoding.EncodeToString([]byte{1, 2, 3, 4, 5})
+	tests := []struct {
+		name     string
+		in       string
+		ok       bool
+		wantLen  int
+		wantDone bool
+	}{
+		{name: "the usual frame", in: `{"audio": "` + audio + `", "done": false, "status": "206"}`, ok: true, wantLen: 5},
+		{name: "the terminator", in: `{"status": "200", "done": true}`, ok: true, wantDone: true},
+		{name: "numeric status", in: `{"audio":"` + audio + `","done":false,"status":206}`, ok: true, wantLen: 5},
+		{name: "legacy terminator", in: `{"done": true}`, ok: true, wantDone: true},
+		{name: "error status", in: `{"status": "500", "done": true}`},
+		{name: "error word", in: `{"status": "error", "message": "x"}`},
+		{name: "complete", in: `{"status": "complete", "done": true}`},
+		{name: "envelope", in: `{"status": "chunk", "data": {"audio": "` + audio + `"}}`},
+		{name: "escaped slash", in: `{"audio": "ab\/cd"}`},
+		{name: "another key", in: `{"audio": "` + audio + `", "error": "x"}`},
+		{name: "trailing garbage", in: `{"done": true} x`},
+		{name: "unterminated", in: `{"audio": "` + audio},
+		{name: "bad base64", in: `{"audio": "!!!!"}`},
+		{name: "done as a string", in: `{"done": "true"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			a, done, ok := fastFrame([]byte(tt.in))
+			if ok != tt.ok || len(a) != tt.wantLen || done != tt.wantDone {
+				t.Fatalf("fastFrame = %d bytes, done %v, ok %v; want %d, %v, %v", len(a), done, ok, tt.wantLen, tt.wantDone, tt.ok)
+			}
+		})
+	}
+}
+
+// FuzzFastFrame checks that wherever the fast path accepts a frame, the full
+// parser reads the same audio and end.
+func FuzzFastFrame(f *testing.F) {
+	f.Add([]byte(`{"audio": "AAECAw==", "done": false, "status": "206"}`))
+	f.Add([]byte(`{"status":"200","done":true}`))
+	f.Add([]byte(`{"audio":"AAEC","status":201}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		audio, done, ok := fastFrame(data)
+		if !ok {
+			return
+		}
+		s := &SpeechStream{call: call{endpoint: "test"}}
+		// The full parser, with the fast path bypassed.
+		full, err := s.parseFrameFull(data)
+		if err != nil {
+			t.Fatalf("fast path accepted %q, which the full parser refuses: %v", data, err)
+		}
+		if !bytes.Equal(audio, full.audio) || done != full.done {
+			t.Fatalf("%q: fast path read %x done %v; full parser %x done %v", data, audio, done, full.audio, full.done)
+		}
+	})
+}
