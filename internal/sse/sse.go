@@ -18,7 +18,8 @@ import (
 // line break.
 var ErrEventTooLarge = errors.New("sse: event exceeds the size limit")
 
-// Event is one dispatched event. Its slices are valid until the next call to Next.
+// Event is one dispatched event. Its slices are valid until the next call to
+// Next or Buffered.
 type Event struct {
 	// Type is the value of the event's "event" field; empty means "message".
 	Type []byte
@@ -39,8 +40,14 @@ type Reader struct {
 	skipLF     bool // the last line ended in CR: a following LF belongs to it
 	srcErr     error
 
-	typ, data []byte
-	hasData   bool
+	typ []byte
+	// data is the event's data. A one-line event's data is left where it
+	// was read, in buf (aliased), rather than copied; it moves to own when a
+	// second line follows or buf is about to be reused.
+	data, own  []byte
+	aliased    bool
+	hasData    bool
+	dispatched bool // typ and data are the last event's: clear them first
 }
 
 // NewReader returns a Reader that refuses lines and events larger than limit bytes.
@@ -52,32 +59,58 @@ func NewReader(src io.Reader, limit int) *Reader {
 // dispatching a last event that had data but no closing blank line. Other
 // errors are those of the underlying reader, or ErrEventTooLarge.
 func (r *Reader) Next() (Event, error) {
-	r.typ, r.data, r.hasData = r.typ[:0], r.data[:0], false
+	ev, _, err := r.next(true)
+	return ev, err
+}
+
+// Buffered returns the next event if the bytes already read hold the whole
+// of it, without reading more; ok is false if they do not, and a later Next
+// or Buffered carries on where it stopped. It lets a caller take everything
+// that has already arrived without waiting for what has not.
+func (r *Reader) Buffered() (ev Event, ok bool, err error) {
+	return r.next(false)
+}
+
+// Pending returns the number of bytes read but not yet returned in events.
+func (r *Reader) Pending() int { return r.end - r.start }
+
+// errWouldBlock is next's answer, without read, when it needs more input.
+var errWouldBlock = errors.New("sse: more input needed")
+
+// next reads an event, reading more input only if read is set. The fields
+// of an event being read survive an unfinished call, so that it can resume.
+func (r *Reader) next(read bool) (Event, bool, error) {
+	if r.dispatched {
+		r.typ, r.data, r.aliased, r.hasData, r.dispatched = r.typ[:0], nil, false, false, false
+	}
 	for {
-		line, err := r.line()
+		line, err := r.line(read)
+		if err == errWouldBlock {
+			return Event{}, false, nil
+		}
 		if err != nil {
 			if err == io.EOF && r.hasData {
 				ev := r.event()
 				ev.Unterminated = true
-				return ev, nil
+				return ev, true, nil
 			}
-			return Event{}, err
+			return Event{}, false, err
 		}
 		if len(line) == 0 {
 			if r.hasData {
-				return r.event(), nil
+				return r.event(), true, nil
 			}
 			r.typ = r.typ[:0] // an event without data is not dispatched
 			continue
 		}
 		if err := r.field(line); err != nil {
-			return Event{}, err
+			return Event{}, false, err
 		}
 	}
 }
 
 func (r *Reader) event() Event {
-	r.hasData = false
+	r.dispatched = true
 	return Event{Type: r.typ, Data: r.data}
 }
 
@@ -94,14 +127,16 @@ func (r *Reader) field(line []byte) error {
 	}
 	switch string(name) { // no allocation: the compiler recognises this conversion
 	case "data":
-		if r.hasData {
-			r.data = append(r.data, '\n')
+		if !r.hasData {
+			r.data, r.aliased, r.hasData = value, true, true
+			return nil
 		}
-		if len(r.data)+len(value) > r.limit {
+		if len(r.data)+1+len(value) > r.limit {
 			return ErrEventTooLarge
 		}
-		r.data = append(r.data, value...)
-		r.hasData = true
+		r.detach()
+		r.data = append(append(r.data, '\n'), value...)
+		r.own = r.data
 	case "event":
 		r.typ = append(r.typ[:0], value...)
 	}
@@ -111,8 +146,8 @@ func (r *Reader) field(line []byte) error {
 
 // line returns the next line without its terminator. The slice is valid until
 // the next call. At the end of input an unterminated last line is returned
-// before io.EOF.
-func (r *Reader) line() ([]byte, error) {
+// before io.EOF. Without read, it returns errWouldBlock rather than read.
+func (r *Reader) line(read bool) ([]byte, error) {
 	for {
 		if r.skipLF && r.start < r.end {
 			if r.buf[r.start] == '\n' {
@@ -132,6 +167,9 @@ func (r *Reader) line() ([]byte, error) {
 				return pending, nil
 			}
 			return nil, r.srcErr
+		}
+		if !read {
+			return nil, errWouldBlock
 		}
 		if err := r.fill(); err != nil {
 			return nil, err
@@ -154,9 +192,18 @@ func lineEnd(b []byte) int {
 	return lf
 }
 
+// detach copies data that still lies in buf to storage of its own.
+func (r *Reader) detach() {
+	if r.aliased {
+		r.own = append(r.own[:0], r.data...)
+		r.data, r.aliased = r.own, false
+	}
+}
+
 // fill reads more input, first making room by moving pending bytes to the
 // front of the buffer or, when a line fills the whole buffer, growing it.
 func (r *Reader) fill() error {
+	r.detach() // the data of an unfinished event may lie where bytes are about to move
 	if r.start > 0 {
 		r.end = copy(r.buf, r.buf[r.start:r.end])
 		r.start = 0

@@ -30,6 +30,42 @@ func readAll(r *sse.Reader) ([]event, error) {
 	}
 }
 
+// readAllBuffered drains src as readAll does, but after each Next takes the
+// events already read with Buffered; it fails t if Buffered reads.
+func readAllBuffered(t *testing.T, src io.Reader, limit int) ([]event, error) {
+	c := &counting{r: src}
+	r := sse.NewReader(c, limit)
+	var out []event
+	for {
+		ev, err := r.Next()
+		for err == nil {
+			out = append(out, event{string(ev.Type), string(ev.Data), ev.Unterminated})
+			reads := c.reads
+			var ok bool
+			ev, ok, err = r.Buffered()
+			if c.reads != reads {
+				t.Fatal("Buffered read from its source")
+			}
+			if err == nil && !ok {
+				break
+			}
+		}
+		if err != nil {
+			return out, err
+		}
+	}
+}
+
+type counting struct {
+	r     io.Reader
+	reads int
+}
+
+func (c *counting) Read(p []byte) (int, error) {
+	c.reads++
+	return c.r.Read(p)
+}
+
 // reference parses a whole input the simple way, as the standard describes it.
 func reference(in string) []event {
 	in = strings.ReplaceAll(in, "\r\n", "\n")
@@ -43,7 +79,11 @@ func reference(in string) []event {
 		}
 		typ, data = "", nil
 	}
-	for _, line := range strings.Split(in, "\n") {
+	lines := strings.Split(in, "\n")
+	if lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1] // what follows the last line ending is not a line
+	}
+	for _, line := range lines {
 		if line == "" {
 			dispatch(false)
 			continue
@@ -103,6 +143,14 @@ func TestReader(t *testing.T) {
 				if diff := cmp.Diff(tt.want, got); diff != "" {
 					t.Fatalf("split %d: events differ (-want +got):\n%s", split, diff)
 				}
+				src = io.MultiReader(strings.NewReader(tt.in[:split]), strings.NewReader(tt.in[split:]))
+				got, err = readAllBuffered(t, src, 1<<10)
+				if !errors.Is(err, io.EOF) {
+					t.Fatalf("split %d, with Buffered: err = %v, want io.EOF", split, err)
+				}
+				if diff := cmp.Diff(tt.want, got); diff != "" {
+					t.Fatalf("split %d, with Buffered: events differ (-want +got):\n%s", split, diff)
+				}
 			}
 			got, _ := readAll(sse.NewReader(iotest.OneByteReader(strings.NewReader(tt.in)), 1<<10))
 			if diff := cmp.Diff(tt.want, got); diff != "" {
@@ -160,6 +208,13 @@ func FuzzReader(f *testing.F) {
 		}
 		if diff := cmp.Diff(reference(in), got); diff != "" {
 			t.Fatalf("events differ from the reference (-want +got):\n%s", diff)
+		}
+		got, err = readAllBuffered(t, iotest.HalfReader(&chunked{s: in, n: size}), 1<<20)
+		if !errors.Is(err, io.EOF) {
+			t.Fatalf("with Buffered: err = %v", err)
+		}
+		if diff := cmp.Diff(reference(in), got); diff != "" {
+			t.Fatalf("with Buffered: events differ from the reference (-want +got):\n%s", diff)
 		}
 	})
 }
