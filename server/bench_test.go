@@ -52,8 +52,13 @@ func BenchmarkSynthesize(b *testing.B) {
 	b.SetBytes(1000 * 960)
 	b.ReportAllocs()
 	for b.Loop() {
-		if got := synthesize(ctx, g.synth, req); got.err != nil || len(got.audio) != 1000 {
-			b.Fatalf("%v, %d chunks", got.err, len(got.audio))
+		got := synthesize(ctx, g.synth, req)
+		n := 0
+		for _, c := range got.audio {
+			n += len(c.GetData())
+		}
+		if got.err != nil || n != 1000*960 {
+			b.Fatalf("%v, %d bytes", got.err, n)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -49,7 +50,7 @@ func TestUpstreamFailuresBecomeStatuses(t *testing.T) {
 		answer     upstreamAnswer
 		wantCode   codes.Code
 		wantReason string
-		wantAudio  int // audio messages that arrive before the failure
+		wantAudio  int // upstream audio frames whose audio arrives before the failure
 		check      func(t *testing.T, err error)
 	}{
 		{
@@ -124,8 +125,8 @@ func TestUpstreamFailuresBecomeStatuses(t *testing.T) {
 			if got.totals != nil {
 				t.Error("a failed stream sent a totals message")
 			}
-			if len(got.audio) != tt.wantAudio {
-				t.Errorf("%d audio messages before the failure, want %d", len(got.audio), tt.wantAudio)
+			if want := bytes.Repeat([]byte{0, 1, 2, 3}, tt.wantAudio); !bytes.Equal(got.bytes(), want) {
+				t.Errorf("audio before the failure = %x, want %x: every frame that arrived, and nothing else", got.bytes(), want)
 			}
 			info := errorInfo(got.err)
 			if info.GetReason() != tt.wantReason || info.GetDomain() != "speechgate" || info.GetMetadata()["upstreamRequestId"] != "up-err-1" {

@@ -14,9 +14,11 @@ import (
 )
 
 // lookaheadChunks bounds the audio a piece buffers while the one before it
-// streams: about 0.5 MB, after which its upstream read waits (TCP applies
-// the backpressure), so memory stays bounded however long the text.
-const lookaheadChunks = 512
+// streams: 256 reads of Smallest's 1 KB frames, joined by at most the 4 KiB
+// the SSE reader holds, so 0.25 to 1 MB, after which its upstream read waits
+// (TCP applies the backpressure) and memory stays bounded however long the
+// text. The first piece streams at once and needs only a little slack.
+const lookaheadChunks, firstChunks = 256, 8
 
 // pipeline synthesizes the pieces of a long text in order, the next piece's
 // request running while the current piece streams.
@@ -60,7 +62,11 @@ func (p *pipeline) ahead(i int) { p.startUpTo(min(i+p.lookahead, len(p.pieces)-1
 
 func (p *pipeline) startUpTo(i int) {
 	for j := len(p.fetches); j <= i; j++ {
-		f := &fetch{index: j, piece: p.pieces[j], ready: make(chan struct{}), chunks: make(chan []byte, lookaheadChunks),
+		buffered := lookaheadChunks
+		if j == 0 {
+			buffered = firstChunks
+		}
+		f := &fetch{index: j, piece: p.pieces[j], ready: make(chan struct{}), chunks: make(chan []byte, buffered),
 			done: make(chan struct{})}
 		if j > 0 {
 			f.after = p.fetches[j-1].done

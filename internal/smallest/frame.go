@@ -11,13 +11,13 @@ import (
 // long base64 string, and was most of the gateway's CPU. It accepts only
 // objects whose keys are among "audio", "done" and "status", with a string
 // audio free of escapes, a boolean done, and a status that is not an error;
-// ok is false for anything else, which the full parser then reads.
-func fastFrame(data []byte) (audio []byte, done, ok bool) {
+// ok is false for anything else, which the full parser then reads. The
+// audio is returned still in base64, for appendBase64 to decode.
+func fastFrame(data []byte) (b64 []byte, done, ok bool) {
 	p := parser{b: data}
 	if !p.byte('{') {
 		return nil, false, false
 	}
-	var b64 []byte
 	for first := true; ; first = false {
 		p.space()
 		if p.byte('}') {
@@ -53,19 +53,29 @@ func fastFrame(data []byte) (audio []byte, done, ok bool) {
 	if p.i != len(p.b) {
 		return nil, false, false
 	}
-	if len(b64) > 0 {
-		enc := base64.StdEncoding
-		if len(b64)%4 != 0 {
-			enc = base64.RawStdEncoding
-		}
-		audio = make([]byte, enc.DecodedLen(len(b64)))
-		n, err := enc.Decode(audio, b64)
-		if err != nil {
-			return nil, false, false // the full parser reports it
-		}
-		audio = audio[:n]
+	return b64, done, true
+}
+
+// appendBase64 decodes padded or unpadded standard base64 onto dst. When dst
+// must grow, it makes room for spare more bytes as well, so that the frames
+// already received can join it without another copy. ok is false, and dst
+// unchanged, if b64 is not base64.
+func appendBase64(dst, b64 []byte, spare int) (_ []byte, ok bool) {
+	enc := base64.StdEncoding
+	if len(b64)%4 != 0 {
+		enc = base64.RawStdEncoding
 	}
-	return audio, done, true
+	n := enc.DecodedLen(len(b64))
+	if cap(dst)-len(dst) < n {
+		grown := make([]byte, len(dst), len(dst)+n+spare)
+		copy(grown, dst)
+		dst = grown
+	}
+	got, err := enc.Decode(dst[len(dst):len(dst)+n], b64)
+	if err != nil {
+		return dst, false
+	}
+	return dst[:len(dst)+got], true
 }
 
 // successStatus reports whether a frame's status is one the fast path may

@@ -62,7 +62,8 @@ type SpeechStream struct {
 	idleD  time.Duration
 	sent   time.Time
 	first  time.Duration
-	done   bool
+	done   bool  // Smallest's final frame has been read
+	err    error // what Next returns from now on
 }
 
 // StreamSpeech starts a synthesis on POST /waves/v1/tts/live and returns once
@@ -106,40 +107,80 @@ func (c *Client) StreamSpeech(ctx context.Context, r *SpeechRequest) (*SpeechStr
 // byte; zero until then.
 func (s *SpeechStream) FirstByte() time.Duration { return s.first }
 
-// Next returns the next piece of audio, decoded into a new slice that the
-// caller owns (gRPC may read a sent message after SendMsg returns, so the
-// gateway cannot reuse it). It returns io.EOF after Smallest's final frame, and an
-// *Error when the stream fails or ends before that frame.
+// maxBatch bounds the audio Next joins from frames that have already arrived.
+const maxBatch = 32 << 10
+
+// Next returns the next audio, decoded into a new slice that the caller owns
+// (gRPC may read a sent message after SendMsg returns, so the gateway cannot
+// reuse it). It waits for one audio frame, then joins to it the frames that
+// have already been received, up to 32 KiB: it never waits for audio that
+// has not arrived, and a caller that falls behind catches up in fewer, larger
+// pieces. It returns io.EOF after Smallest's final frame, and an *Error when
+// the stream fails or ends before that frame; audio received before a
+// failure is returned first.
 func (s *SpeechStream) Next() ([]byte, error) {
-	if s.done {
-		return nil, io.EOF
+	if s.err != nil {
+		return nil, s.err
 	}
-	for {
-		ev, err := s.events.Next()
-		if err != nil {
-			return nil, s.readError(err)
-		}
-		if s.idle != nil {
-			s.idle.Reset(s.idleD)
-		}
-		f, err := s.parseFrame(ev.Data)
-		if err != nil {
-			if ev.Unterminated && IsKind(err, KindMalformed) {
-				return nil, s.broken() // the connection ended inside this frame
+	var audio []byte
+	for !s.done && len(audio) < maxBatch {
+		var ev sse.Event
+		var err error
+		if len(audio) == 0 {
+			ev, err = s.events.Next()
+		} else {
+			var ok bool
+			if ev, ok, err = s.events.Buffered(); err == nil && !ok {
+				break
 			}
+		}
+		if err != nil {
+			err = s.readError(err)
+		} else {
+			if s.idle != nil {
+				s.idle.Reset(s.idleD)
+			}
+			audio, err = s.appendFrame(audio, ev)
+		}
+		if err != nil {
+			if len(audio) > 0 {
+				s.err = err // after the audio that came before it
+				break
+			}
+			s.err = err
 			return nil, err
 		}
-		if len(f.audio) > 0 {
-			if s.first == 0 {
-				s.first = max(time.Since(s.sent), time.Nanosecond)
-			}
-			return f.audio, nil
-		}
-		if f.done {
-			s.done = true
-			return nil, io.EOF
+	}
+	if len(audio) == 0 {
+		s.err = io.EOF
+		return nil, io.EOF
+	}
+	if s.first == 0 {
+		s.first = max(time.Since(s.sent), time.Nanosecond)
+	}
+	return audio, nil
+}
+
+// appendFrame appends the audio of one frame to dst, and notes the end.
+func (s *SpeechStream) appendFrame(dst []byte, ev sse.Event) ([]byte, error) {
+	if b64, done, ok := fastFrame(ev.Data); ok {
+		if out, ok := appendBase64(dst, b64, s.events.Pending()*3/4); ok {
+			s.done = done
+			return out, nil
 		}
 	}
+	f, err := s.parseFrameFull(ev.Data)
+	if err != nil {
+		if ev.Unterminated && IsKind(err, KindMalformed) {
+			return dst, s.broken() // the connection ended inside this frame
+		}
+		return dst, err
+	}
+	s.done = f.done
+	if len(dst) == 0 {
+		return f.audio, nil
+	}
+	return append(dst, f.audio...), nil
 }
 
 // Close ends the stream and releases its connection. It is safe to call more than once.
@@ -147,12 +188,26 @@ func (s *SpeechStream) Close() error {
 	if s.idle != nil {
 		s.idle.Stop()
 	}
+	if s.done && s.body != nil {
+		// After the final frame only the end of the body is still to come.
+		// Reading it lets an HTTP/1.1 connection carry the next request
+		// instead of being closed; a server slow to end it is not waited for.
+		t := time.AfterFunc(drainWait, func() { s.cancel(context.Canceled) })
+		io.Copy(io.Discard, io.LimitReader(s.body, drainBytes))
+		t.Stop()
+	}
 	s.cancel(context.Canceled)
 	if s.body != nil {
 		return s.body.Close()
 	}
 	return nil
 }
+
+// drainWait and drainBytes bound what Close reads after the final frame.
+const (
+	drainWait  = 20 * time.Millisecond
+	drainBytes = 4 << 10
+)
 
 func (s *SpeechStream) readError(err error) error {
 	switch {
@@ -198,13 +253,6 @@ type ttsFrame struct {
 type frame struct {
 	audio []byte
 	done  bool
-}
-
-func (s *SpeechStream) parseFrame(data []byte) (frame, error) {
-	if audio, done, ok := fastFrame(data); ok {
-		return frame{audio: audio, done: done}, nil
-	}
-	return s.parseFrameFull(data)
 }
 
 // parseFrameFull reads any frame shape, with encoding/json.

@@ -438,3 +438,80 @@ func TestConnectionsAreReused(t *testing.T) {
 		t.Fatalf("%d upstream connections for 6 calls, want 1", n)
 	}
 }
+
+// TestNextJoinsOnlyFramesAlreadyReceived checks that Next hands over the
+// frames that have arrived together as one piece, never waits for one that
+// has not, and returns the audio before a failure ahead of the failure.
+func TestNextJoinsOnlyFramesAlreadyReceived(t *testing.T) {
+	t.Parallel()
+	pcm := chunks(4, 200)
+	tests := []struct {
+		name string
+		// burst is written at once; the rest only after the first Next.
+		burst, rest string
+		want        [][]byte // what successive Next calls return
+		wantErr     smallest.Kind
+	}{
+		{
+			name:  "a burst, then a frame later",
+			burst: audioFrame(pcm[0]) + audioFrame(pcm[1]) + audioFrame(pcm[2]),
+			rest:  audioFrame(pcm[3]) + doneFrame,
+			want:  [][]byte{bytes.Join(pcm[:3], nil), pcm[3]},
+		},
+		{
+			name:  "audio and the end together",
+			burst: audioFrame(pcm[0]) + audioFrame(pcm[1]) + doneFrame,
+			want:  [][]byte{bytes.Join(pcm[:2], nil)},
+		},
+		{
+			name:  "audio, then an error frame in the same burst",
+			burst: audioFrame(pcm[0]) + audioFrame(pcm[1]) + "data: {\"status\":\"error\",\"message\":\"synthesis failed\"}\n\n",
+			want:  [][]byte{bytes.Join(pcm[:2], nil)}, wantErr: smallest.KindStreamError,
+		},
+		{
+			name:  "a frame cut off after a whole one",
+			burst: audioFrame(pcm[0]) + "event: audio\ndata: {\"audio\": \"AAE",
+			want:  [][]byte{pcm[0]}, wantErr: smallest.KindStreamBroken,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			release := make(chan struct{})
+			srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				writeSplit(w, tt.burst, 1<<20)
+				if tt.rest != "" {
+					select {
+					case <-release:
+					case <-r.Context().Done():
+						return
+					}
+					writeSplit(w, tt.rest, 1<<20)
+				}
+			})
+			s, err := newClient(t, srv).StreamSpeech(t.Context(), &smallest.SpeechRequest{Text: "x", VoiceOptions: smallest.VoiceOptions{VoiceID: "v"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			var got [][]byte
+			for {
+				b, err := s.Next() // the first returns before release: it cannot wait for rest
+				if len(got) == 0 {
+					close(release)
+				}
+				if err != nil {
+					if tt.wantErr == 0 && !errors.Is(err, io.EOF) || tt.wantErr != 0 && !smallest.IsKind(err, tt.wantErr) {
+						t.Fatalf("stream ended with %v, want kind %v", err, tt.wantErr)
+					}
+					break
+				}
+				got = append(got, b)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("pieces from Next (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
