@@ -17,11 +17,13 @@ import (
 // streams: 256 reads of Smallest's 1 KB frames, joined by at most the 4 KiB
 // the SSE reader holds, so 0.25 to 1 MB, after which its upstream read waits
 // (TCP applies the backpressure) and memory stays bounded however long the
-// text. The first piece streams at once and needs only a little slack.
-const lookaheadChunks, firstChunks = 256, 8
+// text.
+const lookaheadChunks = 256
 
 // pipeline synthesizes the pieces of a long text in order, the next piece's
-// request running while the current piece streams.
+// request running while the current piece streams. The first piece is read
+// in the caller's goroutine: a short text, the usual case, then costs no
+// goroutine and no hand-off per chunk on its way to the caller.
 type pipeline struct {
 	ctx       context.Context
 	up        SpeechUpstream
@@ -39,9 +41,10 @@ type fetch struct {
 	ready     chan struct{} // closed once Smallest accepted or refused the piece
 	stream    *smallest.SpeechStream
 	acceptErr error           // set before ready closes
-	chunks    chan []byte     // closed when the piece ends
+	chunks    chan []byte     // closed when the piece ends; nil for the first piece, read inline
 	streamErr error           // set before chunks closes
 	done      chan struct{}   // closed when its upstream request has ended
+	endOnce   sync.Once       // closes done of the inline piece
 	after     <-chan struct{} // the done of the piece before it
 }
 
@@ -49,10 +52,61 @@ func newPipeline(ctx context.Context, up SpeechUpstream, base smallest.SpeechReq
 	return &pipeline{ctx: ctx, up: up, base: base, pieces: pieces, lookahead: lookahead}
 }
 
-// piece returns piece i, starting it, and any before it, if not started.
-func (p *pipeline) piece(i int) *fetch {
+// piece returns piece i once Smallest has accepted it, starting it, and any
+// before it, if not started.
+func (p *pipeline) piece(i int) (*fetch, error) {
 	p.startUpTo(i)
-	return p.fetches[i]
+	f := p.fetches[i]
+	if f.chunks == nil {
+		f.stream, f.acceptErr = p.up.StreamSpeech(p.ctx, p.request(f))
+		close(f.ready)
+		if f.acceptErr != nil {
+			f.end()
+		}
+	}
+	select {
+	case <-f.ready:
+		return f, f.acceptErr
+	case <-p.ctx.Done():
+		return f, p.ctx.Err()
+	}
+}
+
+// next returns the next audio of piece f, or io.EOF at its end.
+func (p *pipeline) next(f *fetch) ([]byte, error) {
+	if f.chunks == nil {
+		b, err := f.stream.Next()
+		if err != nil {
+			f.end()
+		}
+		return b, err
+	}
+	b, ok := <-f.chunks
+	switch {
+	case ok:
+		return b, nil
+	case f.streamErr != nil:
+		return nil, f.streamErr
+	}
+	return nil, io.EOF
+}
+
+// end releases the inline piece's upstream request; it is safe to call more
+// than once.
+func (f *fetch) end() {
+	f.endOnce.Do(func() {
+		if f.stream != nil {
+			f.stream.Close()
+		}
+		close(f.done)
+	})
+}
+
+// request is the upstream request for piece f.
+func (p *pipeline) request(f *fetch) *smallest.SpeechRequest {
+	req := p.base
+	req.Text = f.piece.Text
+	return &req
 }
 
 // ahead starts the pieces within the look-ahead of piece i. It is called
@@ -62,16 +116,13 @@ func (p *pipeline) ahead(i int) { p.startUpTo(min(i+p.lookahead, len(p.pieces)-1
 
 func (p *pipeline) startUpTo(i int) {
 	for j := len(p.fetches); j <= i; j++ {
-		buffered := lookaheadChunks
-		if j == 0 {
-			buffered = firstChunks
-		}
-		f := &fetch{index: j, piece: p.pieces[j], ready: make(chan struct{}), chunks: make(chan []byte, buffered),
-			done: make(chan struct{})}
-		if j > 0 {
-			f.after = p.fetches[j-1].done
-		}
+		f := &fetch{index: j, piece: p.pieces[j], ready: make(chan struct{}), done: make(chan struct{})}
 		p.fetches = append(p.fetches, f)
+		if j == 0 {
+			continue // read inline, by piece and next
+		}
+		f.after = p.fetches[j-1].done
+		f.chunks = make(chan []byte, lookaheadChunks)
 		p.wg.Add(1)
 		go p.run(f)
 	}
@@ -95,15 +146,14 @@ func (p *pipeline) run(f *fetch) {
 			}
 		}
 	}()
-	req := p.base
-	req.Text = f.piece.Text
-	st, err := p.up.StreamSpeech(p.ctx, &req)
-	if smallest.IsRateLimited(err) && f.after != nil {
+	req := p.request(f)
+	st, err := p.up.StreamSpeech(p.ctx, req)
+	if smallest.IsRateLimited(err) {
 		// A look-ahead request over the account's concurrency limit: wait
 		// for the piece before it to end, then ask again.
 		select {
 		case <-f.after:
-			st, err = p.up.StreamSpeech(p.ctx, &req)
+			st, err = p.up.StreamSpeech(p.ctx, req)
 		case <-p.ctx.Done():
 		}
 	}
@@ -131,8 +181,14 @@ func (p *pipeline) run(f *fetch) {
 	}
 }
 
-// wait ends every piece's goroutine; the caller cancels ctx first.
-func (p *pipeline) wait() { p.wg.Wait() }
+// wait ends every piece's goroutine and the inline piece's request; the
+// caller cancels ctx first.
+func (p *pipeline) wait() {
+	if len(p.fetches) > 0 {
+		p.fetches[0].end()
+	}
+	p.wg.Wait()
+}
 
 // locate says which piece of the text an error happened in, when there are several.
 func (p *pipeline) locate(f *fetch, err error) error {

@@ -80,14 +80,9 @@ func (s *synthesisService) Synthesize(req *speechv1.SynthesizeRequest, stream gr
 	}, s.metrics.Stream("Synthesize"), plan.bytesPerSample, plan.rate)
 	var first, last *fetch
 	for i := range pl.pieces {
-		f := pl.piece(i)
-		select {
-		case <-f.ready:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if f.acceptErr != nil {
-			return pl.locate(f, f.acceptErr)
+		f, err := pl.piece(i)
+		if err != nil {
+			return pl.locate(f, err)
 		}
 		pl.ahead(i)
 		noteUpstreamID(ctx, f.stream.RequestID)
@@ -101,13 +96,17 @@ func (s *synthesisService) Synthesize(req *speechv1.SynthesizeRequest, stream gr
 				return err
 			}
 		}
-		for chunk := range f.chunks {
+		for {
+			chunk, err := pl.next(f)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return pl.locate(f, err)
+			}
 			if err := out.send(chunk, true); err != nil {
 				return err
 			}
-		}
-		if f.streamErr != nil {
-			return pl.locate(f, f.streamErr)
 		}
 		last = f
 	}
