@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -51,6 +52,7 @@ type settings struct {
 	uploadBytes    int64
 	quick          bool
 	cpuProfile     string
+	heapProfile    string
 	log            io.Writer
 }
 
@@ -86,6 +88,9 @@ type result struct {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "emulator" {
+		return serveEmulator(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("speechbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	s := &settings{log: stderr}
@@ -100,6 +105,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.Int64Var(&s.uploadBytes, "upload-bytes", 250<<20, "size of the streamed upload")
 	fs.BoolVar(&s.quick, "quick", false, "small counts and short times: a smoke run, not a measurement")
 	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the gateway, taken during the throughput phase, to this file")
+	fs.StringVar(&s.heapProfile, "heapprofile", "", "write a heap profile of the gateway, taken at the memory phase's largest stream count, to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -189,30 +195,109 @@ func cpuModel() string {
 	return "unknown"
 }
 
-// upstream is an emulator served on loopback for one phase.
+// upstream is an emulator serving on loopback for one phase, in a process
+// of its own, as Smallest is remote to its callers: in this process it
+// would share the direct client's runtime, and answer it without the
+// process wake-ups that every call through the gateway pays.
 type upstream struct {
 	URL string
-	srv *http.Server
+	*child
 }
 
+// child is a process the bench started; it dies with the bench.
+type child struct {
+	cmd    *exec.Cmd
+	exited chan error
+}
+
+// start starts cmd as a child.
+func start(cmd *exec.Cmd) (*child, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the bench
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &child{cmd: cmd, exited: make(chan error, 1)}
+	go func() { c.exited <- cmd.Wait() }()
+	return c, nil
+}
+
+// stop asks the child to end, as an orchestrator would, and kills it if it
+// has not within grace.
+func (c *child) stop(grace time.Duration) {
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(grace):
+		c.cmd.Process.Kill()
+		<-c.exited
+	}
+}
+
+// startEmulator runs this program's emulator mode with opts.
 func startEmulator(opts emulator.Options) (*upstream, error) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: emulator.New(opts)}
-	go srv.Serve(lis)
-	return &upstream{URL: "http://" + lis.Addr().String(), srv: srv}, nil
+	cmd := exec.Command(self, "emulator",
+		"--chunk-bytes="+strconv.Itoa(opts.ChunkBytes),
+		"--pace="+strconv.FormatFloat(opts.Pace, 'g', -1, 64),
+		"--first-byte-delay="+opts.FirstByteDelay.String(),
+		"--audio-per-char="+opts.AudioPerChar.String())
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	c, err := start(cmd)
+	if err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		c.stop(0)
+		return nil, fmt.Errorf("the emulator did not start: %v", err)
+	}
+	return &upstream{URL: strings.TrimSpace(line), child: c}, nil
 }
 
-func (u *upstream) Close() { u.srv.Close() }
+// Close stops the emulator.
+func (u *upstream) Close() { u.stop(10 * time.Second) }
+
+// serveEmulator is the emulator mode: it serves the emulator on a loopback
+// port, prints its URL on stdout, and serves until ctx ends.
+func serveEmulator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("speechbench emulator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var opts emulator.Options
+	fs.IntVar(&opts.ChunkBytes, "chunk-bytes", 0, "decoded audio per SSE frame")
+	fs.Float64Var(&opts.Pace, "pace", 0, "audio seconds sent per second; 0: as fast as possible")
+	fs.DurationVar(&opts.FirstByteDelay, "first-byte-delay", 0, "wait before the first audio frame")
+	fs.DurationVar(&opts.AudioPerChar, "audio-per-char", 0, "audio per character of text")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: emulator.New(opts)}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	fmt.Fprintf(stdout, "http://%s\n", lis.Addr())
+	if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
 
 // gateway is the speechgate binary running for one phase.
 type gateway struct {
-	cmd       *exec.Cmd
 	addr      string
 	adminAddr string
-	exited    chan error
+	*child
 }
 
 func freePort() (string, error) {
@@ -238,11 +323,11 @@ func startGateway(ctx context.Context, s *settings, baseURL string, extra ...str
 		"--log-level=warn", "--upstream-idle-timeout=0s", "--voices-cache-ttl=0s"}, extra...)
 	cmd := exec.Command(s.gatewayBin, args...)
 	cmd.Stderr = s.log
-	if err := cmd.Start(); err != nil {
+	c, err := start(cmd)
+	if err != nil {
 		return nil, err
 	}
-	g := &gateway{cmd: cmd, addr: addr, adminAddr: admin, exited: make(chan error, 1)}
-	go func() { g.exited <- cmd.Wait() }()
+	g := &gateway{child: c, addr: addr, adminAddr: admin}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get("http://" + admin + "/readyz")
@@ -257,25 +342,18 @@ func startGateway(ctx context.Context, s *settings, baseURL string, extra ...str
 			return nil, fmt.Errorf("the gateway exited: %v", err)
 		case <-time.After(50 * time.Millisecond):
 		case <-ctx.Done():
-			g.stop()
+			g.Close()
 			return nil, ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			g.stop()
+			g.Close()
 			return nil, errors.New("the gateway did not become ready in 30 s")
 		}
 	}
 }
 
-func (g *gateway) stop() {
-	g.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-g.exited:
-	case <-time.After(15 * time.Second):
-		g.cmd.Process.Kill()
-		<-g.exited
-	}
-}
+// Close stops the gateway, letting it drain.
+func (g *gateway) Close() { g.stop(15 * time.Second) }
 
 // rssBytes returns the gateway process's resident set and its peak.
 func (g *gateway) rssBytes() (rss, peak int64) {

@@ -14,7 +14,11 @@ func printTable(w io.Writer, rep *report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PHASE\tMEASURE\tGATEWAY\tBASELINE\tBASELINE IS\tCOMPARED\tTARGET")
 	for _, r := range rep.Results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Phase, r.Name, figure(r.Gateway, r.Unit), figure(r.Baseline, r.Unit),
+		baseline := figure(r.Baseline, r.Unit)
+		if r.Compare == "none" {
+			baseline = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Phase, r.Name, figure(r.Gateway, r.Unit), baseline,
 			r.BaselineName, compared(r), dash(r.Target))
 	}
 	tw.Flush()
@@ -36,6 +40,8 @@ func compared(r *result) string {
 		return fmt.Sprintf("%.2f×", r.Value)
 	case "growth":
 		return fmt.Sprintf("%+.1f%%", 100*r.Value)
+	case "none":
+		return "-"
 	case "difference per stream":
 		return fmt.Sprintf("%.1f %s per stream", r.Value, r.Unit)
 	}

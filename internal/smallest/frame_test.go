@@ -71,3 +71,43 @@ func FuzzFastFrame(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkFrame reads one of Smallest's usual frames (960 bytes of audio)
+// three ways: the fast path decoding into a reused buffer, the fast path
+// into a new buffer each time (what the gateway must do, since gRPC may
+// read a sent message later), and encoding/json, the baseline.
+func BenchmarkFrame(b *testing.B) {
+	data := []byte(`{"audio": "` + base64.StdEncoding.EncodeToString(make([]byte, 960)) + `", "done": false, "status": "206"}`)
+	s := &SpeechStream{call: call{endpoint: "bench"}}
+	reused := make([]byte, 0, 960)
+	tests := []struct {
+		name string
+		read func() ([]byte, error)
+	}{
+		{"fast path, reused buffer", func() ([]byte, error) {
+			b64, _, _ := fastFrame(data)
+			out, _ := appendBase64(reused[:0], b64, 0)
+			return out, nil
+		}},
+		{"fast path, new buffer", func() ([]byte, error) {
+			b64, _, _ := fastFrame(data)
+			out, _ := appendBase64(nil, b64, 0)
+			return out, nil
+		}},
+		{"encoding/json", func() ([]byte, error) {
+			f, err := s.parseFrameFull(data)
+			return f.audio, err
+		}},
+	}
+	for _, tt := range tests {
+		b.Run(tt.name, func(b *testing.B) {
+			b.SetBytes(960)
+			b.ReportAllocs()
+			for b.Loop() {
+				if out, err := tt.read(); err != nil || len(out) != 960 {
+					b.Fatalf("%d bytes, %v", len(out), err)
+				}
+			}
+		})
+	}
+}
