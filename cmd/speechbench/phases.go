@@ -35,6 +35,55 @@ func direct(baseURL string) (*smallest.Client, error) {
 		Credential: func(context.Context) string { return benchKey }})
 }
 
+// rig is what most phases run on: an emulator, a gateway in front of it,
+// the direct client of the same emulator, and connections to the gateway.
+type rig struct {
+	emu *upstream
+	gw  *gateway
+	dc  *smallest.Client
+	gc  *clients
+}
+
+// newRig starts a rig whose emulator has opts, whose gateway has the extra
+// flags, with conns connections to the gateway.
+func newRig(ctx context.Context, s *settings, opts emulator.Options, conns int, flags ...string) (r *rig, err error) {
+	r = &rig{}
+	defer func() {
+		if err != nil {
+			r.Close()
+		}
+	}()
+	if r.emu, err = startEmulator(opts); err != nil {
+		return nil, err
+	}
+	if r.gw, err = startGateway(ctx, s, r.emu.URL, flags...); err != nil {
+		return nil, err
+	}
+	if r.dc, err = direct(r.emu.URL); err != nil {
+		return nil, err
+	}
+	if r.gc, err = dial(r.gw.addr, conns); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Close stops what the rig started, in reverse order.
+func (r *rig) Close() {
+	if r.gc != nil {
+		r.gc.close()
+	}
+	if r.dc != nil {
+		r.dc.Close()
+	}
+	if r.gw != nil {
+		r.gw.Close()
+	}
+	if r.emu != nil {
+		r.emu.Close()
+	}
+}
+
 // clients spreads calls over a few connections to the gateway, as a fleet of
 // callers would; one HTTP/2 connection would serialize their writes.
 type clients struct {
@@ -260,27 +309,13 @@ func ttfaAt(ctx context.Context, s *settings, c int) ([]*result, error) {
 	// Streams paced at real time, as voice traffic is: the figure is then the
 	// gateway's overhead, not queueing on a saturated machine.
 	callAudio := ttfaCallAudio(c)
-	emu, err := startEmulator(emulator.Options{ChunkBytes: s.chunkBytes, FirstByteDelay: s.firstByteDelay, Pace: 1,
-		AudioPerChar: callAudio / time.Duration(len(shortText))})
+	r, err := newRig(ctx, s, emulator.Options{ChunkBytes: s.chunkBytes, FirstByteDelay: s.firstByteDelay, Pace: 1,
+		AudioPerChar: callAudio / time.Duration(len(shortText))}, 4)
 	if err != nil {
 		return nil, err
 	}
-	defer emu.Close()
-	gw, err := startGateway(ctx, s, emu.URL)
-	if err != nil {
-		return nil, err
-	}
-	defer gw.Close()
-	dc, err := direct(emu.URL)
-	if err != nil {
-		return nil, err
-	}
-	defer dc.Close()
-	gc, err := dial(gw.addr, 4)
-	if err != nil {
-		return nil, err
-	}
-	defer gc.close()
+	defer r.Close()
+	dc, gc := r.dc, r.gc
 
 	dreq := &smallest.SpeechRequest{Text: shortText, VoiceOptions: smallest.VoiceOptions{VoiceID: "avery", SampleRate: 24000}, OutputFormat: "pcm"}
 	greq := &speechv1.SynthesizeRequest{Text: shortText, VoiceId: "avery", SampleRateHz: 24000}
@@ -344,26 +379,12 @@ const pcmBytesPerSecond = 48000
 func throughput(ctx context.Context, s *settings) ([]*result, error) {
 	// 200 characters at 1 s each: 200 s (9.6 MB) of audio per call, sent
 	// as fast as the emulator can, so that the gateway is the bottleneck.
-	emu, err := startEmulator(emulator.Options{ChunkBytes: s.chunkBytes, AudioPerChar: time.Second})
+	r, err := newRig(ctx, s, emulator.Options{ChunkBytes: s.chunkBytes, AudioPerChar: time.Second}, 4, "--pprof")
 	if err != nil {
 		return nil, err
 	}
-	defer emu.Close()
-	gw, err := startGateway(ctx, s, emu.URL, "--pprof")
-	if err != nil {
-		return nil, err
-	}
-	defer gw.Close()
-	dc, err := direct(emu.URL)
-	if err != nil {
-		return nil, err
-	}
-	defer dc.Close()
-	gc, err := dial(gw.addr, 4)
-	if err != nil {
-		return nil, err
-	}
-	defer gc.close()
+	defer r.Close()
+	gw, dc, gc := r.gw, r.dc, r.gc
 	text := strings.Repeat("a", 200)
 	workers := 4 * runtime.GOMAXPROCS(0)
 
@@ -569,21 +590,12 @@ func longStream(ctx context.Context, s *settings) ([]*result, error) {
 	if s.quick {
 		perChar = 2 * time.Second
 	}
-	emu, err := startEmulator(emulator.Options{ChunkBytes: s.chunkBytes, AudioPerChar: perChar})
+	r, err := newRig(ctx, s, emulator.Options{ChunkBytes: s.chunkBytes, AudioPerChar: perChar}, 1)
 	if err != nil {
 		return nil, err
 	}
-	defer emu.Close()
-	gw, err := startGateway(ctx, s, emu.URL)
-	if err != nil {
-		return nil, err
-	}
-	defer gw.Close()
-	gc, err := dial(gw.addr, 1)
-	if err != nil {
-		return nil, err
-	}
-	defer gc.close()
+	defer r.Close()
+	gw, gc := r.gw, r.gc
 	total := int64(60*perChar/time.Second) * pcmBytesPerSecond
 	// The garbage collector makes RSS swing by a megabyte or two around its
 	// level however long the stream, so a single early sample against the
@@ -651,32 +663,17 @@ func (r *recording) Read(p []byte) (int, error) {
 }
 
 func upload(ctx context.Context, s *settings) ([]*result, error) {
-	emu, err := startEmulator(emulator.Options{})
+	r, err := newRig(ctx, s, emulator.Options{}, 1)
 	if err != nil {
 		return nil, err
 	}
-	defer emu.Close()
-	dc, err := direct(emu.URL)
-	if err != nil {
-		return nil, err
-	}
-	defer dc.Close()
+	defer r.Close()
+	gw, dc, gc := r.gw, r.dc, r.gc
 	start := time.Now()
 	if _, err := dc.Transcribe(ctx, &smallest.TranscribeRequest{Audio: newRecording(s.uploadBytes), AudioSize: -1, Model: "pulse", Language: "en"}); err != nil {
 		return nil, fmt.Errorf("direct: %w", err)
 	}
 	directTime := time.Since(start)
-
-	gw, err := startGateway(ctx, s, emu.URL)
-	if err != nil {
-		return nil, err
-	}
-	defer gw.Close()
-	gc, err := dial(gw.addr, 1)
-	if err != nil {
-		return nil, err
-	}
-	defer gc.close()
 	before, _ := gw.rssBytes()
 	start = time.Now()
 	stream, err := gc.trans().TranscribeUpload(withKey(ctx))
@@ -715,16 +712,12 @@ func upload(ctx context.Context, s *settings) ([]*result, error) {
 }
 
 func liveLatency(ctx context.Context, s *settings) ([]*result, error) {
-	emu, err := startEmulator(emulator.Options{})
+	r, err := newRig(ctx, s, emulator.Options{}, 1)
 	if err != nil {
 		return nil, err
 	}
-	defer emu.Close()
-	dc, err := direct(emu.URL)
-	if err != nil {
-		return nil, err
-	}
-	defer dc.Close()
+	defer r.Close()
+	dc, gc := r.dc, r.gc
 	// Speech for the sessions: 16 kHz PCM that the emulator can read back.
 	var pcm []byte
 	st, err := dc.StreamSpeech(ctx, &smallest.SpeechRequest{Text: strings.Repeat("one two three four five six seven eight nine ten ", 2),
@@ -740,16 +733,6 @@ func liveLatency(ctx context.Context, s *settings) ([]*result, error) {
 		pcm = append(pcm, b...)
 	}
 	st.Close()
-	gw, err := startGateway(ctx, s, emu.URL)
-	if err != nil {
-		return nil, err
-	}
-	defer gw.Close()
-	gc, err := dial(gw.addr, 1)
-	if err != nil {
-		return nil, err
-	}
-	defer gc.close()
 
 	sessions := 4
 	if s.quick {
