@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -159,6 +160,40 @@ func (panicky) StreamSpeech(context.Context, *smallest.SpeechRequest) (*smallest
 	panic("bug")
 }
 func (panicky) ListVoices(context.Context) ([]smallest.Voice, error) { panic("bug") }
+
+// panicsAfterFirst synthesizes the first text piece and panics on the
+// next, which runs in a look-ahead goroutine.
+type panicsAfterFirst struct {
+	server.SpeechUpstream
+	calls atomic.Int32
+}
+
+func (p *panicsAfterFirst) StreamSpeech(ctx context.Context, r *smallest.SpeechRequest) (*smallest.SpeechStream, error) {
+	if p.calls.Add(1) > 1 {
+		panic("bug in a later piece")
+	}
+	return p.SpeechUpstream.StreamSpeech(ctx, r)
+}
+
+func TestPanicInALookAheadPieceBecomesInternal(t *testing.T) {
+	t.Parallel()
+	g := start(t, emulator.New(emulator.Options{}), options{cfg: func(c *server.Config) { c.Speech = &panicsAfterFirst{SpeechUpstream: c.Speech} }})
+	text := strings.Repeat("A sentence of some length, to make several pieces. ", 20)
+	got := synthesize(withKey(t.Context(), callerKey), g.synth, &speechv1.SynthesizeRequest{Text: text, VoiceId: "avery"})
+	if status.Code(got.err) != codes.Internal || errorInfo(got.err).GetReason() != "INTERNAL" {
+		t.Fatalf("Synthesize = %v, want Internal with ErrorInfo", got.err)
+	}
+	if strings.Contains(status.Convert(got.err).Message(), "goroutine") {
+		t.Errorf("the caller was shown the stack: %q", status.Convert(got.err).Message())
+	}
+	// The log has the panic and the stack of the goroutine it happened in.
+	logs := g.logs.String()
+	for _, want := range []string{"handler panicked", "bug in a later piece", "in the goroutine of text piece 2", "pieces.go"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the log lacks %q", want)
+		}
+	}
+}
 
 func TestPanicBecomesInternal(t *testing.T) {
 	t.Parallel()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strconv"
 	"sync"
 
@@ -133,10 +134,11 @@ func (p *pipeline) run(f *fetch) {
 	defer close(f.done)
 	defer close(f.chunks)
 	// The recovery interceptor guards only the handler's goroutine: a panic
-	// here would end the process, so it becomes this piece's error.
+	// here would end the process, so it becomes this piece's error, which
+	// the handler panics with again (see locate), stack and all.
 	defer func() {
 		if r := recover(); r != nil {
-			err := fmt.Errorf("synthesis failed unexpectedly: %v", r)
+			err := &piecePanic{value: r, stack: debug.Stack()}
 			select {
 			case <-f.ready:
 				f.streamErr = err
@@ -181,6 +183,14 @@ func (p *pipeline) run(f *fetch) {
 	}
 }
 
+// piecePanic is a panic recovered in a piece's goroutine.
+type piecePanic struct {
+	value any
+	stack []byte
+}
+
+func (p *piecePanic) Error() string { return fmt.Sprintf("synthesis failed unexpectedly: %v", p.value) }
+
 // wait ends every piece's goroutine and the inline piece's request; the
 // caller cancels ctx first.
 func (p *pipeline) wait() {
@@ -191,7 +201,14 @@ func (p *pipeline) wait() {
 }
 
 // locate says which piece of the text an error happened in, when there are several.
+//
+// A panic in a piece's goroutine is raised again here, in the handler's, so
+// that the recovery interceptor reports it as it does any other: logged with
+// the stack where it happened, an INTERNAL status for the caller.
 func (p *pipeline) locate(f *fetch, err error) error {
+	if pp := (*piecePanic)(nil); errors.As(err, &pp) {
+		panic(fmt.Sprintf("%v\n\nin the goroutine of text piece %d:\n%s", pp.value, f.index+1, pp.stack))
+	}
 	if len(p.pieces) == 1 || err == nil {
 		return err
 	}
