@@ -99,6 +99,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	if cfg.Auth == auth.ModeKeys && cfg.KeysFileCheckInterval > 0 {
+		// Keys are rotated by rewriting the file (a Kubernetes Secret's
+		// mount is), without a restart.
+		wctx, stopWatch := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			authn.WatchKeysFile(wctx, cfg.KeysFile, cfg.KeysFileCheckInterval, log)
+		}()
+		defer func() { stopWatch(); <-watched }()
+	}
 
 	// The client of the upstream, and what it offers. Its transport records
 	// upstream latency by endpoint and carries the caller's trace context.

@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -177,6 +178,59 @@ func TestRunServesTheEmulatorAndStops(t *testing.T) {
 	}
 	if !logs.has("upstream is the built-in EMULATOR, not Smallest AI: its audio is synthetic, and it transcribes only text it spoke itself") {
 		t.Error("the log does not say that the upstream is an emulator")
+	}
+}
+
+// TestRotatedClientKeysTakeEffect runs the gateway in keys mode and
+// rewrites its keys file, as the kubelet does when a Secret changes: the new
+// key is let in and the old one turned away, without a restart.
+func TestRotatedClientKeysTakeEffect(t *testing.T) {
+	t.Parallel()
+	const oldKey, newKey = "k_old_0123456789abcdef", "k_new_0123456789abcdef"
+	keysFile := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(keysFile, []byte("billing "+oldKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	pr, pw := io.Pipe()
+	logs := newLogWatcher()
+	go logs.consume(pr)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--auth=keys",
+			"--keys-file=" + keysFile, "--keys-file-check-interval=10ms"}, noEnv, io.Discard, pw)
+		pw.Close()
+	}()
+	voices := speechv1.NewSynthesisServiceClient(dial(t, logs.waitAddr(t)))
+	code := func(key string) codes.Code {
+		_, err := voices.ListVoices(metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+key), &speechv1.ListVoicesRequest{})
+		return status.Code(err)
+	}
+	if c := code(oldKey); c != codes.OK {
+		t.Fatalf("the key in the file: %v", c)
+	}
+	tmp := keysFile + ".new"
+	if err := os.WriteFile(tmp, []byte("billing "+newKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, keysFile); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); code(newKey) != codes.OK; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the new key was not let in within 10 s")
+		}
+	}
+	if c := code(oldKey); c != codes.Unauthenticated {
+		t.Errorf("the removed key: %v, want Unauthenticated", c)
+	}
+	if !logs.has("client keys reloaded") {
+		t.Error("the reload was not logged")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run returned %v after its context ended; want nil", err)
 	}
 }
 

@@ -19,9 +19,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/metadata"
 
@@ -60,8 +64,13 @@ type ClientKey struct {
 type Authenticator struct {
 	mode        Mode
 	upstreamKey string
-	names       []string
-	digests     [][sha256.Size]byte
+	keys        atomic.Pointer[keySet] // replaced whole by SetKeys
+}
+
+// keySet is the client keys of keys mode, as digests.
+type keySet struct {
+	names   []string
+	digests [][sha256.Size]byte
 }
 
 // New returns an Authenticator. upstreamKey is required in keys and none
@@ -86,13 +95,86 @@ func New(mode Mode, upstreamKey string, keys []ClientKey) (*Authenticator, error
 	default:
 		return nil, fmt.Errorf("auth: unknown mode %q", mode)
 	}
-	for _, k := range keys {
-		a.names = append(a.names, k.Name)
-		// Digests have a fixed length, so the comparison below takes the same
-		// time whatever the presented token's length.
-		a.digests = append(a.digests, sha256.Sum256([]byte(k.Key)))
-	}
+	a.keys.Store(newKeySet(keys))
 	return a, nil
+}
+
+func newKeySet(keys []ClientKey) *keySet {
+	ks := &keySet{}
+	for _, k := range keys {
+		ks.names = append(ks.names, k.Name)
+		// Digests have a fixed length, so the comparison in match takes the
+		// same time whatever the presented token's length.
+		ks.digests = append(ks.digests, sha256.Sum256([]byte(k.Key)))
+	}
+	return ks
+}
+
+func (ks *keySet) equal(o *keySet) bool {
+	return slices.Equal(ks.names, o.names) && slices.Equal(ks.digests, o.digests)
+}
+
+// SetKeys replaces the client keys of keys mode at once: a call checked
+// after it returns is checked against the new keys only. Calls already
+// admitted keep their identity.
+func (a *Authenticator) SetKeys(keys []ClientKey) error {
+	switch {
+	case a.mode != ModeKeys:
+		return fmt.Errorf("auth: client keys are only used with --auth=keys, not %s", a.mode)
+	case len(keys) == 0:
+		return errors.New("auth: a keys file without keys would lock every caller out")
+	}
+	a.keys.Store(newKeySet(keys))
+	return nil
+}
+
+// WatchKeysFile reloads the client keys from path whenever its contents
+// change, looking every interval, until ctx ends. A file that cannot be read
+// or parsed leaves the keys as they were, and says why in the log; so does
+// one without keys. This follows a Kubernetes Secret mounted as a file, which
+// the kubelet rewrites in place when the Secret changes.
+func (a *Authenticator) WatchKeysFile(ctx context.Context, path string, interval time.Duration, log *slog.Logger) {
+	// The first look reads the file whatever it holds: it may have changed
+	// since the keys in use were read from it.
+	var last [sha256.Size]byte
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		digest, err := fileDigest(path)
+		if err != nil || digest == last {
+			if err != nil {
+				log.WarnContext(ctx, "client keys file unreadable; keeping the keys in use", "path", path, "error", err)
+			}
+			continue
+		}
+		last = digest
+		keys, err := ReadKeysFile(path)
+		if err == nil && a.keys.Load().equal(newKeySet(keys)) {
+			continue
+		}
+		if err == nil {
+			err = a.SetKeys(keys)
+		}
+		if err != nil {
+			log.ErrorContext(ctx, "client keys file changed but is not valid; keeping the keys in use", "path", path, "error", err)
+			continue
+		}
+		log.InfoContext(ctx, "client keys reloaded", "path", path, "keys", len(keys))
+	}
+}
+
+// fileDigest returns the SHA-256 of the file at path.
+func fileDigest(path string) ([sha256.Size]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	return sha256.Sum256(b), nil
 }
 
 type ctxKey int
@@ -131,17 +213,18 @@ func (a *Authenticator) Authenticate(ctx context.Context) (context.Context, erro
 // in constant time each, so that timing reveals neither which key matched
 // nor how much of a key was right.
 func (a *Authenticator) match(token string) (string, bool) {
+	ks := a.keys.Load()
 	d := sha256.Sum256([]byte(token))
 	found := -1
-	for i := range a.digests {
-		if subtle.ConstantTimeCompare(d[:], a.digests[i][:]) == 1 {
+	for i := range ks.digests {
+		if subtle.ConstantTimeCompare(d[:], ks.digests[i][:]) == 1 {
 			found = i
 		}
 	}
 	if found < 0 {
 		return "", false
 	}
-	return a.names[found], true
+	return ks.names[found], true
 }
 
 func bearerToken(ctx context.Context) (string, error) {

@@ -44,6 +44,9 @@ type Config struct {
 	Upstream  Upstream
 	Auth      auth.Mode
 	KeysFile  string
+	// KeysFileCheckInterval is how often the keys file is looked at for
+	// changes; 0: never.
+	KeysFileCheckInterval time.Duration
 
 	// SmallestBaseURL is empty unless set; BaseURL applies the default.
 	SmallestBaseURL string
@@ -231,6 +234,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	l.value("auth", "SPEECHGATE_AUTH", "passthrough", "caller authentication: passthrough (caller's bearer token is its Smallest key), keys (client keys from --keys-file), or none (trust the mesh)",
 		oneOf(&c.Auth, string(auth.ModePassthrough), string(auth.ModeKeys), string(auth.ModeNone)))
 	l.str(&c.KeysFile, "keys-file", "SPEECHGATE_KEYS_FILE", "", "file of client keys for --auth=keys: one '<name> <key>' per line")
+	l.duration(&c.KeysFileCheckInterval, "keys-file-check-interval", "SPEECHGATE_KEYS_FILE_CHECK_INTERVAL", "10s", "how often --keys-file is read again, its new keys taking effect when it changed and is valid (0: only at start)")
 	l.str(&c.SmallestBaseURL, "smallest-base-url", "SMALLEST_BASE_URL", "", "Smallest API base URL (default "+CloudBaseURL+"; "+SelfhostBaseURL+" with --upstream=selfhost)")
 	l.str(&c.SmallestUSBaseURL, "smallest-us-base-url", "SMALLEST_US_BASE_URL", CloudUSBaseURL, "Smallest's US host, used for realtime recognition of zh, yue, ja, ko and multi-asian")
 	l.value("selfhost-auth-scheme", "SPEECHGATE_SELFHOST_AUTH_SCHEME", "Token", "with --upstream=selfhost: the scheme before the license key: Token, Bearer, or none",
