@@ -139,21 +139,51 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 	return conn
 }
 
+// running is the gateway run in-process by startRun.
+type running struct {
+	addr   string
+	logs   *logWatcher
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startRun runs the gateway in-process with args and waits until it serves.
+func startRun(t *testing.T, args ...string) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	pr, pw := io.Pipe()
+	r := &running{logs: newLogWatcher(), cancel: cancel, done: make(chan error, 1)}
+	go r.logs.consume(pr)
+	go func() {
+		r.done <- run(ctx, args, noEnv, io.Discard, pw)
+		pw.Close()
+	}()
+	r.addr = r.logs.waitAddr(t)
+	return r
+}
+
+// stop ends the gateway's context and checks that run returns nil.
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Fatalf("run returned %v after its context ended; want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after its context ended")
+	}
+}
+
 // TestRunServesTheEmulatorAndStops runs the gateway in-process as a new user
 // would, calls it, and stops it by ending its context.
 func TestRunServesTheEmulatorAndStops(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	pr, pw := io.Pipe()
-	logs := newLogWatcher()
-	go logs.consume(pr)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr="}, noEnv, io.Discard, pw)
-		pw.Close()
-	}()
-	conn := dial(t, logs.waitAddr(t))
+	r := startRun(t, "--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr=")
+	logs := r.logs
+	conn := dial(t, r.addr)
 	call := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer any-key")
 	stream, err := speechv1.NewSynthesisServiceClient(conn).Synthesize(call, &speechv1.SynthesizeRequest{Text: "Hello.", VoiceId: "avery"})
 	if err != nil {
@@ -167,15 +197,7 @@ func TestRunServesTheEmulatorAndStops(t *testing.T) {
 		t.Fatalf("totals = %v, want 360 ms of audio for 6 characters", totals)
 	}
 	conn.Close()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run returned %v after its context ended; want nil", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("run did not return after its context ended")
-	}
+	r.stop(t)
 	if !logs.has("upstream is the built-in EMULATOR, not Smallest AI: its audio is synthetic, and it transcribes only text it spoke itself") {
 		t.Error("the log does not say that the upstream is an emulator")
 	}
@@ -191,18 +213,9 @@ func TestRotatedClientKeysTakeEffect(t *testing.T) {
 	if err := os.WriteFile(keysFile, []byte("billing "+oldKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	pr, pw := io.Pipe()
-	logs := newLogWatcher()
-	go logs.consume(pr)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--auth=keys",
-			"--keys-file=" + keysFile, "--keys-file-check-interval=10ms"}, noEnv, io.Discard, pw)
-		pw.Close()
-	}()
-	voices := speechv1.NewSynthesisServiceClient(dial(t, logs.waitAddr(t)))
+	r := startRun(t, "--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--auth=keys",
+		"--keys-file="+keysFile, "--keys-file-check-interval=10ms")
+	voices := speechv1.NewSynthesisServiceClient(dial(t, r.addr))
 	code := func(key string) codes.Code {
 		_, err := voices.ListVoices(metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+key), &speechv1.ListVoicesRequest{})
 		return status.Code(err)
@@ -225,13 +238,10 @@ func TestRotatedClientKeysTakeEffect(t *testing.T) {
 	if c := code(oldKey); c != codes.Unauthenticated {
 		t.Errorf("the removed key: %v, want Unauthenticated", c)
 	}
-	if !logs.has("client keys reloaded") {
+	if !r.logs.has("client keys reloaded") {
 		t.Error("the reload was not logged")
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("run returned %v after its context ended; want nil", err)
-	}
+	r.stop(t)
 }
 
 // TestSIGTERMDrainsThenExitsZero builds the real binary and stops it with
