@@ -39,13 +39,16 @@ type pipeline struct {
 type fetch struct {
 	index     int
 	piece     sentence.Piece
-	ready     chan struct{} // closed once Smallest accepted or refused the piece
 	stream    *smallest.SpeechStream
-	acceptErr error           // set before ready closes
-	chunks    chan []byte     // closed when the piece ends; nil for the first piece, read inline
+	acceptErr error
+	done      chan struct{} // closed when its upstream request has ended
+	endOnce   sync.Once     // closes done of the inline piece
+
+	// A look-ahead piece runs in a goroutine of its own; the first piece,
+	// read inline, has none of these.
+	ready     chan struct{}   // closed once Smallest accepted or refused the piece
+	chunks    chan []byte     // closed when the piece ends
 	streamErr error           // set before chunks closes
-	done      chan struct{}   // closed when its upstream request has ended
-	endOnce   sync.Once       // closes done of the inline piece
 	after     <-chan struct{} // the done of the piece before it
 }
 
@@ -58,12 +61,12 @@ func newPipeline(ctx context.Context, up SpeechUpstream, base smallest.SpeechReq
 func (p *pipeline) piece(i int) (*fetch, error) {
 	p.startUpTo(i)
 	f := p.fetches[i]
-	if f.chunks == nil {
+	if f.chunks == nil { // the inline piece
 		f.stream, f.acceptErr = p.up.StreamSpeech(p.ctx, p.request(f))
-		close(f.ready)
 		if f.acceptErr != nil {
 			f.end()
 		}
+		return f, f.acceptErr
 	}
 	select {
 	case <-f.ready:
@@ -117,13 +120,12 @@ func (p *pipeline) ahead(i int) { p.startUpTo(min(i+p.lookahead, len(p.pieces)-1
 
 func (p *pipeline) startUpTo(i int) {
 	for j := len(p.fetches); j <= i; j++ {
-		f := &fetch{index: j, piece: p.pieces[j], ready: make(chan struct{}), done: make(chan struct{})}
+		f := &fetch{index: j, piece: p.pieces[j], done: make(chan struct{})}
 		p.fetches = append(p.fetches, f)
 		if j == 0 {
 			continue // read inline, by piece and next
 		}
-		f.after = p.fetches[j-1].done
-		f.chunks = make(chan []byte, lookaheadChunks)
+		f.ready, f.chunks, f.after = make(chan struct{}), make(chan []byte, lookaheadChunks), p.fetches[j-1].done
 		p.wg.Add(1)
 		go p.run(f)
 	}

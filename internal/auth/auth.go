@@ -12,6 +12,7 @@ package auth
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -145,15 +146,17 @@ func (a *Authenticator) WatchKeysFile(ctx context.Context, path string, interval
 			return
 		case <-t.C:
 		}
-		digest, err := fileDigest(path)
-		if err != nil || digest == last {
-			if err != nil {
-				log.WarnContext(ctx, "client keys file unreadable; keeping the keys in use", "path", path, "error", err)
-			}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			log.WarnContext(ctx, "client keys file unreadable; keeping the keys in use", "path", path, "error", err)
+			continue
+		}
+		digest := sha256.Sum256(b)
+		if digest == last {
 			continue
 		}
 		last = digest
-		keys, err := ReadKeysFile(path)
+		keys, err := ReadKeys(bytes.NewReader(b))
 		if err == nil && a.keys.Load().equal(newKeySet(keys)) {
 			continue
 		}
@@ -166,15 +169,6 @@ func (a *Authenticator) WatchKeysFile(ctx context.Context, path string, interval
 		}
 		log.InfoContext(ctx, "client keys reloaded", "path", path, "keys", len(keys))
 	}
-}
-
-// fileDigest returns the SHA-256 of the file at path.
-func fileDigest(path string) ([sha256.Size]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return [sha256.Size]byte{}, err
-	}
-	return sha256.Sum256(b), nil
 }
 
 type ctxKey int

@@ -113,9 +113,9 @@ const maxBatch = 32 << 10
 // Next returns the next audio, decoded into a new slice that the caller owns
 // (gRPC may read a sent message after SendMsg returns, so the gateway cannot
 // reuse it). It waits for one audio frame, then joins to it the frames that
-// have already been received, up to 32 KiB: it never waits for audio that
-// has not arrived, and a caller that falls behind catches up in fewer, larger
-// pieces. It returns io.EOF after Smallest's final frame, and an *Error when
+// have already been received, until it holds 32 KiB: it never waits for
+// audio that has not arrived, and a caller that falls behind catches up in
+// fewer, larger pieces. It returns io.EOF after Smallest's final frame, and an *Error when
 // the stream fails or ends before that frame; audio received before a
 // failure is returned first.
 func (s *SpeechStream) Next() ([]byte, error) {
@@ -143,12 +143,11 @@ func (s *SpeechStream) Next() ([]byte, error) {
 			audio, err = s.appendFrame(audio, ev)
 		}
 		if err != nil {
-			if len(audio) > 0 {
-				s.err = err // after the audio that came before it
-				break
+			s.err = err // returned now, or after the audio that came before it
+			if len(audio) == 0 {
+				return nil, err
 			}
-			s.err = err
-			return nil, err
+			break
 		}
 	}
 	if len(audio) == 0 {

@@ -585,8 +585,9 @@ type AudioChunk struct {
 	// yields the complete audio, including the WAV header when the encoding is
 	// WAV. A message carries what has arrived from Smallest and not yet been
 	// sent: one upstream chunk (about 1 KB) while the caller keeps up, or
-	// several that arrived together, joined up to 32 KiB. Audio is never held
-	// back to fill a message. No message exceeds 1 MiB.
+	// several that arrived together, joined until the message holds 32 KiB
+	// (whole chunks only, so it may end a little past that). Audio is never
+	// held back to fill a message. No message exceeds 1 MiB.
 	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
 	// Position of this message among the stream's audio messages, from 0, with
 	// no gaps.
