@@ -21,10 +21,17 @@ var transcriptionLanguages = []string{"en", "hi", "de", "es", "ru", "it", "fr", 
 var liveLanguages = []string{"en", "hi", "de", "es", "ru", "it", "fr", "nl", "pt", "zh", "yue", "ja", "ko", "gu", "mr",
 	"or", "bn", "ta", "te", "kn", "ml", "north_indic", "multi-asian", "multi-south-indic"}
 
+// maxLanguageLen bounds a language code or tag: the longest Smallest uses
+// is "multi-south-indic".
+const maxLanguageLen = 32
+
 // checkLanguage records a violation unless lang is empty or one of allowed.
 func checkLanguage(v *rpcerror.Violations, field, lang string, allowed []string) {
-	if lang != "" && !slices.Contains(allowed, lang) {
-		v.Add(field, rpcerror.RuleNotAllowed, "must be one of %s, got %q", strings.Join(allowed, ", "), lang)
+	switch {
+	case len(lang) > maxLanguageLen:
+		v.Add(field, rpcerror.RuleTooLong, "must be a language code of at most %d characters, got %d bytes", maxLanguageLen, len(lang))
+	case lang != "" && !slices.Contains(allowed, lang):
+		v.Add(field, rpcerror.RuleNotAllowed, "must be one of %s, got %s", strings.Join(allowed, ", "), rpcerror.Quote(lang))
 	}
 }
 

@@ -391,8 +391,8 @@ func planStream(c *speechv1.SynthesisConfig) (*synthesisPlan, *smallest.StreamOp
 		cv.Add("encoding", rpcerror.RuleNotAllowed, "must be PCM_S16LE, WAV, MULAW or ALAW for streamed text (Lightning's WebSocket produces PCM), got %s", enc)
 	}
 	if c.GetWordTimestamps() && c.GetVoiceId() != "" && !slices.Contains(wordTimestampVoices, c.GetVoiceId()) {
-		cv.Add("word_timestamps", rpcerror.RuleNotAllowed, "voice %q does not provide word timings; voices that do: %s",
-			c.GetVoiceId(), strings.Join(wordTimestampVoices, ", "))
+		cv.Add("word_timestamps", rpcerror.RuleNotAllowed, "voice %s does not provide word timings; voices that do: %s",
+			rpcerror.Quote(c.GetVoiceId()), strings.Join(wordTimestampVoices, ", "))
 	}
 	if ms := c.GetMaxBufferFlushMs(); ms > 1000 {
 		cv.Add("max_buffer_flush_ms", rpcerror.RuleOutOfRange, "must be from 0 to 1000, got %d", ms)

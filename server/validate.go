@@ -192,7 +192,7 @@ func planTranscription(v *rpcerror.Violations, prefix string, o *speechv1.Transc
 	case lang == "":
 		v.Add("language", rpcerror.RuleRequired, "is required: one of %s", strings.Join(transcriptionLanguages, ", "))
 	case pro && lang != "en":
-		v.Add("language", rpcerror.RuleNotAllowed, "must be \"en\" with TRANSCRIPTION_MODEL_PULSE_PRO, got %q", lang)
+		v.Add("language", rpcerror.RuleNotAllowed, "must be \"en\" with TRANSCRIPTION_MODEL_PULSE_PRO, got %s", rpcerror.Quote(lang))
 	default:
 		checkLanguage(v, "language", lang, transcriptionLanguages)
 	}
@@ -255,14 +255,14 @@ func checkWebhook(v *rpcerror.Violations, o *speechv1.TranscriptionConfig, pro b
 	}
 	checkURL(v, "webhook_url", hook)
 	if m := o.GetWebhookMethod(); m != "" && m != "POST" && m != "GET" {
-		v.Add("webhook_method", rpcerror.RuleNotAllowed, "must be \"POST\" or \"GET\", got %q", m)
+		v.Add("webhook_method", rpcerror.RuleNotAllowed, "must be \"POST\" or \"GET\", got %s", rpcerror.Quote(m))
 	}
 	extra := o.GetWebhookExtra()
 	if len(extra) > maxWebhookExtras {
 		v.Add("webhook_extra", rpcerror.RuleTooMany, "must hold at most %d pairs, got %d", maxWebhookExtras, len(extra))
 	}
 	for _, k := range slices.Sorted(maps.Keys(extra)) {
-		field := fmt.Sprintf("webhook_extra[%q]", k)
+		field := "webhook_extra[" + rpcerror.Quote(k) + "]"
 		switch val := extra[k]; {
 		case len(k) > maxExtraKeyLen || !idPattern.MatchString(k):
 			v.Add(field, rpcerror.RuleBadFormat, "keys must be 1 to %d characters from [A-Za-z0-9_.-]", maxExtraKeyLen)

@@ -20,6 +20,12 @@ func (s *synthesisService) ListVoices(ctx context.Context, req *speechv1.ListVoi
 	if err := s.check(); err != nil {
 		return nil, err
 	}
+	var v rpcerror.Violations
+	checkFilter(&v, "language", req.GetLanguage())
+	checkFilter(&v, "gender", req.GetGender())
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
 	voices, err := s.upstream.ListVoices(ctx)
 	if err != nil {
 		return nil, err
@@ -38,6 +44,15 @@ func (s *synthesisService) ListVoices(ctx context.Context, req *speechv1.ListVoi
 		resp.Voices = append(resp.Voices, out)
 	}
 	return resp, nil
+}
+
+// maxFilterLen bounds a ListVoices filter: a language code or name, a gender.
+const maxFilterLen = 64
+
+func checkFilter(v *rpcerror.Violations, field, value string) {
+	if n := len(value); n > maxFilterLen {
+		v.Add(field, rpcerror.RuleTooLong, "must be at most %d characters, got %d bytes", maxFilterLen, n)
+	}
 }
 
 // synthesisEncodings are what Synthesize can produce with any voice.
@@ -167,7 +182,7 @@ func checkEntries(v *rpcerror.Violations, entries []*speechv1.PronunciationEntry
 		checkText(v, field+".word", e.GetWord(), maxDictWordLen)
 		checkText(v, field+".pronunciation", e.GetPronunciation(), maxPronunciationLen)
 		if j, dup := seen[e.GetWord()]; dup && e.GetWord() != "" {
-			v.Add(field+".word", rpcerror.RuleConflict, "%q is already in entries[%d]", e.GetWord(), j)
+			v.Add(field+".word", rpcerror.RuleConflict, "%s is already in entries[%d]", rpcerror.Quote(e.GetWord()), j)
 		}
 		seen[e.GetWord()] = i
 		items = append(items, smallest.PronunciationItem{Word: e.GetWord(), Pronunciation: e.GetPronunciation()})

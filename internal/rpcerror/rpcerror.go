@@ -214,7 +214,8 @@ func fromUpstream(e *smallest.Error) error {
 func badRequest(e *smallest.Error, reason string) *errdetails.BadRequest {
 	var v []*errdetails.BadRequest_FieldViolation
 	for _, fv := range e.Violations {
-		v = append(v, &errdetails.BadRequest_FieldViolation{Field: fieldName(fv.Field), Description: fv.Description, Reason: reason})
+		v = append(v, &errdetails.BadRequest_FieldViolation{Field: clip(fieldName(fv.Field), maxField),
+			Description: clip(fv.Description, maxDescription), Reason: reason})
 	}
 	switch reason {
 	case ReasonUpstreamPayloadTooLarge:
@@ -238,7 +239,7 @@ func badRequest(e *smallest.Error, reason string) *errdetails.BadRequest {
 	if len(v) == 0 {
 		return nil
 	}
-	return &errdetails.BadRequest{FieldViolations: v}
+	return boundedBadRequest(v)
 }
 
 // upstreamFields maps Smallest's request field names to the gateway's.
@@ -285,7 +286,7 @@ func orDefault(s, def string) string {
 
 // build makes a status with an ErrorInfo and any further details.
 func build(code codes.Code, msg, reason string, meta map[string]string, details ...protoadapt.MessageV1) error {
-	st := status.New(code, msg)
+	st := status.New(code, clip(msg, maxMessage))
 	all := append([]protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reason, Domain: Domain, Metadata: meta}}, details...)
 	if withDetails, err := st.WithDetails(all...); err == nil {
 		st = withDetails

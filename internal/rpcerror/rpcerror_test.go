@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -288,5 +289,51 @@ func TestViolations(t *testing.T) {
 		}})
 	if diff := cmp.Diff(w, got, protocmp.Transform()); diff != "" {
 		t.Fatalf("status differs (-want +got):\n%s", diff)
+	}
+}
+
+func TestQuoteIsBounded(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in, want string
+	}{
+		{"", `""`},
+		{"en", `"en"`},
+		{strings.Repeat("a", 64), `"` + strings.Repeat("a", 64) + `"`},
+		{strings.Repeat("a", 65), `"` + strings.Repeat("a", 24) + `"… (65 bytes)`},
+		{strings.Repeat("é", 1000), `"` + strings.Repeat("é", 24) + `"… (2000 bytes)`},
+		{"\xff\xfe", `"\xff\xfe"… (2 bytes)`},
+	}
+	for _, tt := range tests {
+		if got := rpcerror.Quote(tt.in); got != tt.want {
+			t.Errorf("Quote(%.20q) = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestViolationsAreBounded(t *testing.T) {
+	t.Parallel()
+	var v rpcerror.Violations
+	for i := range 10000 {
+		v.Add(fmt.Sprintf("keywords[%d].text", i), rpcerror.RuleBadFormat, "bad %s", strings.Repeat("x", 5000))
+	}
+	st := status.Convert(v.Err())
+	if n := len(st.Message()); n > 1024 {
+		t.Errorf("message is %d bytes", n)
+	}
+	var br *errdetails.BadRequest
+	for _, d := range st.Details() {
+		if b, ok := d.(*errdetails.BadRequest); ok {
+			br = b
+		}
+	}
+	if n := len(br.GetFieldViolations()); n != 32 {
+		t.Fatalf("%d violations listed, want 32", n)
+	}
+	if last := br.GetFieldViolations()[31].GetDescription(); last != "and 9969 more violations, not listed" {
+		t.Errorf("last violation says %q", last)
+	}
+	if n := proto.Size(st.Proto()); n > 16<<10 {
+		t.Errorf("status is %d bytes", n)
 	}
 }

@@ -25,9 +25,9 @@ func (v *Violations) Add(field, reason, format string, args ...any) {
 		field = v.prefix + "." + field
 	}
 	*v.list = append(*v.list, &errdetails.BadRequest_FieldViolation{
-		Field:       field,
+		Field:       clip(field, maxField),
 		Reason:      reason,
-		Description: fmt.Sprintf(format, args...),
+		Description: clip(fmt.Sprintf(format, args...), maxDescription),
 	})
 }
 
@@ -53,12 +53,30 @@ func (v *Violations) Err() error {
 	if v.list == nil || len(*v.list) == 0 {
 		return nil
 	}
-	parts := make([]string, len(*v.list))
-	for i, fv := range *v.list {
-		parts[i] = fv.GetField() + ": " + fv.GetDescription()
+	all := *v.list
+	parts := make([]string, 0, min(len(all), maxListed)+1)
+	for _, fv := range all[:min(len(all), maxListed)] {
+		parts = append(parts, fv.GetField()+": "+fv.GetDescription())
+	}
+	if len(all) > maxListed {
+		parts = append(parts, fmt.Sprintf("and %d more (see the BadRequest detail)", len(all)-maxListed))
 	}
 	return build(codes.InvalidArgument, "invalid request: "+strings.Join(parts, "; "), ReasonInvalidRequest, nil,
-		&errdetails.BadRequest{FieldViolations: *v.list})
+		boundedBadRequest(all))
+}
+
+// boundedBadRequest lists violations in a BadRequest of bounded size: a
+// request can break a rule thousands of times (10,000 keywords), and the
+// first few say what to fix; a last entry says how many more there were.
+func boundedBadRequest(all []*errdetails.BadRequest_FieldViolation) *errdetails.BadRequest {
+	if len(all) <= maxViolations {
+		return &errdetails.BadRequest{FieldViolations: all}
+	}
+	listed := append(all[:maxViolations-1:maxViolations-1], &errdetails.BadRequest_FieldViolation{
+		Reason:      ReasonInvalidRequest,
+		Description: fmt.Sprintf("and %d more violations, not listed", len(all)-(maxViolations-1)),
+	})
+	return &errdetails.BadRequest{FieldViolations: listed}
 }
 
 // Violation reasons used by the gateway's own validation.
