@@ -117,3 +117,26 @@ func TestRefusalsNeverEchoInputAtFullSize(t *testing.T) {
 		t.Errorf("the upstream was called %d times for refused requests", n)
 	}
 }
+
+// TestAbsurdCredentialsAreRefusedLocally: a megabyte bearer token used to
+// reach Smallest, which answered 431, and the caller got INTERNAL.
+func TestAbsurdCredentialsAreRefusedLocally(t *testing.T) {
+	t.Parallel()
+	var upstreamCalls atomic.Int64
+	g := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		upstreamCalls.Add(1)
+		w.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
+	}), options{})
+	for _, token := range []string{strings.Repeat("k", 1<<20), strings.Repeat("k", 5000)} {
+		err := synthesize(withKey(t.Context(), token), g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"}).err
+		if st := status.Convert(err); st.Code() != codes.Unauthenticated || errorInfo(err).GetReason() != "INVALID_CREDENTIALS" {
+			t.Errorf("token of %d bytes: %v %s (%v), want Unauthenticated INVALID_CREDENTIALS", len(token), st.Code(), errorInfo(err).GetReason(), st.Message())
+		}
+		if n := len(status.Convert(err).Message()); n > maxStatusMessage {
+			t.Errorf("status message is %d bytes", n)
+		}
+	}
+	if n := upstreamCalls.Load(); n != 0 {
+		t.Errorf("the upstream was called %d times", n)
+	}
+}

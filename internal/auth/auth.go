@@ -231,13 +231,39 @@ func bearerToken(ctx context.Context) (string, error) {
 	default:
 		return "", rpcerror.Unauthenticated(rpcerror.ReasonInvalidCredentials, "more than one authorization header")
 	}
+	if len(vals[0]) > maxHeaderLen {
+		// Refused here rather than forwarded: Smallest answers an absurd
+		// header with 431, which says nothing useful to the caller.
+		return "", rpcerror.Unauthenticated(rpcerror.ReasonInvalidCredentials,
+			fmt.Sprintf("the authorization header is %d bytes; at most %d are accepted", len(vals[0]), maxHeaderLen))
+	}
 	scheme, token, ok := strings.Cut(strings.TrimSpace(vals[0]), " ")
 	token = strings.TrimSpace(token)
 	if !ok || !strings.EqualFold(scheme, "bearer") || token == "" {
 		return "", rpcerror.Unauthenticated(rpcerror.ReasonInvalidCredentials,
 			"the authorization header must be 'Bearer <token>'")
 	}
+	if !visibleASCII(token) {
+		return "", rpcerror.Unauthenticated(rpcerror.ReasonInvalidCredentials,
+			"the bearer token must be printable ASCII without spaces")
+	}
 	return token, nil
+}
+
+// maxHeaderLen bounds the authorization header. Smallest keys are a few
+// dozen characters and signed tokens a few hundred.
+const maxHeaderLen = 4096
+
+// visibleASCII reports whether s holds only the characters a token can
+// (RFC 6750's b64token, and any other printable ASCII), none of which
+// can split a header or hide in a log.
+func visibleASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // UpstreamKey returns the Smallest key for a call authenticated by Authenticate.
