@@ -49,6 +49,7 @@ const (
 	ReasonUpstreamUnavailable        = "UPSTREAM_UNAVAILABLE"
 	ReasonUpstreamTimeout            = "UPSTREAM_TIMEOUT"
 	ReasonUpstreamUnreachable        = "UPSTREAM_UNREACHABLE"
+	ReasonUpstreamNoAnswer           = "UPSTREAM_NO_ANSWER"
 	ReasonUpstreamStreamBroken       = "UPSTREAM_STREAM_BROKEN"
 	ReasonUpstreamStreamError        = "UPSTREAM_STREAM_ERROR"
 	ReasonUpstreamMalformedResponse  = "UPSTREAM_MALFORMED_RESPONSE"
@@ -98,22 +99,28 @@ func classify(e *smallest.Error) mapping {
 	case smallest.KindTimeout:
 		return mapping{codes.DeadlineExceeded, ReasonUpstreamTimeout, "Smallest did not answer in time"}
 	case smallest.KindUnreachable:
-		return mapping{codes.Unavailable, ReasonUpstreamUnreachable, "could not reach Smallest"}
+		return mapping{codes.Unavailable, ReasonUpstreamUnreachable, "could not reach Smallest (the request was not sent)"}
+	case smallest.KindNoAnswer:
+		return mapping{codes.Unavailable, ReasonUpstreamNoAnswer, "the connection to Smallest broke after the request was sent, before an answer"}
 	case smallest.KindStreamBroken:
 		return mapping{codes.Unavailable, ReasonUpstreamStreamBroken, "Smallest's stream broke off"}
 	case smallest.KindMalformed:
 		return mapping{codes.Internal, ReasonUpstreamMalformedResponse, "Smallest's answer could not be understood"}
 	}
-	s := e.HTTPStatus
-	if s < 400 {
-		s = codeStatus[e.Code]
+	s := e.Status()
+	m := byStatus(s, e.Code)
+	if e.Kind == smallest.KindStreamError && m.reason != ReasonUpstreamRateLimited {
+		// An error frame inside a stream that had started: its status, if it
+		// carried one, picks the code; the reason says where it came from.
+		m.reason = ReasonUpstreamStreamError
+		if s < 400 {
+			m.code, m.lead = codes.Unavailable, "Smallest reported an error mid-stream"
+		}
 	}
-	if e.CloseCode == closePolicyViolation { // Pulse's answer to too many sessions
-		s = http.StatusTooManyRequests
-	}
-	if e.Kind == smallest.KindStreamError && s < 400 {
-		return mapping{codes.Unavailable, ReasonUpstreamStreamError, "Smallest reported an error mid-stream"}
-	}
+	return m
+}
+
+func byStatus(s int, code string) mapping {
 	switch {
 	case s == http.StatusUnauthorized:
 		return mapping{codes.Unauthenticated, ReasonUpstreamUnauthenticated, "Smallest rejected the credentials"}
@@ -121,7 +128,7 @@ func classify(e *smallest.Error) mapping {
 		return mapping{codes.PermissionDenied, ReasonUpstreamPermissionDenied, "Smallest denied access"}
 	case s == http.StatusTooManyRequests:
 		return mapping{codes.ResourceExhausted, ReasonUpstreamRateLimited, "Smallest's rate or concurrency limit was reached"}
-	case s == http.StatusRequestEntityTooLarge || e.Code == "FILE_TOO_LARGE":
+	case s == http.StatusRequestEntityTooLarge || code == "FILE_TOO_LARGE":
 		return mapping{codes.InvalidArgument, ReasonUpstreamPayloadTooLarge, "the audio is larger than Smallest accepts"}
 	case s == http.StatusUnsupportedMediaType:
 		return mapping{codes.InvalidArgument, ReasonUpstreamUnsupportedFormat, "Smallest does not accept this audio format"}
@@ -139,30 +146,14 @@ func classify(e *smallest.Error) mapping {
 	return mapping{codes.Internal, ReasonUpstreamUnexpectedResponse, "Smallest answered unexpectedly"}
 }
 
-// closePolicyViolation is the WebSocket close code Pulse uses to refuse a
-// session over the concurrency limit.
-const closePolicyViolation = 1008
-
-// codeStatus gives the HTTP status that Smallest's documented error codes
-// stand for, for errors that arrive without one (WebSocket error messages).
-var codeStatus = map[string]int{
-	"MISSING_PARAMETER":              http.StatusBadRequest,
-	"LANGUAGE_NOT_ENABLED_IN_REGION": http.StatusBadRequest,
-	"INVALID_LICENSE":                http.StatusUnauthorized,
-	"LICENSE_EXPIRED":                http.StatusForbidden,
-	"MODEL_DEPRECATED":               http.StatusGone,
-	"UNSUPPORTED_FORMAT":             http.StatusUnsupportedMediaType,
-	"FILE_TOO_LARGE":                 http.StatusUnprocessableEntity,
-	"RATE_LIMIT_EXCEEDED":            http.StatusTooManyRequests,
-	"SERVICE_UNAVAILABLE":            http.StatusServiceUnavailable,
-}
-
 func fromUpstream(e *smallest.Error) error {
 	m := classify(e)
 	msg := m.lead
 	switch {
 	case e.HTTPStatus != 0:
 		msg += fmt.Sprintf(" (HTTP %d)", e.HTTPStatus)
+	case e.FrameStatus != 0:
+		msg += fmt.Sprintf(" (status %d in the stream)", e.FrameStatus)
 	case e.CloseCode != 0:
 		msg += fmt.Sprintf(" (WebSocket close %d)", e.CloseCode)
 	}
@@ -176,6 +167,15 @@ func fromUpstream(e *smallest.Error) error {
 	meta := map[string]string{"endpoint": e.Endpoint}
 	if e.HTTPStatus != 0 {
 		meta["httpStatus"] = strconv.Itoa(e.HTTPStatus)
+	}
+	if e.FrameStatus != 0 {
+		meta["frameStatus"] = strconv.Itoa(e.FrameStatus)
+	}
+	switch e.Kind {
+	case smallest.KindUnreachable:
+		meta["requestSent"] = "false"
+	case smallest.KindNoAnswer:
+		meta["requestSent"] = "true"
 	}
 	if e.CloseCode != 0 {
 		meta["websocketCloseCode"] = strconv.Itoa(e.CloseCode)

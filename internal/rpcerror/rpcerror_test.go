@@ -168,7 +168,14 @@ func TestFromUpstreamError(t *testing.T) {
 		{
 			name: "unreachable",
 			in:   &smallest.Error{Kind: smallest.KindUnreachable, Endpoint: tts, Message: "connection refused"},
-			want: want(codes.Unavailable, "could not reach Smallest: connection refused", info("UPSTREAM_UNREACHABLE", map[string]string{"endpoint": tts})),
+			want: want(codes.Unavailable, "could not reach Smallest (the request was not sent): connection refused",
+				info("UPSTREAM_UNREACHABLE", map[string]string{"endpoint": tts, "requestSent": "false"})),
+		},
+		{
+			name: "sent, no answer",
+			in:   &smallest.Error{Kind: smallest.KindNoAnswer, Endpoint: tts, Message: "EOF"},
+			want: want(codes.Unavailable, "the connection to Smallest broke after the request was sent, before an answer: EOF",
+				info("UPSTREAM_NO_ANSWER", map[string]string{"endpoint": tts, "requestSent": "true"})),
 		},
 		{
 			name: "broken stream",
@@ -189,10 +196,17 @@ func TestFromUpstreamError(t *testing.T) {
 		},
 		{
 			name: "error frame with a 429 status",
-			in:   &smallest.Error{Kind: smallest.KindStreamError, Endpoint: tts, HTTPStatus: 429, Message: "busy"},
-			want: want(codes.ResourceExhausted, "Smallest's rate or concurrency limit was reached (HTTP 429): busy",
-				info("UPSTREAM_RATE_LIMITED", map[string]string{"endpoint": tts, "httpStatus": "429"}),
+			in:   &smallest.Error{Kind: smallest.KindStreamError, Endpoint: tts, FrameStatus: 429, Message: "busy"},
+			want: want(codes.ResourceExhausted, "Smallest's rate or concurrency limit was reached (status 429 in the stream): busy",
+				info("UPSTREAM_RATE_LIMITED", map[string]string{"endpoint": tts, "frameStatus": "429"}),
 				&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{Subject: "smallest:" + tts, Description: "busy"}}}),
+		},
+		{
+			// A 200 whose stream then carried {"status":"500"}: not an HTTP 500.
+			name: "error frame with a 500 status",
+			in:   &smallest.Error{Kind: smallest.KindStreamError, Endpoint: tts, FrameStatus: 500, Message: "synthesis failed"},
+			want: want(codes.Unavailable, "Smallest is unavailable (status 500 in the stream): synthesis failed",
+				info("UPSTREAM_STREAM_ERROR", map[string]string{"endpoint": tts, "frameStatus": "500"})),
 		},
 		{
 			name: "coded error frame without status",

@@ -17,8 +17,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -141,6 +143,24 @@ func NewTransport(responseHeaderTimeout time.Duration) *http.Transport {
 type call struct {
 	endpoint string
 	secret   string
+	// sent is set once the whole request has been written: a failure after
+	// that may have been acted on (and billed) by Smallest, one before it
+	// was certainly not.
+	sent *atomic.Bool
+}
+
+func newCall(endpoint, secret string) call {
+	return call{endpoint: endpoint, secret: secret, sent: new(atomic.Bool)}
+}
+
+// traced returns ctx with a trace that marks cl sent once its request is
+// written.
+func (cl call) traced(ctx context.Context) context.Context {
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(info httptrace.WroteRequestInfo) {
+		if info.Err == nil {
+			cl.sent.Store(true)
+		}
+	}})
 }
 
 // newRequest builds an authenticated request to path under the base URL.
@@ -148,8 +168,8 @@ func (c *Client) newRequest(ctx context.Context, method, path string, query url.
 	u := *c.base
 	u.Path += path
 	u.RawQuery = query.Encode()
-	cl := call{endpoint: method + " " + u.Path, secret: c.credential(ctx)}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	cl := newCall(method+" "+u.Path, c.credential(ctx))
+	req, err := http.NewRequestWithContext(cl.traced(ctx), method, u.String(), body)
 	if err != nil {
 		return nil, cl, err
 	}
@@ -194,7 +214,11 @@ func (cl call) transportError(ctx context.Context, err error) error {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return &Error{Kind: KindTimeout, Endpoint: cl.endpoint, Message: "no response in time", cause: err}
 	}
-	return &Error{Kind: KindUnreachable, Endpoint: cl.endpoint, Message: scrub(rootCause(err), cl.secret), cause: err}
+	kind := KindUnreachable
+	if cl.sent != nil && cl.sent.Load() {
+		kind = KindNoAnswer
+	}
+	return &Error{Kind: kind, Endpoint: cl.endpoint, Message: scrub(rootCause(err), cl.secret), cause: err}
 }
 
 // rootCause returns the innermost error text, without the URL that

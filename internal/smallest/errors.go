@@ -27,10 +27,15 @@ const (
 	KindStreamBroken
 	// KindTimeout: Smallest did not answer, or went silent, for too long.
 	KindTimeout
-	// KindUnreachable: no connection could be made, or it failed before a response.
+	// KindUnreachable: the request was never sent: no connection could be
+	// made, or it failed before the request was written. Safe to retry.
 	KindUnreachable
 	// KindMalformed: the answer could not be understood.
 	KindMalformed
+	// KindNoAnswer: the request was sent, then the connection failed before
+	// an answer came. Smallest may have done (and billed) the work, so a
+	// retry is not free.
+	KindNoAnswer
 )
 
 func (k Kind) String() string {
@@ -47,6 +52,8 @@ func (k Kind) String() string {
 		return "unreachable"
 	case KindMalformed:
 		return "malformed"
+	case KindNoAnswer:
+		return "no answer"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -65,9 +72,13 @@ type Error struct {
 	Kind Kind
 	// Endpoint names the call, for example "POST /waves/v1/tts/live".
 	Endpoint string
-	// HTTPStatus is the upstream status code: the HTTP status, or the status an
-	// error frame carried; 0 when there was none.
+	// HTTPStatus is the HTTP status Smallest answered with; 0 when there was
+	// no HTTP error (a stream that failed after a 200, a WebSocket session).
 	HTTPStatus int
+	// FrameStatus is the status an error frame inside a stream carried
+	// ({"status":"500",...}); 0 when there was none. It is not an HTTP status:
+	// the response itself was a 200.
+	FrameStatus int
 	// CloseCode is the WebSocket close code that ended a session; 0 if none.
 	CloseCode int
 	// Code is Smallest's machine-readable error code (error_code, code), if any.
@@ -97,6 +108,8 @@ func (e *Error) Error() string {
 		if t := http.StatusText(e.HTTPStatus); t != "" {
 			b.WriteString(" " + t)
 		}
+	case e.FrameStatus != 0:
+		fmt.Fprintf(&b, ": %s with status %d", e.Kind, e.FrameStatus)
 	case e.CloseCode != 0:
 		fmt.Fprintf(&b, ": WebSocket close %d", e.CloseCode)
 	default:
@@ -329,11 +342,46 @@ func scrub(s, secret string) string {
 
 var schemePattern = regexp.MustCompile(`(?i)\b(bearer|token)\s+[A-Za-z0-9._~+/=\-]{8,}`)
 
+// ClosePolicyViolation is the WebSocket close code with which Smallest
+// refuses a session over the account's concurrency limit.
+const ClosePolicyViolation = 1008
+
+// Status is the failure as an HTTP status, whatever carried it: the HTTP
+// status, the status in an error frame, the status Smallest's documented
+// error code stands for, or 429 for a session closed with 1008. It is 0
+// when nothing says (a timeout, a broken connection). Every judgement of
+// an upstream failure (its gRPC code, whether it is a rate limit) starts here.
+func (e *Error) Status() int {
+	switch {
+	case e.HTTPStatus != 0:
+		return e.HTTPStatus
+	case e.CloseCode == ClosePolicyViolation:
+		return http.StatusTooManyRequests
+	case e.FrameStatus >= 400:
+		return e.FrameStatus
+	}
+	return codeStatus[e.Code]
+}
+
+// codeStatus gives the HTTP status that Smallest's documented error codes
+// stand for, for errors that arrive without one (WebSocket error messages).
+var codeStatus = map[string]int{
+	"MISSING_PARAMETER":              http.StatusBadRequest,
+	"LANGUAGE_NOT_ENABLED_IN_REGION": http.StatusBadRequest,
+	"INVALID_LICENSE":                http.StatusUnauthorized,
+	"LICENSE_EXPIRED":                http.StatusForbidden,
+	"MODEL_DEPRECATED":               http.StatusGone,
+	"UNSUPPORTED_FORMAT":             http.StatusUnsupportedMediaType,
+	"FILE_TOO_LARGE":                 http.StatusUnprocessableEntity,
+	"RATE_LIMIT_EXCEEDED":            http.StatusTooManyRequests,
+	"SERVICE_UNAVAILABLE":            http.StatusServiceUnavailable,
+}
+
 // IsRateLimited reports whether err is Smallest refusing for its rate or
-// concurrency limit (HTTP 429, or a WebSocket closed with 1008).
+// concurrency limit (HTTP 429 however it came, or a WebSocket closed with 1008).
 func IsRateLimited(err error) bool {
 	var e *Error
-	return errors.As(err, &e) && (e.HTTPStatus == http.StatusTooManyRequests || e.CloseCode == 1008)
+	return errors.As(err, &e) && e.Status() == http.StatusTooManyRequests
 }
 
 // IsKind reports whether err is an *Error of kind k.

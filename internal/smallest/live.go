@@ -117,7 +117,7 @@ func (c *Client) Listen(ctx context.Context, r *LiveRequest) (*LiveSession, erro
 	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
 	u.Path += "/waves/v1/stt/live"
 	u.RawQuery = r.query().Encode()
-	cl := call{endpoint: "WS " + u.Path, secret: c.credential(ctx)}
+	cl := newCall("WS "+u.Path, c.credential(ctx))
 	header := http.Header{}
 	if cl.secret != "" {
 		header.Set("Authorization", c.scheme+" "+cl.secret)
@@ -131,7 +131,7 @@ func (c *Client) Listen(ctx context.Context, r *LiveRequest) (*LiveSession, erro
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
-	conn, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{HTTPClient: c.hc, HTTPHeader: header})
+	conn, resp, err := websocket.Dial(cl.traced(ctx), u.String(), &websocket.DialOptions{HTTPClient: c.hc, HTTPHeader: header})
 	if err != nil {
 		defer cancel(nil)
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {

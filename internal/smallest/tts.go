@@ -263,7 +263,7 @@ func (s *SpeechStream) parseFrameFull(data []byte) (frame, error) {
 	status, _ := jsonScalar(f.Status)
 	code, _ := strconv.Atoi(status)
 	if status == "error" || code >= 400 || len(f.Error) > 0 || len(f.Errors) > 0 {
-		e := &Error{Kind: KindStreamError, Endpoint: s.call.endpoint, HTTPStatus: code, RequestID: s.RequestID}
+		e := &Error{Kind: KindStreamError, Endpoint: s.call.endpoint, FrameStatus: code, RequestID: s.RequestID}
 		e.parseBody(data, s.call.secret)
 		if e.RequestID == "" {
 			e.RequestID = s.RequestID

@@ -192,8 +192,8 @@ func TestStreamSpeechFailures(t *testing.T) {
 			want: smallest.Error{Kind: smallest.KindStreamError, RequestID: "req-1", Code: "CONCURRENCY_LIMIT", Message: "over capacity"},
 		},
 		{
-			name: "frame with an HTTP error status", status: 200, body: one + "data: {\"status\":\"500\",\"done\":true,\"error\":\"InternalServerError\"}\n\n",
-			want: smallest.Error{Kind: smallest.KindStreamError, HTTPStatus: 500, RequestID: "req-1", Message: "InternalServerError"},
+			name: "frame with an error status on a 200 (not an HTTP status)", status: 200, body: one + "data: {\"status\":\"500\",\"done\":true,\"error\":\"InternalServerError\"}\n\n",
+			want: smallest.Error{Kind: smallest.KindStreamError, FrameStatus: 500, RequestID: "req-1", Message: "InternalServerError"},
 		},
 		{
 			name: "401 spec shape", status: 401, body: `{"error":"Unauthorized","message":"Bearer token is missing or invalid."}`,
@@ -513,5 +513,45 @@ func TestNextJoinsOnlyFramesAlreadyReceived(t *testing.T) {
 				t.Errorf("pieces from Next (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestSentButUnansweredIsNotUnreachable: a connection that breaks after the
+// request was written may have been acted on, so it must not read as
+// "unreachable", which callers may retry for free.
+func TestSentButUnansweredIsNotUnreachable(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // the whole request arrived
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close() // and no answer: an empty reply
+		}
+	})
+	c := newClient(t, srv)
+	defer c.Close()
+	calls := map[string]func() error{
+		"SSE synthesis": func() error {
+			_, err := c.StreamSpeech(t.Context(), &smallest.SpeechRequest{Text: "x", VoiceOptions: smallest.VoiceOptions{VoiceID: "v"}})
+			return err
+		},
+		"REST": func() error { _, err := c.ListPronunciationDictionaries(t.Context()); return err },
+		"transcription": func() error {
+			_, err := c.Transcribe(t.Context(), &smallest.TranscribeRequest{Audio: strings.NewReader("RIFF"), AudioSize: 4, Model: "pulse", Language: "en"})
+			return err
+		},
+		"realtime WebSocket": func() error {
+			_, err := c.Listen(t.Context(), &smallest.LiveRequest{Model: "pulse", Language: "en"})
+			return err
+		},
+		"synthesis WebSocket": func() error {
+			_, err := c.StreamSpeechText(t.Context(), &smallest.StreamOptions{VoiceOptions: smallest.VoiceOptions{VoiceID: "v"}})
+			return err
+		},
+	}
+	for name, call := range calls {
+		if err := call(); !smallest.IsKind(err, smallest.KindNoAnswer) {
+			t.Errorf("%s: err = %v, want a KindNoAnswer error", name, err)
+		}
 	}
 }

@@ -77,7 +77,7 @@ type SpeechSession struct {
 func (c *Client) StreamSpeechText(ctx context.Context, opts *StreamOptions) (*SpeechSession, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	s := &SpeechSession{c: c, opts: opts, ctx: ctx, cancel: cancel,
-		call: call{endpoint: "WS /waves/v1/tts/live", secret: c.credential(ctx)}}
+		call: newCall("WS /waves/v1/tts/live", c.credential(ctx))}
 	conn := c.tts.get(s.poolKey())
 	if conn == nil {
 		var err error
@@ -107,12 +107,13 @@ func (s *SpeechSession) dial() (*ttsConn, error) {
 		header.Set("User-Agent", s.c.userAgent)
 		header.Set("X-Source", s.c.userAgent)
 	}
-	ws, resp, err := websocket.Dial(s.ctx, u.String(), &websocket.DialOptions{HTTPClient: s.c.hc, HTTPHeader: header})
+	cl := newCall(s.call.endpoint, s.call.secret) // each handshake is sent, or not, on its own
+	ws, resp, err := websocket.Dial(cl.traced(s.ctx), u.String(), &websocket.DialOptions{HTTPClient: s.c.hc, HTTPHeader: header})
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			return nil, responseError(s.call.endpoint, resp, s.call.secret)
+			return nil, responseError(cl.endpoint, resp, cl.secret)
 		}
-		return nil, s.call.transportError(s.ctx, err)
+		return nil, cl.transportError(s.ctx, err)
 	}
 	ws.SetReadLimit(maxFrame)
 	return newTTSConn(ws), nil
