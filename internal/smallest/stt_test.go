@@ -261,3 +261,4 @@ func TestListVoices(t *testing.T) {
 		t.Fatalf("voices differ (-want +got):\n%s", diff)
 	}
 }
+

@@ -66,12 +66,19 @@ type voiceEntry struct {
 	voices []Voice
 	err    error
 	at     time.Time
+
+	// waiters counts the callers waiting for the fetch (guarded by the
+	// cache's mutex); the last to give up cancels it.
+	waiters int
+	cancel  context.CancelFunc
 }
 
 // maxCachedKeys bounds the cache; past it, expired entries are dropped.
 const maxCachedKeys = 1024
 
-// fetchTimeout bounds a shared fetch, which no single caller's context governs.
+// fetchTimeout bounds a shared fetch, which no single caller's deadline
+// governs: a caller that joins a fetch must not inherit the deadline of the
+// caller that started it.
 const fetchTimeout = 30 * time.Second
 
 func newVoiceCache(ttl time.Duration) *voiceCache {
@@ -89,20 +96,40 @@ func (vc *voiceCache) get(ctx context.Context, key string, fetch func(context.Co
 		vc.prune()
 		vc.entries[key] = e
 		// The fetch serves every caller waiting on it, so no one caller's
-		// cancel may end it; it has its own time limit instead.
+		// cancel or deadline may end it: it runs while anyone waits, within
+		// its own time limit.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
+		e.cancel = cancel
 		go func() {
 			defer cancel()
-			e.voices, e.err = fetch(fctx)
-			e.at = time.Now()
+			voices, err := fetch(fctx)
+			vc.mu.Lock()
+			e.voices, e.err, e.at = voices, err, time.Now()
+			vc.mu.Unlock()
 			close(e.ready)
 		}()
 	}
+	e.waiters++
 	vc.mu.Unlock()
 	select {
 	case <-e.ready:
+		vc.mu.Lock()
+		e.waiters--
+		vc.mu.Unlock()
 		return e.voices, e.err
 	case <-ctx.Done():
+		vc.mu.Lock()
+		e.waiters--
+		if e.waiters == 0 && !isClosed(e.ready) {
+			// Nobody wants the answer any more: stop asking Smallest, and
+			// let the next caller start afresh rather than join a fetch
+			// that is being cancelled.
+			e.cancel()
+			if vc.entries[key] == e {
+				delete(vc.entries, key)
+			}
+		}
+		vc.mu.Unlock()
 		return nil, ctx.Err()
 	}
 }
