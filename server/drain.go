@@ -2,41 +2,61 @@ package server
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"time"
 
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/speechgate/speechgate/internal/rpcerror"
 )
 
 // drainer counts the speech calls in flight and, once draining, refuses new
 // ones, so that a shutdown can wait for exactly the work it must finish while
-// the server still answers health checks with NOT_SERVING.
+// the server still answers health checks with NOT_SERVING. It also gives
+// each call the context its handler works in (see enter), through which a
+// shutdown whose grace ran out ends the calls still in flight with a status
+// that says so.
 type drainer struct {
 	mu       sync.Mutex
 	draining bool
-	active   int
+	active   map[*call]struct{}
 	idle     chan struct{} // closed when draining and nothing is active
 }
 
-func newDrainer() *drainer { return &drainer{idle: make(chan struct{})} }
+// call is one admitted speech call.
+type call struct {
+	cancel context.CancelCauseFunc
+}
 
-// enter admits a call, or reports false when the server is draining.
-func (d *drainer) enter() bool {
+func newDrainer() *drainer {
+	return &drainer{active: map[*call]struct{}{}, idle: make(chan struct{})}
+}
+
+// enter admits a call, or reports false when the server is draining. The
+// returned context is the handler's: it ends a little before the call's
+// deadline (see deadlineMargin), and when a shutdown cuts calls off.
+func (d *drainer) enter(ctx context.Context) (context.Context, *call, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.draining {
-		return false
+		return nil, nil, false
 	}
-	d.active++
-	return true
+	ctx, cancel := context.WithCancelCause(ctx)
+	c := &call{cancel: cancel}
+	d.active[c] = struct{}{}
+	return ctx, c, true
 }
 
-func (d *drainer) leave() {
+func (d *drainer) leave(c *call) {
+	c.cancel(nil)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.active--
-	if d.draining && d.active == 0 {
+	delete(d.active, c)
+	if d.draining && len(d.active) == 0 {
 		close(d.idle)
 	}
 }
@@ -48,11 +68,64 @@ func (d *drainer) drain() <-chan struct{} {
 	defer d.mu.Unlock()
 	if !d.draining {
 		d.draining = true
-		if d.active == 0 {
+		if len(d.active) == 0 {
 			close(d.idle)
 		}
 	}
 	return d.idle
+}
+
+// cut ends every call in flight with cause, a status error: the handlers'
+// upstream work stops, and each call ends with that status rather than the
+// bare UNAVAILABLE of a closing transport.
+func (d *drainer) cut(cause error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for c := range d.active {
+		c.cancel(cause)
+	}
+}
+
+// deadlineMargin is how much earlier than the caller's deadline a handler's
+// context ends. When grpc-timeout elapses, grpc-go's transport resets the
+// stream (RST_STREAM CANCEL) in a race with the handler, and the caller then
+// gets no status at all; a handler that gives up first answers
+// DEADLINE_EXCEEDED with its details. A tenth of the time left, within 10
+// to 200 ms, covers the handler's unwinding without taking much from the call.
+func deadlineMargin(left time.Duration) time.Duration {
+	return min(max(left/10, 10*time.Millisecond), 200*time.Millisecond)
+}
+
+// withDeadlineMargin returns ctx ending deadlineMargin before its deadline.
+func withDeadlineMargin(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return ctx, func() {}
+	}
+	return context.WithDeadline(ctx, dl.Add(-deadlineMargin(time.Until(dl))))
+}
+
+// settle gives a call's final status: a call cut off by a shutdown ends
+// with the cut's status, and one whose deadline passed with
+// DEADLINE_EXCEEDED, even where the handler saw the end of its context as
+// a cancel.
+func settle(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if cause := context.Cause(ctx); cause != nil && isCut(cause) {
+		return cause
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && status.Code(err) == codes.Canceled {
+		return rpcerror.FromError(context.DeadlineExceeded)
+	}
+	return err
+}
+
+// isCut reports whether err is the status of a call cut off by a shutdown.
+func isCut(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.Unavailable && rpcerror.ReasonOf(err) == rpcerror.ReasonDraining
 }
 
 func (d *drainer) unary(exempt func(string) bool) grpc.UnaryServerInterceptor {
@@ -60,11 +133,15 @@ func (d *drainer) unary(exempt func(string) bool) grpc.UnaryServerInterceptor {
 		if exempt(serviceOf(info.FullMethod)) {
 			return handler(ctx, req)
 		}
-		if !d.enter() {
+		ctx, c, ok := d.enter(ctx)
+		if !ok {
 			return nil, rpcerror.Draining()
 		}
-		defer d.leave()
-		return handler(ctx, req)
+		defer d.leave(c)
+		ctx, cancel := withDeadlineMargin(ctx)
+		defer cancel()
+		resp, err := handler(ctx, req)
+		return resp, settle(ctx, err)
 	}
 }
 
@@ -73,11 +150,16 @@ func (d *drainer) stream(exempt func(string) bool) grpc.StreamServerInterceptor 
 		if exempt(serviceOf(info.FullMethod)) {
 			return handler(srv, ss)
 		}
-		if !d.enter() {
+		ctx, c, ok := d.enter(ss.Context())
+		if !ok {
 			return rpcerror.Draining()
 		}
-		defer d.leave()
-		return handler(srv, ss)
+		defer d.leave(c)
+		ctx, cancel := withDeadlineMargin(ctx)
+		defer cancel()
+		wrapped := middleware.WrapServerStream(ss)
+		wrapped.WrappedContext = ctx
+		return settle(ctx, handler(srv, wrapped))
 	}
 }
 

@@ -266,13 +266,17 @@ func (s *Server) Shutdown(grace time.Duration) bool {
 	case <-timer.C:
 		drained = false
 		s.log.Warn("drain grace expired; cutting off the calls still in flight", "grace", grace)
+		// Each call ends with a status that says why, rather than with the
+		// bare UNAVAILABLE of a transport closing under it.
+		s.drain.cut(rpcerror.DrainCut(grace))
+		select {
+		case <-idle:
+		case <-time.After(cutWait):
+		}
 	}
-	if !drained {
-		s.grpc.Stop()
-		return false
-	}
-	// Only health and reflection calls can remain; GracefulStop sends GOAWAY
-	// and waits for them, briefly, since a health Watch never ends by itself.
+	// Only health and reflection calls remain, and the statuses of the calls
+	// just ended still to be written: GracefulStop sends GOAWAY and waits for
+	// them, briefly, since a health Watch never ends by itself.
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -284,8 +288,12 @@ func (s *Server) Shutdown(grace time.Duration) bool {
 		s.grpc.Stop()
 		<-stopped
 	}
-	return true
+	return drained
 }
+
+// cutWait bounds how long calls cut off at the end of a drain have to
+// return their status before the server stops regardless.
+const cutWait = 2 * time.Second
 
 // chain builds the server's one interceptor chain, outermost first:
 //

@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -304,6 +305,24 @@ func Unauthenticated(reason, msg string) error {
 // down: UNAVAILABLE, which clients retry, on another replica.
 func Draining() error {
 	return build(codes.Unavailable, "the gateway is shutting down; retry on another instance", ReasonDraining, nil)
+}
+
+// DrainCut returns the status of a call still in flight when a shutdown's
+// grace ran out: UNAVAILABLE with reason DRAINING, as for a call refused
+// while draining, and a message that says the call was cut off.
+func DrainCut(grace time.Duration) error {
+	return build(codes.Unavailable, fmt.Sprintf("the gateway shut down before this call finished: its drain grace of %s ran out; retry on another instance", grace),
+		ReasonDraining, map[string]string{"drainGrace": grace.String()})
+}
+
+// ReasonOf returns the reason of err's ErrorInfo, or "" if it has none.
+func ReasonOf(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
 }
 
 // Unimplemented returns the status for a feature the configured upstream does not offer.
