@@ -192,4 +192,3 @@ func TestCutOffCallsSayDraining(t *testing.T) {
 		}
 	}
 }
-

@@ -261,4 +261,3 @@ func TestListVoices(t *testing.T) {
 		t.Fatalf("voices differ (-want +got):\n%s", diff)
 	}
 }
-
