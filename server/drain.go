@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -21,6 +20,9 @@ import (
 // shutdown whose grace ran out ends the calls still in flight with a status
 // that says so.
 type drainer struct {
+	// stallLimit is how long a caller may leave a stream unread (0: no limit).
+	stallLimit time.Duration
+
 	mu       sync.Mutex
 	draining bool
 	active   map[*call]struct{}
@@ -32,8 +34,8 @@ type call struct {
 	cancel context.CancelCauseFunc
 }
 
-func newDrainer() *drainer {
-	return &drainer{active: map[*call]struct{}{}, idle: make(chan struct{})}
+func newDrainer(stallLimit time.Duration) *drainer {
+	return &drainer{stallLimit: stallLimit, active: map[*call]struct{}{}, idle: make(chan struct{})}
 }
 
 // enter admits a call, or reports false when the server is draining. The
@@ -105,16 +107,19 @@ func withDeadlineMargin(ctx context.Context) (context.Context, context.CancelFun
 	return context.WithDeadline(ctx, dl.Add(-deadlineMargin(time.Until(dl))))
 }
 
-// settle gives a call's final status: a call cut off by a shutdown ends
-// with the cut's status, and one whose deadline passed with
-// DEADLINE_EXCEEDED, even where the handler saw the end of its context as
-// a cancel.
+// settle gives a call's final status: a call this layer ended (cut off by
+// a shutdown, or its caller too slow to read) ends with the status that
+// says so, and one whose deadline passed with DEADLINE_EXCEEDED, even where
+// the handler saw the end of its context as a cancel.
 func settle(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
-	if cause := context.Cause(ctx); cause != nil && isCut(cause) {
-		return cause
+	// Only this layer ends a call's context with a status as its cause.
+	if cause := context.Cause(ctx); cause != nil {
+		if _, ok := status.FromError(cause); ok {
+			return cause
+		}
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) && status.Code(err) == codes.Canceled {
 		return rpcerror.FromError(context.DeadlineExceeded)
@@ -122,10 +127,31 @@ func settle(ctx context.Context, err error) error {
 	return err
 }
 
-// isCut reports whether err is the status of a call cut off by a shutdown.
-func isCut(err error) bool {
-	st, ok := status.FromError(err)
-	return ok && st.Code() == codes.Unavailable && rpcerror.ReasonOf(err) == rpcerror.ReasonDraining
+// callStream is a speech call's stream as its handler sees it: in the
+// call's context, and watched while it sends.
+type callStream struct {
+	grpc.ServerStream
+	ctx   context.Context
+	stall *time.Timer // nil: no limit
+	limit time.Duration
+}
+
+func (s *callStream) Context() context.Context { return s.ctx }
+
+// SendMsg sends m, and ends the call's upstream work if the caller leaves
+// it unread for longer than the limit. A send blocks when the caller stops
+// reading (HTTP/2 flow control); the gateway then stops reading upstream,
+// so memory stays bounded, but the upstream request would be held open for
+// as long as the caller dawdles. When the caller reads again it gets what
+// was already sent, then ABORTED with reason CALLER_TOO_SLOW.
+func (s *callStream) SendMsg(m any) error {
+	if s.stall == nil {
+		return s.ServerStream.SendMsg(m)
+	}
+	s.stall.Reset(s.limit)
+	err := s.ServerStream.SendMsg(m)
+	s.stall.Stop()
+	return err
 }
 
 func (d *drainer) unary(exempt func(string) bool) grpc.UnaryServerInterceptor {
@@ -157,9 +183,13 @@ func (d *drainer) stream(exempt func(string) bool) grpc.StreamServerInterceptor 
 		defer d.leave(c)
 		ctx, cancel := withDeadlineMargin(ctx)
 		defer cancel()
-		wrapped := middleware.WrapServerStream(ss)
-		wrapped.WrappedContext = ctx
-		return settle(ctx, handler(srv, wrapped))
+		cs := &callStream{ServerStream: ss, ctx: ctx, limit: d.stallLimit}
+		if d.stallLimit > 0 {
+			cs.stall = time.AfterFunc(d.stallLimit, func() { c.cancel(rpcerror.CallerTooSlow(d.stallLimit)) })
+			cs.stall.Stop()
+			defer cs.stall.Stop()
+		}
+		return settle(ctx, handler(srv, cs))
 	}
 }
 

@@ -106,6 +106,10 @@ type Config struct {
 	// Tracing, when set, traces calls (W3C context in, spans out). Health
 	// and reflection calls are not traced.
 	Tracing *tracing.Tracing
+	// CallerStallTimeout is how long a caller may leave a stream unread
+	// before the gateway stops the call's upstream work and ends it with
+	// ABORTED, reason CALLER_TOO_SLOW. Zero: no limit.
+	CallerStallTimeout time.Duration
 }
 
 // Server is the gRPC server.
@@ -155,7 +159,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.Lookahead = cmp.Or(cfg.Lookahead, DefaultLookahead)
 
-	drain := newDrainer()
+	drain := newDrainer(cfg.CallerStallTimeout)
 	unary, stream := chain(cfg.Logger, cfg.Authenticate, drain, cfg.Metrics)
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),

@@ -103,12 +103,12 @@ func (s *ttsWSSession) work(ctx context.Context) {
 			s.speak(ctx, m, text.String())
 		}
 		text.Reset()
-		if !m.Continue {
-			s.send(ctx, map[string]string{"session_id": s.id, "request_id": s.requestID(), "status": "complete"})
-			if s.e.opts.CloseAfterComplete { // as stream-tts.mdx describes; LiveKit sees sockets kept open
-				s.conn.Close(websocket.StatusNormalClosure, "complete")
-				return
-			}
+		// Every flush is answered with complete after its audio
+		// (tts-ws.yaml), the end of the input included.
+		s.send(ctx, map[string]string{"session_id": s.id, "request_id": s.requestID(), "status": "complete"})
+		if !m.Continue && s.e.opts.CloseAfterComplete { // as stream-tts.mdx describes; LiveKit sees sockets kept open
+			s.conn.Close(websocket.StatusNormalClosure, "complete")
+			return
 		}
 	}
 }

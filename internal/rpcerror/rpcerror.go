@@ -59,6 +59,7 @@ const (
 	ReasonDeadlineExceeded           = "DEADLINE_EXCEEDED"
 	ReasonUnimplemented              = "UNIMPLEMENTED"
 	ReasonDraining                   = "DRAINING"
+	ReasonCallerTooSlow              = "CALLER_TOO_SLOW"
 	ReasonInternal                   = "INTERNAL"
 )
 
@@ -313,6 +314,13 @@ func Draining() error {
 func DrainCut(grace time.Duration) error {
 	return build(codes.Unavailable, fmt.Sprintf("the gateway shut down before this call finished: its drain grace of %s ran out; retry on another instance", grace),
 		ReasonDraining, map[string]string{"drainGrace": grace.String()})
+}
+
+// CallerTooSlow returns the status of a streaming call whose caller left
+// it unread for longer than limit: the gateway stopped its upstream request.
+func CallerTooSlow(limit time.Duration) error {
+	return build(codes.Aborted, fmt.Sprintf("the caller left the stream unread for more than %s, so the gateway stopped the upstream request; read the stream as it arrives", limit),
+		ReasonCallerTooSlow, map[string]string{"stallLimit": limit.String()})
 }
 
 // ReasonOf returns the reason of err's ErrorInfo, or "" if it has none.

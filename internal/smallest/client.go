@@ -43,9 +43,15 @@ type Config struct {
 	// AuthScheme is the word before the key in the Authorization header.
 	// Default "Bearer".
 	AuthScheme string
-	// IdleTimeout ends a stream whose upstream sends nothing for this long.
-	// Zero means no limit beyond the caller's deadline.
+	// IdleTimeout ends a stream whose upstream sends nothing for this long
+	// while the gateway waits to read from it. Zero means no limit beyond
+	// the caller's deadline.
 	IdleTimeout time.Duration
+	// ResponseTimeout is how long Smallest may take to start answering on
+	// the synthesis WebSocket: from a flush to its first message. (HTTP
+	// requests get theirs from the transport; see NewTransport.) Zero:
+	// IdleTimeout applies.
+	ResponseTimeout time.Duration
 	// UserAgent is sent as User-Agent and X-Source.
 	UserAgent string
 	// StreamIdleTimeout is the idle timeout asked of Lightning's WebSocket
@@ -66,9 +72,11 @@ type Client struct {
 	credential  func(context.Context) string
 	scheme      string
 	idleTimeout time.Duration
-	userAgent   string
-	tts         *ttsPool
-	voices      *voiceCache
+	// responseTimeout bounds the wait for a WebSocket synthesis to start.
+	responseTimeout time.Duration
+	userAgent       string
+	tts             *ttsPool
+	voices          *voiceCache
 }
 
 // New returns a Client for cfg.
@@ -90,15 +98,16 @@ func New(cfg Config) (*Client, error) {
 		return nil, errors.New("smallest: Config.Credential is required")
 	}
 	c := &Client{
-		base:        base,
-		usBase:      usBase,
-		hc:          cfg.HTTPClient,
-		credential:  cfg.Credential,
-		scheme:      cfg.AuthScheme,
-		idleTimeout: cfg.IdleTimeout,
-		userAgent:   cfg.UserAgent,
-		tts:         &ttsPool{idle: map[string][]*ttsConn{}, perKey: cfg.StreamPoolSize, idleTimeout: cfg.StreamIdleTimeout},
-		voices:      newVoiceCache(cfg.VoicesTTL),
+		base:            base,
+		usBase:          usBase,
+		hc:              cfg.HTTPClient,
+		credential:      cfg.Credential,
+		scheme:          cfg.AuthScheme,
+		idleTimeout:     cfg.IdleTimeout,
+		responseTimeout: cfg.ResponseTimeout,
+		userAgent:       cfg.UserAgent,
+		tts:             &ttsPool{idle: map[string][]*ttsConn{}, perKey: cfg.StreamPoolSize, idleTimeout: cfg.StreamIdleTimeout},
+		voices:          newVoiceCache(cfg.VoicesTTL),
 	}
 	if c.scheme == "" {
 		c.scheme = "Bearer"

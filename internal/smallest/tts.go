@@ -95,6 +95,9 @@ func (c *Client) StreamSpeech(ctx context.Context, r *SpeechRequest) (*SpeechStr
 		s.Close()
 		return nil, err
 	}
+	if s.idle != nil {
+		s.idle.Stop() // from now it runs only while Next waits
+	}
 	s.body = resp.Body
 	s.events = sse.NewReader(resp.Body, maxFrame)
 	s.RequestID = resp.Header.Get("X-Request-Id")
@@ -118,9 +121,17 @@ const maxBatch = 32 << 10
 // fewer, larger pieces. It returns io.EOF after Smallest's final frame, and an *Error when
 // the stream fails or ends before that frame; audio received before a
 // failure is returned first.
+//
+// The idle timeout counts only time spent here, waiting for Smallest: while
+// the caller is slow to take the audio, the gateway does not read, and
+// Smallest's silence is then the caller's doing, not Smallest's.
 func (s *SpeechStream) Next() ([]byte, error) {
 	if s.err != nil {
 		return nil, s.err
+	}
+	if s.idle != nil {
+		s.idle.Reset(s.idleD)
+		defer s.idle.Stop()
 	}
 	var audio []byte
 	for !s.done && len(audio) < maxBatch {

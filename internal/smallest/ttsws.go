@@ -1,12 +1,16 @@
 package smallest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,28 +59,71 @@ type WordTiming struct {
 // SpeechSession is a synthesis of text streamed in over Lightning's
 // WebSocket. Call Send and End from one goroutine and Next from another;
 // Close when done, from either.
+//
+// The session keeps the text of every flush until it is answered, so that
+// it knows when audio is due (and how long Smallest may stay silent), when
+// the synthesis is over, and what to send again on a new socket if
+// Smallest closes one for inactivity. Lightning's newest documentation
+// (tts-ws.yaml) answers each flush, after its audio, with a complete
+// message; older pages describe one complete only after the end of the
+// input. The session follows either (see onComplete).
 type SpeechSession struct {
 	c      *Client
 	call   call
 	opts   *StreamOptions
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	kick   chan struct{} // wakes Next when a flush makes audio due
+	timer  *time.Timer   // Next's wait for audio that is due; used by Next only
 
 	mu        sync.Mutex // guards the fields below
 	conn      *ttsConn
-	sent      [][]byte // messages on conn before its first answer, to replay on a fresh socket
-	answered  bool     // conn has answered at least once
-	unflushed []byte   // text since the last flush
-	flushed   []byte   // flushed text not yet answered with audio
-	ended     bool     // End has been sent
-	done      bool     // the final complete has arrived
+	sent      [][]byte  // messages on conn before its first answer, to replay on a fresh socket
+	answered  bool      // conn has answered at least once
+	segments  []segment // flushes (and the end) not yet completed, oldest first
+	unflushed []byte    // text since the last flush
+	// unflushedSpoken: audio came while no flush was outstanding, so
+	// Smallest is speaking the unflushed text by itself (max_buffer_flush_ms).
+	unflushedSpoken bool
+	heard           bool // a message arrived since the oldest segment was sent
+	lastComplete    bool // the latest message was a complete
+	ended           bool // End has been sent
+	done            bool // the end's complete has arrived
+	// completes is how Smallest has shown that it answers flushes (see
+	// onComplete); speaking is the segment its audio is for.
+	completes completeMode
+	speaking  int
+	lastID    string // the request id of the latest audio
+	// completed: a complete arrived since the latest audio.
+	completed bool
+	// unsure: done was decided without knowing which kind of complete
+	// ended the session, so one more may still come on this socket, which
+	// must then not serve another session.
+	unsure  bool
+	reopens int // sockets reopened since the last progress
+}
+
+// completeMode says when Lightning sends complete.
+type completeMode int
+
+const (
+	completesUnknown completeMode = iota
+	completesPerFlush
+	completesAtEnd
+)
+
+// segment is the text of one flush, or of the end of the input.
+type segment struct {
+	text    []byte
+	end     bool
+	started bool // some of its audio has arrived
 }
 
 // StreamSpeechText opens a WebSocket synthesis, on a pooled socket of the
 // same key when one is free.
 func (c *Client) StreamSpeechText(ctx context.Context, opts *StreamOptions) (*SpeechSession, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	s := &SpeechSession{c: c, opts: opts, ctx: ctx, cancel: cancel,
+	s := &SpeechSession{c: c, opts: opts, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1),
 		call: newCall("WS /waves/v1/tts/live", c.credential(ctx))}
 	conn := c.tts.get(s.poolKey())
 	if conn == nil {
@@ -119,33 +166,45 @@ func (s *SpeechSession) dial() (*ttsConn, error) {
 	return newTTSConn(ws), nil
 }
 
-// Send sends a piece of text; flush asks for audio of everything sent so far.
+// Send sends a piece of text; flush asks for audio of everything sent so
+// far. A flush with nothing unflushed to speak is not sent: it would ask
+// Lightning for a synthesis of nothing.
 func (s *SpeechSession) Send(text string, flush bool) error {
-	return s.send(streamMessage{Text: text, Continue: true, Flush: flush, StreamOptions: s.opts})
+	return s.send(text, flush, false)
 }
 
 // End says the text is complete: Smallest synthesizes what remains and ends
 // with a complete message, after which Next returns io.EOF.
 func (s *SpeechSession) End() error {
-	return s.send(streamMessage{Text: "", Continue: false, Flush: true, StreamOptions: s.opts})
+	return s.send("", true, true)
 }
 
-func (s *SpeechSession) send(m streamMessage) error {
-	b, err := json.Marshal(m)
+func (s *SpeechSession) send(text string, flush, end bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unflushed = append(s.unflushed, text...)
+	if flush && !end && len(s.unflushed) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(streamMessage{Text: text, Continue: !end, Flush: flush, StreamOptions: s.opts})
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if !s.answered {
 		s.sent = append(s.sent, b)
 	}
-	s.unflushed = append(s.unflushed, m.Text...)
-	if m.Flush {
-		s.flushed = append(s.flushed, s.unflushed...)
-		s.unflushed = s.unflushed[:0]
+	if flush {
+		if len(s.segments) == 0 {
+			s.heard = false // audio is due from now
+		}
+		s.segments = append(s.segments, segment{text: s.unflushed, end: end})
+		s.unflushed, s.unflushedSpoken = nil, false
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
 	}
-	s.ended = s.ended || !m.Continue
+	s.ended = s.ended || end
 	if err := s.conn.ws.Write(s.ctx, websocket.MessageText, b); err != nil && s.ctx.Err() != nil {
 		return s.call.transportError(s.ctx, err)
 	}
@@ -158,15 +217,24 @@ func (s *SpeechSession) send(m streamMessage) error {
 func (s *SpeechSession) Next() (*SpeechEvent, error) {
 	for {
 		s.mu.Lock()
-		conn, done := s.conn, s.done
+		conn, done, wait := s.conn, s.done, s.dueWithin()
 		s.mu.Unlock()
 		if done {
 			return nil, io.EOF
 		}
-		f, err := conn.next(s.ctx)
+		f, err, woken := s.await(conn, wait)
+		if woken {
+			continue // a flush made audio due: wait again, with a limit
+		}
 		if err != nil {
 			if s.ctx.Err() != nil {
 				return nil, s.call.transportError(s.ctx, err)
+			}
+			if IsKind(err, KindTimeout) {
+				return nil, err
+			}
+			if s.endedByClose(err) {
+				return nil, io.EOF
 			}
 			if retried, rerr := s.recover(conn, nil); retried || rerr != nil {
 				if rerr != nil {
@@ -192,6 +260,64 @@ func (s *SpeechSession) Next() (*SpeechEvent, error) {
 	}
 }
 
+// dueWithin is how long Smallest may stay silent now: the upstream timeout
+// from a flush to its first audio, the idle timeout between messages once
+// audio flows, and no limit while nothing is due (the caller is thinking).
+// The wait is timed only while Next waits: a caller that is slow to read
+// does not make Smallest look silent.
+func (s *SpeechSession) dueWithin() time.Duration {
+	switch {
+	case len(s.segments) == 0:
+		return 0
+	case !s.heard && s.c.responseTimeout > 0:
+		return s.c.responseTimeout
+	}
+	return s.c.idleTimeout
+}
+
+// await returns the next message of conn, or a KindTimeout error when none
+// comes within wait (0: no limit); woken reports that a flush interrupted
+// an unlimited wait.
+func (s *SpeechSession) await(conn *ttsConn, wait time.Duration) (_ []byte, _ error, woken bool) {
+	var expired <-chan time.Time
+	if wait > 0 {
+		if s.timer == nil {
+			s.timer = time.NewTimer(wait)
+		} else {
+			s.timer.Reset(wait)
+		}
+		defer s.timer.Stop()
+		expired = s.timer.C
+	}
+	kick := s.kick
+	if wait > 0 {
+		kick = nil // already limited
+	}
+	select {
+	case f := <-conn.frames:
+		return f.data, f.err, false
+	case <-s.ctx.Done():
+		return nil, s.ctx.Err(), false
+	case <-kick:
+		return nil, nil, true
+	case <-expired:
+		return nil, &Error{Kind: KindTimeout, Endpoint: s.call.endpoint,
+			Message: "Smallest sent nothing for " + wait.String() + " while audio was due"}, false
+	}
+}
+
+// endedByClose reports whether a socket closed normally right after the
+// complete that answered the end: the synthesis is over, whatever Smallest
+// said of the flushes before it.
+func (s *SpeechSession) endedByClose(err error) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended && s.lastComplete && websocket.CloseStatus(err) == websocket.StatusNormalClosure {
+		s.done = true
+	}
+	return s.done
+}
+
 // ttsFrameWS is the union of the WebSocket's server messages.
 type ttsFrameWS struct {
 	Status    string          `json:"status"`
@@ -210,13 +336,11 @@ func (s *SpeechSession) event(conn *ttsConn, raw []byte) (*SpeechEvent, error) {
 		return nil, e
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.answered, s.sent = true, nil
-	s.mu.Unlock()
+	s.lastComplete = f.Status == "complete"
 	switch f.Status {
 	case "chunk":
-		s.mu.Lock()
-		s.flushed = s.flushed[:0] // Smallest has the flushed text in hand
-		s.mu.Unlock()
 		var d struct {
 			Audio string `json:"audio"`
 		}
@@ -227,6 +351,8 @@ func (s *SpeechSession) event(conn *ttsConn, raw []byte) (*SpeechEvent, error) {
 		if err != nil {
 			return nil, &Error{Kind: KindMalformed, Endpoint: s.call.endpoint, Message: "a chunk's audio was not base64"}
 		}
+		s.progress()
+		s.onAudio(f.RequestID)
 		return &SpeechEvent{RequestID: f.RequestID, Audio: audio}, nil
 	case "word_timestamp":
 		var w struct {
@@ -237,22 +363,102 @@ func (s *SpeechSession) event(conn *ttsConn, raw []byte) (*SpeechEvent, error) {
 		if json.Unmarshal(f.Data, &w) != nil {
 			return nil, &Error{Kind: KindMalformed, Endpoint: s.call.endpoint, Message: "a word timing was not an object"}
 		}
+		s.progress()
 		return &SpeechEvent{RequestID: f.RequestID, Word: &WordTiming{Word: w.Word, Start: w.Start, End: w.End}}, nil
 	case "complete":
-		s.mu.Lock()
-		final := s.ended
-		s.done = final
-		s.mu.Unlock()
+		s.progress()
+		s.onComplete()
 		return &SpeechEvent{RequestID: f.RequestID, Complete: true}, nil
 	}
 	return nil, nil // a status this client does not know: newer than it
 }
 
+// onAudio notes which flush audio is for. Each synthesis has its own
+// request id: audio of a new one with no complete before it shows that
+// Smallest completes only at the end, and that the next flush is speaking.
+func (s *SpeechSession) onAudio(id string) {
+	if id != "" && s.lastID != "" && id != s.lastID && !s.completed {
+		if s.completes == completesUnknown {
+			s.completes = completesAtEnd
+		}
+		if s.completes == completesAtEnd {
+			s.speaking = min(s.speaking+1, max(len(s.segments)-1, 0))
+		}
+	}
+	if id != "" {
+		s.lastID = id
+	}
+	s.completed = false
+	switch {
+	case s.speaking < len(s.segments):
+		s.segments[s.speaking].started = true
+	case len(s.unflushed) > 0:
+		s.unflushedSpoken = true
+	}
+}
+
+// onComplete accounts for a complete message. With one complete per flush
+// (the newest documentation), it answers the oldest flush, and the session
+// is done when it answers the end. With one complete at the end only (older
+// pages), it answers everything. The two are told apart as soon as they
+// can be: a complete before the end of the input is a flush's own, and
+// audio of a new synthesis with no complete before it means completes come
+// at the end. Until then, a complete after the end with no text left to
+// speak ends the session either way; had it been a flush's own, the end's
+// complete would still come, so that socket is not reused.
+func (s *SpeechSession) onComplete() {
+	s.completed = true
+	if len(s.segments) == 0 {
+		return // a synthesis Smallest began by itself (max_buffer_flush_ms)
+	}
+	if s.completes == completesUnknown && !s.ended {
+		s.completes = completesPerFlush
+	}
+	switch s.completes {
+	case completesAtEnd:
+		if s.ended {
+			s.segments, s.done = nil, true
+		}
+		return
+	case completesUnknown:
+		if !slices.ContainsFunc(s.segments[1:], hasWords) {
+			s.segments, s.done, s.unsure = nil, true, len(s.segments) > 1 || !s.segments[0].end
+			return
+		}
+		s.completes = completesPerFlush
+	}
+	s.done = s.segments[0].end
+	s.segments = s.segments[1:]
+	s.speaking = 0
+	s.heard = false // the next flush's audio is a new synthesis
+}
+
+// hasWords reports whether a flush has text to speak.
+func hasWords(seg segment) bool { return len(bytes.TrimSpace(seg.text)) > 0 }
+
+// progress notes that Smallest answered on the current socket.
+func (s *SpeechSession) progress() {
+	s.heard = true
+	s.reopens = 0
+}
+
+// maxReopens bounds how many times in a row a session reopens a socket that
+// Smallest closed without answering on it: when every socket closes at
+// once, one session otherwise opened hundreds in a fraction of a second.
+const maxReopens = 3
+
+// reopenBackoff is the wait before reopen n (1, 2, ...): 100 ms doubling,
+// with jitter, so that sessions closed together do not return together.
+func reopenBackoff(n int) time.Duration {
+	d := 100 * time.Millisecond << (n - 1)
+	return d/2 + time.Duration(rand.Int64N(int64(d)))
+}
+
 // recover handles a socket that ended under the session. It reports whether
 // the session continues on a new socket: when a pooled socket turned out to
 // be closed before answering (its messages are replayed), or when Smallest
-// closed it for inactivity (the text it had not answered, and the end if
-// sent, are resent).
+// closed it for inactivity (the flushes it had not begun to answer, the
+// text since, and the end if sent, are resent).
 func (s *SpeechSession) recover(conn *ttsConn, frameErr error) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -264,36 +470,76 @@ func (s *SpeechSession) recover(conn *ttsConn, frameErr error) (bool, error) {
 	case conn.reused && !s.answered:
 		replay = s.sent
 	case isIdleClose(frameErr):
-		// An idle close means Smallest dropped whatever it held: flushed text
-		// it had not begun to speak, the text since, and the end if sent.
-		if len(s.flushed) > 0 {
-			b, _ := json.Marshal(streamMessage{Text: string(s.flushed), Continue: true, Flush: true, StreamOptions: s.opts})
-			replay = append(replay, b)
-		}
-		if len(s.unflushed) > 0 {
-			b, _ := json.Marshal(streamMessage{Text: string(s.unflushed), Continue: true, StreamOptions: s.opts})
-			replay = append(replay, b)
-		}
-		if s.ended {
-			b, _ := json.Marshal(streamMessage{Continue: false, Flush: true, StreamOptions: s.opts})
-			replay = append(replay, b)
-		}
+		replay = s.unanswered()
 	default:
 		return false, nil
 	}
 	conn.close()
+	s.reopens++
+	if s.reopens > maxReopens {
+		return false, &Error{Kind: KindStreamBroken, Endpoint: s.call.endpoint, cause: frameErr,
+			Message: fmt.Sprintf("Smallest closed the session for inactivity %d times in a row without answering; the gateway stopped reopening it", s.reopens)}
+	}
+	wait := reopenBackoff(s.reopens)
+	if dl, ok := s.ctx.Deadline(); ok && time.Until(dl) < wait {
+		return false, &Error{Kind: KindStreamBroken, Endpoint: s.call.endpoint, cause: frameErr,
+			Message: "Smallest closed the session for inactivity, and the call's deadline leaves no time to reopen it"}
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.ctx.Done():
+		return false, s.call.transportError(s.ctx, s.ctx.Err())
+	}
 	fresh, err := s.dial()
 	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			e.Message = "reopening the session Smallest closed for inactivity: " + e.Message
+		}
 		return false, err
 	}
 	for _, b := range replay {
-		if err := fresh.ws.Write(s.ctx, websocket.MessageText, b); err != nil {
-			fresh.close()
-			return false, s.call.transportError(s.ctx, err)
+		// A write to a socket Smallest has closed again fails; reading it
+		// then shows why, and the reopens stay bounded.
+		if fresh.ws.Write(s.ctx, websocket.MessageText, b) != nil {
+			break
 		}
 	}
 	s.conn = fresh
+	s.heard = false
 	return true, nil
+}
+
+// unanswered is what an idle close made Smallest drop: the flushes it had
+// not begun to speak, the end if sent, and the text since the last flush
+// unless Smallest was already speaking it by itself.
+func (s *SpeechSession) unanswered() [][]byte {
+	var out [][]byte
+	add := func(m streamMessage) {
+		b, _ := json.Marshal(m)
+		out = append(out, b)
+	}
+	kept := s.segments[:0]
+	for _, seg := range s.segments {
+		if seg.started {
+			// Answered, if perhaps not wholly: resending it would repeat
+			// what was said. The end of the input is still said again.
+			if !seg.end {
+				continue
+			}
+			seg.text = nil
+		}
+		kept = append(kept, seg)
+		add(streamMessage{Text: string(seg.text), Continue: !seg.end, Flush: true, StreamOptions: s.opts})
+	}
+	s.segments = kept
+	s.speaking, s.lastID, s.completed = 0, "", false
+	if len(s.unflushed) > 0 && !s.unflushedSpoken {
+		add(streamMessage{Text: string(s.unflushed), Continue: true, StreamOptions: s.opts})
+	}
+	return out
 }
 
 // isIdleClose reports whether err is Smallest's inactivity message:
@@ -327,7 +573,10 @@ func (s *SpeechSession) Close() error {
 	if conn == nil {
 		return nil
 	}
-	if done && !conn.dead.Load() {
+	s.mu.Lock()
+	reusable := done && !s.unsure
+	s.mu.Unlock()
+	if reusable && !conn.dead.Load() {
 		s.c.tts.put(s.poolKey(), conn)
 		return nil
 	}
@@ -378,16 +627,6 @@ func (c *ttsConn) pump() {
 		if err != nil {
 			return
 		}
-	}
-}
-
-// next returns the next frame, or the error that ended the socket.
-func (c *ttsConn) next(ctx context.Context) ([]byte, error) {
-	select {
-	case f := <-c.frames:
-		return f.data, f.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
 }
 

@@ -23,12 +23,18 @@ import (
 // fakeTTSWS is an independent stand-in for Lightning's synthesis WebSocket.
 // At each flush it answers with one chunk holding the buffered text's bytes
 // (so tests can see exactly what was synthesized) and a word timing per
-// word; after a message without continue it sends complete.
+// word, then complete, as tts-ws.yaml documents for every flush; the
+// message without continue is answered the same way.
 type fakeTTSWS struct {
 	closeAfterComplete bool // close the socket after complete
 	dropSecond         bool // on a socket's second synthesis, close without answering
 	idleAfter          time.Duration
-	errorFrame         string // sent instead of audio, if set
+	errorFrame         string        // sent instead of audio, if set
+	completeAtEnd      bool          // complete only after the end of the input, as older pages describe
+	silent             bool          // never answer
+	stallMidway        bool          // send each synthesis' first chunk, then nothing
+	idleAtOnce         bool          // close every socket for inactivity at its first message
+	autoFlush          time.Duration // speak unflushed text by itself after this long (max_buffer_flush_ms)
 
 	mu       sync.Mutex
 	conns    int
@@ -54,7 +60,7 @@ func (f *fakeTTSWS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	write := func(v any) { b, _ := json.Marshal(v); c.Write(ctx, websocket.MessageText, b) }
 	resetIdle := func() {}
 	var text strings.Builder
-	syntheses := 0
+	syntheses, flushes := 0, 0
 	// Idleness is timed apart from Read: a Read whose context expires closes
 	// the socket before the inactivity message could be sent.
 	if f.idleAfter > 0 {
@@ -80,15 +86,35 @@ func (f *fakeTTSWS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			c.Close(websocket.StatusNormalClosure, "")
 			return
 		}
+		if f.idleAtOnce {
+			write(map[string]string{"status": "error", "message": "Connection timed out after 60 seconds of inactivity"})
+			c.Close(websocket.StatusNormalClosure, "")
+			return
+		}
+		if f.silent {
+			continue
+		}
 		text.WriteString(m["text"].(string))
 		if m["flush"] != true && m["continue"] == true {
+			if f.autoFlush > 0 && text.Len() > 0 {
+				time.Sleep(f.autoFlush)
+				id := fmt.Sprintf("auto_%d_%d", n, syntheses)
+				write(map[string]any{"session_id": "s", "request_id": id, "status": "chunk", "data": map[string]string{"audio": base64.StdEncoding.EncodeToString([]byte(text.String()))}})
+				write(map[string]string{"session_id": "s", "request_id": id, "status": "complete"})
+				text.Reset()
+			}
+			continue
+		}
+		if f.stallMidway {
+			write(map[string]any{"session_id": "s", "request_id": "stall", "status": "chunk", "data": map[string]string{"audio": "AAAA"}})
 			continue
 		}
 		if f.errorFrame != "" {
 			c.Write(ctx, websocket.MessageText, []byte(f.errorFrame))
 			continue
 		}
-		id := fmt.Sprintf("req_%d_%d", n, syntheses)
+		flushes++
+		id := fmt.Sprintf("req_%d_%d", n, flushes)
 		if t := text.String(); t != "" {
 			write(map[string]any{"session_id": "s", "request_id": id, "status": "chunk", "data": map[string]string{"audio": base64.StdEncoding.EncodeToString([]byte(t))}})
 			for i, word := range strings.Fields(t) {
@@ -96,9 +122,11 @@ func (f *fakeTTSWS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		text.Reset()
+		if !f.completeAtEnd || m["continue"] != true {
+			write(map[string]string{"session_id": "s", "request_id": id, "status": "complete"})
+		}
 		if m["continue"] != true {
 			syntheses++
-			write(map[string]string{"session_id": "s", "request_id": id, "status": "complete"})
 			if f.closeAfterComplete {
 				c.Close(websocket.StatusNormalClosure, "")
 				return
@@ -109,10 +137,19 @@ func (f *fakeTTSWS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func wsClient(t *testing.T, f *fakeTTSWS, pool int) *smallest.Client {
 	t.Helper()
+	return wsClientWith(t, f, func(cfg *smallest.Config) { cfg.StreamPoolSize = pool })
+}
+
+func wsClientWith(t *testing.T, f *fakeTTSWS, opts ...func(*smallest.Config)) *smallest.Client {
+	t.Helper()
 	f.closed = make(chan struct{}, 100)
 	srv := httptest.NewServer(f)
-	c, err := smallest.New(smallest.Config{BaseURL: srv.URL, HTTPClient: srv.Client(), Credential: func(context.Context) string { return testKey },
-		StreamPoolSize: pool, StreamIdleTimeout: 300 * time.Second})
+	cfg := smallest.Config{BaseURL: srv.URL, HTTPClient: srv.Client(), Credential: func(context.Context) string { return testKey },
+		StreamIdleTimeout: 300 * time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c, err := smallest.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
