@@ -192,3 +192,39 @@ func TestProgressLine(t *testing.T) {
 		t.Errorf("no progress line on stderr: %q", stderr)
 	}
 }
+
+// TestFailedSynthesisKeepsTheOldFile: a run that fails leaves an existing
+// file as it was, creates no new one, and leaves no temporary file behind.
+func TestFailedSynthesisKeepsTheOldFile(t *testing.T) {
+	t.Parallel()
+	addr := gateway(t)
+	dir := t.TempDir()
+	old := filepath.Join(dir, "old.wav")
+	if err := os.WriteFile(old, []byte("precious"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fresh := filepath.Join(dir, "new.wav")
+	for _, path := range []string{old, fresh} {
+		if code, _, _ := speechctl(t, addr, "", "synthesize", "Hello.", "--voice-id", "nobody", "--out", path); code == 0 {
+			t.Fatalf("%s: a synthesis with an unknown voice succeeded", path)
+		}
+	}
+	if b, err := os.ReadFile(old); err != nil || string(b) != "precious" {
+		t.Errorf("the existing file now holds %q (%v)", b, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("the directory holds %v; want only old.wav", names)
+	}
+	// A run that succeeds replaces the file whole.
+	if code, _, stderr := speechctl(t, addr, "", "synthesize", "Hello.", "--out", old); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if info, err := os.Stat(old); err != nil || info.Size() < 1000 || info.Mode().Perm() != 0o644 {
+		t.Errorf("after a good run: %v, %v", info, err)
+	}
+}

@@ -109,15 +109,21 @@ func extension(enc speechv1.AudioEncoding) string {
 
 // synthesize streams the audio into out as it arrives; a WAV file gets its
 // header's sizes patched at the end, so that every tool reads its length.
+// A file's audio goes to a temporary file beside it, renamed over it only
+// once the stream completed: a failed or interrupted run leaves out as it
+// was, and creates nothing.
 func synthesize(ctx context.Context, c *client, req *speechv1.SynthesizeRequest, out string) error {
 	var w io.Writer = c.stdout
 	var f *os.File
 	if out != "-" {
 		var err error
-		if f, err = os.Create(out); err != nil {
+		if f, err = os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.partial"); err != nil {
 			return usageError{err}
 		}
-		defer f.Close()
+		defer func() {
+			f.Close()           // a no-op once committed
+			os.Remove(f.Name()) // likewise: it has been renamed
+		}()
 		w = f
 	}
 	start := time.Now()
@@ -174,7 +180,13 @@ func synthesize(ctx context.Context, c *client, req *speechv1.SynthesizeRequest,
 		}
 	}
 	if f != nil {
+		if err := f.Chmod(0o644); err != nil { // CreateTemp's 0600 suits a file being made, not one made
+			return err
+		}
 		if err := f.Close(); err != nil {
+			return err
+		}
+		if err := os.Rename(f.Name(), out); err != nil {
 			return err
 		}
 	}
