@@ -55,7 +55,11 @@ type options struct {
 	keys        []auth.ClientKey
 	idleTimeout time.Duration
 	voicesTTL   time.Duration
-	cfg         func(*server.Config)
+	// upstreamTimeout, when set, bounds the wait for Smallest's answers as
+	// the gateway's own transport does (response headers, a WebSocket's
+	// first message after a flush).
+	upstreamTimeout time.Duration
+	cfg             func(*server.Config)
 }
 
 // start runs a gateway in front of upstream for the life of the test.
@@ -75,9 +79,14 @@ func start(t testing.TB, upstream http.Handler, o options) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
+	hc := up.Client()
+	if o.upstreamTimeout > 0 {
+		hc = &http.Client{Transport: smallest.NewTransport(o.upstreamTimeout)}
+		t.Cleanup(hc.CloseIdleConnections)
+	}
 	client, err := smallest.New(smallest.Config{
-		BaseURL: up.URL, USBaseURL: up.URL + emulator.USPrefix, HTTPClient: up.Client(), Credential: authn.UpstreamKey,
-		IdleTimeout: o.idleTimeout, VoicesTTL: o.voicesTTL, StreamPoolSize: 2,
+		BaseURL: up.URL, USBaseURL: up.URL + emulator.USPrefix, HTTPClient: hc, Credential: authn.UpstreamKey,
+		IdleTimeout: o.idleTimeout, ResponseTimeout: o.upstreamTimeout, VoicesTTL: o.voicesTTL, StreamPoolSize: 2,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -303,15 +303,19 @@ type emulatorServer struct {
 func (e *emulatorServer) Close() { e.srv.Close() }
 
 func startEmulator(cfg *config.Config, log *slog.Logger) (*emulatorServer, error) {
+	faults, err := emulator.ParseFaults(cfg.EmulatorFaults)
+	if err != nil {
+		return nil, fmt.Errorf("--emulator-faults: %w", err)
+	}
+	handler := emulator.New(emulator.Options{Pace: cfg.EmulatorPace, FirstByteDelay: cfg.EmulatorFirstByteDelay, Faults: faults, Logger: log})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	handler := emulator.New(emulator.Options{Pace: cfg.EmulatorPace, FirstByteDelay: cfg.EmulatorFirstByteDelay, Logger: log})
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(lis)
 	url := "http://" + lis.Addr().String()
 	log.Warn("upstream is the built-in EMULATOR, not Smallest AI: its audio is synthetic, and it transcribes only text it spoke itself",
-		"emulator_url", url, "pace", cfg.EmulatorPace)
+		"emulator_url", url, "pace", cfg.EmulatorPace, "faults", cfg.EmulatorFaults)
 	return &emulatorServer{URL: url, srv: srv}, nil
 }

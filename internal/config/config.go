@@ -85,6 +85,9 @@ type Config struct {
 
 	EmulatorPace           float64
 	EmulatorFirstByteDelay time.Duration
+	// EmulatorFaults is a list of faults and rates, "http-503=0.02,...",
+	// read by the emulator package.
+	EmulatorFaults string
 
 	LogLevel  slog.Level
 	LogFormat string
@@ -264,6 +267,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	l.count(&c.StreamPoolSize, "stream-pool-size", "SPEECHGATE_STREAM_POOL_SIZE", "4", "idle Lightning WebSocket connections kept per Smallest key for reuse (0: none)")
 	l.float(&c.EmulatorPace, "emulator-pace", "SPEECHGATE_EMULATOR_PACE", "0", "with --upstream=emulator: audio speed relative to real time (1 streams as long as the audio lasts; 0: as fast as possible)")
 	l.duration(&c.EmulatorFirstByteDelay, "emulator-first-byte-delay", "SPEECHGATE_EMULATOR_FIRST_BYTE_DELAY", "0s", "with --upstream=emulator: simulated time to first audio byte")
+	l.str(&c.EmulatorFaults, "emulator-faults", "SPEECHGATE_EMULATOR_FAULTS", "", "with --upstream=emulator: faults injected at random, as <fault>=<rate>,... (for example http-503=0.02,reset-after-3=0.01); a caller can also pick one with the key fault-<fault>")
 	l.value("log-level", "SPEECHGATE_LOG_LEVEL", "info", "debug, info, warn or error", func(s string) error { return c.LogLevel.UnmarshalText([]byte(s)) })
 	l.value("log-format", "SPEECHGATE_LOG_FORMAT", "json", "json or text", oneOf(&c.LogFormat, "json", "text"))
 	c.SmallestAPIKey = getenv("SMALLEST_API_KEY")

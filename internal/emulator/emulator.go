@@ -14,6 +14,7 @@
 package emulator
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -45,6 +46,9 @@ type Options struct {
 	// MaxLiveSessions caps concurrent realtime sessions; one more is closed
 	// with code 1008, as Smallest does. Zero: no cap.
 	MaxLiveSessions int
+	// Faults are injected at random into a share of requests (see faults.go);
+	// a request can also name its own fault in its key.
+	Faults []FaultRate
 	// Logger receives a line per request; nil logs nothing.
 	Logger *slog.Logger
 }
@@ -107,6 +111,17 @@ func New(opts Options) *Emulator {
 }
 
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if f, ok := e.pickFault(r); ok {
+		e.log.InfoContext(r.Context(), "injecting a fault", "fault", f.kind, "after", f.after, "method", r.Method, "path", r.URL.Path)
+		if e.answerFault(f, w, r) {
+			return
+		}
+		r = r.WithContext(context.WithValue(r.Context(), faultKey{}, f))
+		streamed := r.Header.Get("Upgrade") != "" || strings.HasSuffix(r.URL.Path, "/tts/live")
+		if f.kind == "malformed" && !streamed {
+			w = &malformedBody{ResponseWriter: w}
+		}
+	}
 	e.mux.ServeHTTP(w, r)
 }
 

@@ -242,3 +242,51 @@ func TestVoicesAndRetiredRoutes(t *testing.T) {
 		t.Fatalf("retired route: %d %s", resp.StatusCode, body)
 	}
 }
+
+func TestParseFaults(t *testing.T) {
+	t.Parallel()
+	got, err := emulator.ParseFaults("http-503=0.02, reset-after-3=0.01,ws-close-1008=0.5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []emulator.FaultRate{{Fault: "http-503", Rate: 0.02}, {Fault: "reset-after-3", Rate: 0.01}, {Fault: "ws-close-1008", Rate: 0.5}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+	for _, bad := range []string{"http-999=0.1", "reset-after-x=0.1", "http-503", "http-503=2", "http-503=0.6,reset=0.6"} {
+		if _, err := emulator.ParseFaults(bad); err == nil {
+			t.Errorf("ParseFaults(%q) accepted it", bad)
+		}
+	}
+}
+
+// TestFaultsByKeyAndRate: a key names its fault; configured rates pick one
+// for a share of the other requests.
+func TestFaultsByKeyAndRate(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(emulator.New(emulator.Options{Faults: []emulator.FaultRate{{Fault: "http-503", Rate: 0.5}}}))
+	defer srv.Close()
+	get := func(key string) int {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/waves/v1/lightning-v3.1/get_voices", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(emulator.FaultPrefix + "http-429"); code != http.StatusTooManyRequests {
+		t.Errorf("a fault-http-429 key got %d", code)
+	}
+	failed := 0
+	for range 200 {
+		if get("ordinary-key") == http.StatusServiceUnavailable {
+			failed++
+		}
+	}
+	if failed < 60 || failed > 140 {
+		t.Errorf("%d of 200 requests failed at a rate of 0.5", failed)
+	}
+}

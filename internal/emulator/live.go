@@ -73,11 +73,14 @@ func (e *Emulator) live(us bool) http.HandlerFunc {
 		}
 
 		s := &liveSession{
-			conn: conn, id: "sess_" + newID(), rate: rate, enc: enc, lang: lang,
+			conn: conn, id: "sess_" + newID(), rate: rate, enc: enc, lang: lang, fault: newFrameFault(r.Context()),
 			words: q.Get("word_timestamps") == "true", sentences: q.Get("sentence_timestamps") == "true",
 			diarize: q.Get("diarize") == "true", vad: q.Get("vad_events") == "true" || q.Get("vad") == "true",
 		}
 		s.maxWords, _ = strconv.Atoi(q.Get("max_words"))
+		if s.fault.f.after == 0 && s.fault.ws(r.Context(), conn) {
+			s.ended = true // a fault at once: a refusal, a close, or silence
+		}
 		if (us && slices.Contains(indiaOnly, lang)) || (!us && slices.Contains(usOnly, lang)) {
 			region := map[bool]string{true: "us-west-2", false: "ap-south-1"}[us]
 			s.send(r.Context(), map[string]any{"type": "error", "error_code": "LANGUAGE_NOT_ENABLED_IN_REGION",
@@ -123,6 +126,8 @@ type liveSession struct {
 	final                     int   // words already sent in final transcripts
 	lastInterim               time.Duration
 	speaking                  bool
+	fault                     *frameFault
+	ended                     bool // a fault ended the session
 }
 
 func (s *liveSession) run(ctx context.Context) {
@@ -143,7 +148,12 @@ func (s *liveSession) run(ctx context.Context) {
 		case "finalize":
 			s.finish(ctx, true, false)
 		case "close_stream", "end":
-			s.finish(ctx, false, true)
+			if !s.ended {
+				s.finish(ctx, false, true)
+			}
+			if s.ended {
+				continue // a failed session answers nothing more, and does not close
+			}
 			s.conn.Close(websocket.StatusNormalClosure, "")
 			return
 		}
@@ -278,6 +288,10 @@ func (s *liveSession) transcript(final, last, fromFinalize bool) map[string]any 
 }
 
 func (s *liveSession) send(ctx context.Context, v any) {
+	if s.ended || s.fault.ws(ctx, s.conn) {
+		s.ended = true
+		return
+	}
 	b, _ := json.Marshal(v)
 	s.conn.Write(ctx, websocket.MessageText, b)
 }

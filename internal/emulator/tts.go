@@ -130,10 +130,14 @@ func (e *Emulator) ttsLive(w http.ResponseWriter, r *http.Request) {
 	enc := newEncoder(s, e.opts)
 	start := time.Now()
 	var frame []byte
+	faulty := newFrameFault(r.Context())
 	for sent := 0; ; {
 		chunk, samples := enc.next()
 		if chunk == nil {
 			break
+		}
+		if faulty.sse(r.Context(), w, r) {
+			return
 		}
 		due := e.opts.FirstByteDelay
 		if e.opts.Pace > 0 {

@@ -46,11 +46,13 @@ func (e *Emulator) ttsWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer conn.CloseNow()
 	conn.SetReadLimit(1 << 20)
-	ctx := r.Context()
-	sess := &ttsWSSession{e: e, conn: conn, id: "ws_" + newID(), msgs: make(chan wsMessage, 64)}
+	// The request's context outlives a hijacked connection: this one ends
+	// when the client does, so that the synthesis stops with it.
+	ctx, cancel := context.WithCancel(r.Context())
+	sess := &ttsWSSession{e: e, conn: conn, id: "ws_" + newID(), msgs: make(chan wsMessage, 64), fault: newFrameFault(r.Context())}
 	worked := make(chan struct{})
 	go func() { defer close(worked); sess.work(ctx) }()
-	defer func() { close(sess.msgs); <-worked }()
+	defer func() { cancel(); close(sess.msgs); <-worked }()
 	// Idleness is timed apart from Read: a Read whose context expires closes
 	// the socket before the inactivity message could be sent.
 	timer := time.AfterFunc(idle, func() {
@@ -79,11 +81,13 @@ func (e *Emulator) ttsWS(w http.ResponseWriter, r *http.Request) {
 }
 
 type ttsWSSession struct {
-	e    *Emulator
-	conn *websocket.Conn
-	id   string
-	msgs chan wsMessage
-	n    int // syntheses so far
+	e     *Emulator
+	conn  *websocket.Conn
+	id    string
+	msgs  chan wsMessage
+	n     int // syntheses so far
+	fault *frameFault
+	ended bool // a fault ended the session
 }
 
 // work synthesizes the buffered text at every flush, in order, so that
@@ -166,6 +170,10 @@ func (s *ttsWSSession) speak(ctx context.Context, m wsMessage, text string) {
 }
 
 func (s *ttsWSSession) send(ctx context.Context, v any) {
+	if s.ended || s.fault.ws(ctx, s.conn) {
+		s.ended = true
+		return
+	}
 	b, _ := json.Marshal(v)
 	s.conn.Write(ctx, websocket.MessageText, b)
 }

@@ -124,8 +124,16 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// Unwrap returns the transport error behind the failure, if any.
-func (e *Error) Unwrap() error { return e.cause }
+// Unwrap returns the transport error behind the failure, if any. A cause
+// that is, or wraps, io.EOF is given as io.ErrUnexpectedEOF: streams end
+// with io.EOF, and a failure must never read as that clean end (a socket
+// that dropped mid-synthesis once ended a call OK, with its audio cut short).
+func (e *Error) Unwrap() error {
+	if errors.Is(e.cause, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return e.cause
+}
 
 // errorBody is the union of every error body shape Smallest documents (contract
 // §3.2 and §4.1): each field may be absent, and several have more than one type.

@@ -175,3 +175,19 @@ func TestStreamSpeechTextReplaysOnlyUnspokenText(t *testing.T) {
 		t.Fatalf("got %q: text Smallest had spoken was replayed, or text was lost", got)
 	}
 }
+
+// TestBrokenSocketIsNeverTheEnd: a socket dropped mid-synthesis must end the
+// session with an error, never with io.EOF, however the error is wrapped.
+func TestBrokenSocketIsNeverTheEnd(t *testing.T) {
+	t.Parallel()
+	err := &smallest.Error{Kind: smallest.KindStreamBroken}
+	if errors.Is(error(err), io.EOF) {
+		t.Fatal("an Error without a cause is io.EOF")
+	}
+	s := newSession(t, wsClient(t, &fakeTTSWS{dropAfterChunk: true}, 0))
+	s.Send("Hello there.", true)
+	s.End()
+	if _, err := drain(s); err == nil || errors.Is(err, io.EOF) {
+		t.Fatalf("err = %v: a dropped socket read as the end of the synthesis", err)
+	}
+}

@@ -35,6 +35,7 @@ type fakeTTSWS struct {
 	stallMidway        bool          // send each synthesis' first chunk, then nothing
 	idleAtOnce         bool          // close every socket for inactivity at its first message
 	autoFlush          time.Duration // speak unflushed text by itself after this long (max_buffer_flush_ms)
+	dropAfterChunk     bool          // drop the connection, without a close, after the first chunk
 
 	mu       sync.Mutex
 	conns    int
@@ -104,6 +105,11 @@ func (f *fakeTTSWS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				text.Reset()
 			}
 			continue
+		}
+		if f.dropAfterChunk {
+			write(map[string]any{"session_id": "s", "request_id": "drop", "status": "chunk", "data": map[string]string{"audio": "AAAA"}})
+			c.CloseNow()
+			return
 		}
 		if f.stallMidway {
 			write(map[string]any{"session_id": "s", "request_id": "stall", "status": "chunk", "data": map[string]string{"audio": "AAAA"}})
