@@ -174,3 +174,34 @@ func TestParseMode(t *testing.T) {
 		t.Error("ParseMode accepted a mode in the wrong case")
 	}
 }
+
+// FuzzReadKeys: a keys file of any content parses to valid keys or an error
+// that names the line, and no error ever repeats a key.
+func FuzzReadKeys(f *testing.F) {
+	f.Add("# name key\nbilling-svc 2f0c7a1e9b4d4f3c8a61d0e5b7c9a2f4\n\nsearch-svc 8d3b6e0a1c5f4e7b9a2d6c8f0b1e3a5d\n")
+	f.Add("billing short\n")
+	f.Add("a 0123456789abcdef\na 0123456789abcdef0\n")
+	f.Add("a 0123456789abcdef\nb 0123456789abcdef\n")
+	f.Add("bad name! 0123456789abcdef\n")
+	f.Fuzz(func(t *testing.T, file string) {
+		keys, err := auth.ReadKeys(strings.NewReader(file))
+		if err != nil {
+			for _, line := range strings.Split(file, "\n") {
+				fields := strings.Fields(line)
+				if len(fields) == 2 && len(fields[1]) >= 16 && !strings.Contains(fields[0], fields[1]) &&
+					!strings.Contains("keys file line : want '<name> <key>' name must be 1 to 64 characters from [A-Za-z0-9_.@-]", fields[1]) &&
+					strings.Contains(err.Error(), fields[1]) {
+					t.Fatalf("the error %q repeats a key", err)
+				}
+			}
+			return
+		}
+		names := map[string]bool{}
+		for _, k := range keys {
+			if len(k.Key) < 16 || strings.ContainsAny(k.Key, " \t\n") || names[k.Name] || len(k.Name) == 0 || len(k.Name) > 64 {
+				t.Fatalf("accepted an invalid key %+v", k)
+			}
+			names[k.Name] = true
+		}
+	})
+}

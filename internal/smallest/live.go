@@ -244,31 +244,44 @@ func (s *LiveSession) Next() (*LiveEvent, error) {
 		if typ != websocket.MessageText {
 			continue // Pulse sends only JSON; anything else carries nothing for us
 		}
-		var f liveFrame
-		if err := json.Unmarshal(data, &f); err != nil {
-			return nil, &Error{Kind: KindMalformed, Endpoint: s.call.endpoint, Message: "a message was not JSON"}
+		ev, err := s.call.liveEvent(data)
+		if err != nil {
+			return nil, err
 		}
-		switch {
-		case f.Type == "error" || f.Status == "error":
-			e := &Error{Kind: KindStreamError, Endpoint: s.call.endpoint}
-			e.parseBody(data, s.call.secret)
-			return nil, e
-		case f.Type == "speech_started" || f.Type == "speech_ended":
-			return &LiveEvent{Type: f.Type, SessionID: f.SessionID, Timestamp: f.Timestamp}, nil
-		case f.Type == "transcription" || f.Transcript != nil || f.Transcription != nil:
-			text := f.Transcript
-			if text == nil {
-				text = f.Transcription
-			}
-			s.last = f.IsLast
-			return &LiveEvent{Type: "transcription", SessionID: f.SessionID, Transcript: &LiveTranscript{
-				Text: deref(text), IsFinal: f.IsFinal, IsLast: f.IsLast, FromFinalize: f.FromFinalize,
-				Language: f.Language, Languages: f.Languages, Words: f.Words, Utterances: f.Utterances,
-				RedactedEntities: f.RedactedEntities,
-			}}, nil
+		if ev != nil {
+			s.last = ev.Transcript != nil && ev.Transcript.IsLast
+			return ev, nil
 		}
 		// Unknown message types are newer than this client; skip them.
 	}
+}
+
+// liveEvent reads one of Pulse's messages: an event, nil for a message of a
+// type this client does not know, or the *Error an error message reports.
+func (cl call) liveEvent(data []byte) (*LiveEvent, error) {
+	var f liveFrame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, &Error{Kind: KindMalformed, Endpoint: cl.endpoint, Message: "a message was not JSON"}
+	}
+	switch {
+	case f.Type == "error" || f.Status == "error":
+		e := &Error{Kind: KindStreamError, Endpoint: cl.endpoint}
+		e.parseBody(data, cl.secret)
+		return nil, e
+	case f.Type == "speech_started" || f.Type == "speech_ended":
+		return &LiveEvent{Type: f.Type, SessionID: f.SessionID, Timestamp: f.Timestamp}, nil
+	case f.Type == "transcription" || f.Transcript != nil || f.Transcription != nil:
+		text := f.Transcript
+		if text == nil {
+			text = f.Transcription
+		}
+		return &LiveEvent{Type: "transcription", SessionID: f.SessionID, Transcript: &LiveTranscript{
+			Text: deref(text), IsFinal: f.IsFinal, IsLast: f.IsLast, FromFinalize: f.FromFinalize,
+			Language: f.Language, Languages: f.Languages, Words: f.Words, Utterances: f.Utterances,
+			RedactedEntities: f.RedactedEntities,
+		}}, nil
+	}
+	return nil, nil
 }
 
 func deref(s *string) string {
