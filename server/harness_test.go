@@ -81,7 +81,7 @@ func start(t testing.TB, upstream http.Handler, o options) *gateway {
 	}
 	hc := up.Client()
 	if o.upstreamTimeout > 0 {
-		hc = &http.Client{Transport: smallest.NewTransport(o.upstreamTimeout)}
+		hc = &http.Client{Transport: smallest.NewTransport(o.upstreamTimeout, 0)}
 		t.Cleanup(hc.CloseIdleConnections)
 	}
 	client, err := smallest.New(smallest.Config{

@@ -31,7 +31,7 @@ const benchKey = "sk_bench_key"
 // direct is the baseline: the gateway's own Smallest client, calling the
 // emulator with no gateway in between.
 func direct(baseURL string) (*smallest.Client, error) {
-	return smallest.New(smallest.Config{BaseURL: baseURL, HTTPClient: &http.Client{Transport: smallest.NewTransport(30 * time.Second)},
+	return smallest.New(smallest.Config{BaseURL: baseURL, HTTPClient: &http.Client{Transport: smallest.NewTransport(30*time.Second, 0)},
 		Credential: func(context.Context) string { return benchKey }})
 }
 

@@ -113,7 +113,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// The client of the upstream, and what it offers. Its transport records
 	// upstream latency by endpoint and carries the caller's trace context.
-	httpClient := &http.Client{Transport: m.Transport(otelhttp.NewTransport(smallest.NewTransport(cfg.UpstreamTimeout),
+	httpClient := &http.Client{Transport: m.Transport(otelhttp.NewTransport(smallest.NewTransport(cfg.UpstreamTimeout, cfg.UpstreamIdleConnTimeout),
 		otelhttp.WithTracerProvider(tr.Provider), otelhttp.WithPropagators(tr.Propagator),
 		otelhttp.WithMeterProvider(noopmetric.NewMeterProvider())))}
 	be, err := newBackend(cfg, httpClient, baseURL, usBaseURL, authn.UpstreamKey)

@@ -75,7 +75,9 @@ type Config struct {
 
 	UpstreamTimeout     time.Duration
 	UpstreamIdleTimeout time.Duration
-	CallerStallTimeout  time.Duration
+	// UpstreamIdleConnTimeout is how long an idle upstream connection is kept.
+	UpstreamIdleConnTimeout time.Duration
+	CallerStallTimeout      time.Duration
 
 	SynthesisPieceChars int
 	SynthesisLookahead  int
@@ -259,6 +261,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	l.duration(&c.MaxConnectionAgeGrace, "max-connection-age-grace", "SPEECHGATE_MAX_CONNECTION_AGE_GRACE", "0s", "how long streams may outlive --max-connection-age (0: forever); make it longer than the longest stream")
 	l.duration(&c.UpstreamTimeout, "upstream-timeout", "SPEECHGATE_UPSTREAM_TIMEOUT", "30s", "how long Smallest may take to start answering a request")
 	l.duration(&c.UpstreamIdleTimeout, "upstream-idle-timeout", "SPEECHGATE_UPSTREAM_IDLE_TIMEOUT", "30s", "how long a Smallest stream may go silent before it is treated as failed (0: no limit)")
+	l.duration(&c.UpstreamIdleConnTimeout, "upstream-idle-conn-timeout", "SPEECHGATE_UPSTREAM_IDLE_CONN_TIMEOUT", "90s", "how long an idle connection to Smallest is kept for reuse")
 	l.duration(&c.CallerStallTimeout, "caller-stall-timeout", "SPEECHGATE_CALLER_STALL_TIMEOUT", "60s", "how long a caller may leave a stream unread before the gateway stops its upstream request and ends the call with ABORTED/CALLER_TOO_SLOW (0: no limit)")
 	l.integer(&c.SynthesisPieceChars, "synthesis-piece-chars", "SPEECHGATE_SYNTHESIS_PIECE_CHARS", "250", "Synthesize splits longer text at sentence boundaries into pieces of at most this many characters")
 	l.count(&c.SynthesisLookahead, "synthesis-lookahead", "SPEECHGATE_SYNTHESIS_LOOKAHEAD", "1", "how many pieces of a long text are requested ahead of the one streaming (0: none)")

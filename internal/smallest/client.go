@@ -10,6 +10,7 @@ package smallest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -132,16 +133,16 @@ func parseBase(raw string) (*url.URL, error) {
 
 // NewTransport returns an HTTP transport tuned for a gateway that holds many
 // concurrent upstream streams: keep-alive pools sized for them, HTTP/2 where
-// the upstream offers it, and a bound on how long the upstream may take to
-// start answering.
-func NewTransport(responseHeaderTimeout time.Duration) *http.Transport {
+// the upstream offers it, a bound on how long the upstream may take to
+// start answering, and how long an idle connection is kept (0: 90 s).
+func NewTransport(responseHeaderTimeout, idleConnTimeout time.Duration) *http.Transport {
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   1024, // HTTP/1.1 upstreams need one per stream in flight
-		IdleConnTimeout:       90 * time.Second,
+		IdleConnTimeout:       cmp.Or(idleConnTimeout, 90*time.Second),
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: responseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,
