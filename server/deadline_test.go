@@ -192,3 +192,35 @@ func TestCutOffCallsSayDraining(t *testing.T) {
 		}
 	}
 }
+
+// TestCallerLeavingIsACancel: a caller whose connection goes away mid-stream
+// is logged as a cancel, not as UNAVAILABLE "transport is closing", which
+// on-call would read as the gateway's or Smallest's fault.
+func TestCallerLeavingIsACancel(t *testing.T) {
+	t.Parallel()
+	g := start(t, emulator.New(emulator.Options{Pace: 1}), options{})
+	conn := g.dial(t)
+	stream, err := speechv1.NewSynthesisServiceClient(conn).Synthesize(withKey(t.Context(), callerKey),
+		&speechv1.SynthesizeRequest{Text: strings.Repeat("a", 200), VoiceId: "avery"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	var line map[string]any
+	waitFor(t, func() bool {
+		for _, l := range strings.Split(strings.TrimSpace(g.logs.String()), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(l), &m) == nil && m["grpc.method"] == "Synthesize" {
+				line = m
+				return true
+			}
+		}
+		return false
+	})
+	if line["grpc.code"] != "Canceled" || line["level"] != "INFO" {
+		t.Errorf("logged as %v at %v, want Canceled at INFO: %v", line["grpc.code"], line["level"], line)
+	}
+}

@@ -121,8 +121,14 @@ func settle(ctx context.Context, err error) error {
 			return cause
 		}
 	}
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) && status.Code(err) == codes.Canceled {
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) && status.Code(err) == codes.Canceled:
 		return rpcerror.FromError(context.DeadlineExceeded)
+	case errors.Is(ctx.Err(), context.Canceled):
+		// The caller cancelled, or its connection went away: whatever the
+		// handler saw last (often "transport is closing"), the call was
+		// cancelled, and is logged and counted so, not as UNAVAILABLE.
+		return rpcerror.FromError(context.Canceled)
 	}
 	return err
 }
