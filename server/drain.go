@@ -152,11 +152,25 @@ func (s *callStream) Context() context.Context { return s.ctx }
 // was already sent, then ABORTED with reason CALLER_TOO_SLOW.
 func (s *callStream) SendMsg(m any) error {
 	if s.stall == nil {
-		return s.ServerStream.SendMsg(m)
+		return callerGone(s.ServerStream.SendMsg(m))
 	}
 	s.stall.Reset(s.limit)
 	err := s.ServerStream.SendMsg(m)
 	s.stall.Stop()
+	return callerGone(err)
+}
+
+// callerGone reads a failed send: a send fails when the caller's stream or
+// connection has gone (grpc-go says UNAVAILABLE "transport is closing",
+// sometimes before the stream's context ends), which is the caller
+// leaving, not the gateway or Smallest failing.
+func callerGone(err error) error {
+	switch status.Code(err) {
+	case codes.OK:
+		return nil
+	case codes.Unavailable, codes.Canceled:
+		return rpcerror.FromError(context.Canceled)
+	}
 	return err
 }
 
