@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/speechgate/speechgate/internal/gatewaytest"
+
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -35,8 +37,8 @@ func TestRefusalsNeverEchoInputAtFullSize(t *testing.T) {
 		upstreamCalls.Add(1)
 		emulator.New(emulator.Options{}).ServeHTTP(w, r)
 	})
-	g := start(t, counting, options{})
-	ctx := withKey(t.Context(), callerKey)
+	g := gatewaytest.Start(t, counting, gatewaytest.Options{})
+	ctx := gatewaytest.WithKey(t.Context(), callerKey)
 
 	keywords := make([]*speechv1.Keyword, 10000)
 	for i := range keywords {
@@ -47,14 +49,14 @@ func TestRefusalsNeverEchoInputAtFullSize(t *testing.T) {
 		call func(ctx context.Context) error
 	}{
 		{"Synthesize language", func(ctx context.Context) error {
-			return synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery", Language: huge}).err
+			return gatewaytest.Synthesize(ctx, g.Synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery", Language: huge}).Err
 		}},
 		{"Synthesize every identifier", func(ctx context.Context) error {
-			return synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: huge, RequestId: huge, SessionId: huge,
-				NumberPronunciationLanguage: huge, PronunciationDictIds: []string{huge, huge}}).err
+			return gatewaytest.Synthesize(ctx, g.Synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: huge, RequestId: huge, SessionId: huge,
+				NumberPronunciationLanguage: huge, PronunciationDictIds: []string{huge, huge}}).Err
 		}},
 		{"SynthesizeStream language", func(ctx context.Context) error {
-			stream, err := g.synth.SynthesizeStream(ctx)
+			stream, err := g.Synth.SynthesizeStream(ctx)
 			if err != nil {
 				return err
 			}
@@ -65,13 +67,13 @@ func TestRefusalsNeverEchoInputAtFullSize(t *testing.T) {
 			return err
 		}},
 		{"Transcribe language and webhook", func(ctx context.Context) error {
-			_, err := g.trans.Transcribe(ctx, &speechv1.TranscribeRequest{Source: &speechv1.TranscribeRequest_Audio{Audio: []byte("RIFF")},
+			_, err := g.Trans.Transcribe(ctx, &speechv1.TranscribeRequest{Source: &speechv1.TranscribeRequest_Audio{Audio: []byte("RIFF")},
 				Config: &speechv1.TranscriptionConfig{Language: huge, Model: speechv1.TranscriptionModel_TRANSCRIPTION_MODEL_PULSE_PRO,
 					WebhookUrl: "https://example.com/" + huge, WebhookMethod: huge, WebhookExtra: map[string]string{huge: huge}}})
 			return err
 		}},
 		{"TranscribeLive 10,000 bad keywords and a huge language", func(ctx context.Context) error {
-			stream, err := g.trans.TranscribeLive(ctx)
+			stream, err := g.Trans.TranscribeLive(ctx)
 			if err != nil {
 				return err
 			}
@@ -82,18 +84,18 @@ func TestRefusalsNeverEchoInputAtFullSize(t *testing.T) {
 			return err
 		}},
 		{"ListVoices filters", func(ctx context.Context) error {
-			_, err := g.synth.ListVoices(ctx, &speechv1.ListVoicesRequest{Language: huge, Gender: huge})
+			_, err := g.Synth.ListVoices(ctx, &speechv1.ListVoicesRequest{Language: huge, Gender: huge})
 			return err
 		}},
 		{"CreatePronunciationDictionary duplicate huge words", func(ctx context.Context) error {
-			_, err := g.synth.CreatePronunciationDictionary(ctx, &speechv1.CreatePronunciationDictionaryRequest{
+			_, err := g.Synth.CreatePronunciationDictionary(ctx, &speechv1.CreatePronunciationDictionaryRequest{
 				Entries: []*speechv1.PronunciationEntry{{Word: huge, Pronunciation: "a"}, {Word: huge, Pronunciation: "b"}}})
 			return err
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			logBefore := len(g.logs.String())
+			logBefore := len(g.Logs.String())
 			err := tt.call(ctx)
 			st := status.Convert(err)
 			if st.Code() != codes.InvalidArgument {
@@ -105,10 +107,10 @@ func TestRefusalsNeverEchoInputAtFullSize(t *testing.T) {
 			if n := proto.Size(st.Proto()); n > maxStatusBytes {
 				t.Errorf("status with details is %d bytes, want at most %d", n, maxStatusBytes)
 			}
-			if br := detail[*errdetails.BadRequest](err); len(br.GetFieldViolations()) == 0 {
+			if br := gatewaytest.Detail[*errdetails.BadRequest](err); len(br.GetFieldViolations()) == 0 {
 				t.Error("no BadRequest violations")
 			}
-			if n := len(g.logs.String()) - logBefore; n > maxLogGrowth {
+			if n := len(g.Logs.String()) - logBefore; n > maxLogGrowth {
 				t.Errorf("the call logged %d bytes, want at most %d", n, maxLogGrowth)
 			}
 		})
@@ -123,14 +125,14 @@ func TestRefusalsNeverEchoInputAtFullSize(t *testing.T) {
 func TestAbsurdCredentialsAreRefusedLocally(t *testing.T) {
 	t.Parallel()
 	var upstreamCalls atomic.Int64
-	g := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	g := gatewaytest.Start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		upstreamCalls.Add(1)
 		w.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
-	}), options{})
+	}), gatewaytest.Options{})
 	for _, token := range []string{strings.Repeat("k", 1<<20), strings.Repeat("k", 5000)} {
-		err := synthesize(withKey(t.Context(), token), g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"}).err
-		if st := status.Convert(err); st.Code() != codes.Unauthenticated || errorInfo(err).GetReason() != "INVALID_CREDENTIALS" {
-			t.Errorf("token of %d bytes: %v %s (%v), want Unauthenticated INVALID_CREDENTIALS", len(token), st.Code(), errorInfo(err).GetReason(), st.Message())
+		err := gatewaytest.Synthesize(gatewaytest.WithKey(t.Context(), token), g.Synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"}).Err
+		if st := status.Convert(err); st.Code() != codes.Unauthenticated || gatewaytest.ErrorInfo(err).GetReason() != "INVALID_CREDENTIALS" {
+			t.Errorf("token of %d bytes: %v %s (%v), want Unauthenticated INVALID_CREDENTIALS", len(token), st.Code(), gatewaytest.ErrorInfo(err).GetReason(), st.Message())
 		}
 		if n := len(status.Convert(err).Message()); n > maxStatusMessage {
 			t.Errorf("status message is %d bytes", n)

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/speechgate/speechgate/internal/gatewaytest"
+
 	"golang.org/x/net/http2"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
@@ -37,9 +39,9 @@ var stalled = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 // grpc-timeout and keeps no timer of its own, as many clients behave: the
 // deadline is enforced by the gateway alone. It returns the status from the
 // trailers, or the transport error when there were none.
-func rawCall(ctx context.Context, g *gateway, method string, req proto.Message, timeout string) (*status.Status, error) {
+func rawCall(ctx context.Context, g *gatewaytest.Gateway, method string, req proto.Message, timeout string) (*status.Status, error) {
 	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
-		return g.lis.DialContext(ctx)
+		return g.DialRaw(ctx)
 	}}
 	defer tr.CloseIdleConnections()
 	msg, err := proto.Marshal(req)
@@ -93,7 +95,7 @@ func rawCall(ctx context.Context, g *gateway, method string, req proto.Message, 
 // and the gateway must log the call as a deadline.
 func TestServerEnforcedDeadlineIsAStatus(t *testing.T) {
 	t.Parallel()
-	g := start(t, stalled, options{})
+	g := gatewaytest.Start(t, stalled, gatewaytest.Options{})
 	const calls = 24
 	var wg sync.WaitGroup
 	results := make([]string, calls)
@@ -125,7 +127,7 @@ func TestServerEnforcedDeadlineIsAStatus(t *testing.T) {
 			t.Errorf("call %d: %s; want DEADLINE_EXCEEDED with reason DEADLINE_EXCEEDED", i, r)
 		}
 	}
-	for _, l := range strings.Split(strings.TrimSpace(g.logs.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(g.Logs.String()), "\n") {
 		var m map[string]any
 		json.Unmarshal([]byte(l), &m)
 		if m["grpc.method"] == "Synthesize" || m["grpc.method"] == "ListVoices" {
@@ -137,7 +139,7 @@ func TestServerEnforcedDeadlineIsAStatus(t *testing.T) {
 }
 
 func reasonOf(st *status.Status) string {
-	return errorInfo(st.Err()).GetReason()
+	return gatewaytest.ErrorInfo(st.Err()).GetReason()
 }
 
 // TestCutOffCallsSayDraining: calls still running when the drain grace
@@ -145,16 +147,16 @@ func reasonOf(st *status.Status) string {
 // the bare UNAVAILABLE of a closing transport.
 func TestCutOffCallsSayDraining(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{Pace: 1}), options{})
-	ctx := withKey(t.Context(), callerKey)
-	synth, err := g.synth.Synthesize(ctx, &speechv1.SynthesizeRequest{Text: strings.Repeat("a", 500), VoiceId: "avery"})
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{Pace: 1}), gatewaytest.Options{})
+	ctx := gatewaytest.WithKey(t.Context(), callerKey)
+	synth, err := g.Synth.Synthesize(ctx, &speechv1.SynthesizeRequest{Text: strings.Repeat("a", 500), VoiceId: "avery"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := synth.Recv(); err != nil {
 		t.Fatal(err)
 	}
-	live, err := g.trans.TranscribeLive(ctx)
+	live, err := g.Trans.TranscribeLive(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +166,7 @@ func TestCutOffCallsSayDraining(t *testing.T) {
 	if _, err := live.Recv(); err != nil { // an interim transcript: the session is up
 		t.Fatal(err)
 	}
-	if g.srv.Shutdown(200 * time.Millisecond) {
+	if g.Server.Shutdown(200 * time.Millisecond) {
 		t.Fatal("Shutdown reported a clean drain while calls were in flight")
 	}
 	recvErr := func(recv func() error) error {
@@ -178,11 +180,11 @@ func TestCutOffCallsSayDraining(t *testing.T) {
 		"Synthesize":     recvErr(func() error { _, err := synth.Recv(); return err }),
 		"TranscribeLive": recvErr(func() error { _, err := live.Recv(); return err }),
 	} {
-		if status.Code(err) != codes.Unavailable || errorInfo(err).GetReason() != "DRAINING" {
-			t.Errorf("%s ended with %v (%s), want UNAVAILABLE with reason DRAINING", name, err, errorInfo(err).GetReason())
+		if status.Code(err) != codes.Unavailable || gatewaytest.ErrorInfo(err).GetReason() != "DRAINING" {
+			t.Errorf("%s ended with %v (%s), want UNAVAILABLE with reason DRAINING", name, err, gatewaytest.ErrorInfo(err).GetReason())
 		}
 	}
-	for _, l := range strings.Split(strings.TrimSpace(g.logs.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(g.Logs.String()), "\n") {
 		var m map[string]any
 		json.Unmarshal([]byte(l), &m)
 		if m["grpc.method"] == "Synthesize" || m["grpc.method"] == "TranscribeLive" {
@@ -198,9 +200,9 @@ func TestCutOffCallsSayDraining(t *testing.T) {
 // on-call would read as the gateway's or Smallest's fault.
 func TestCallerLeavingIsACancel(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{Pace: 1}), options{})
-	conn := g.dial(t)
-	stream, err := speechv1.NewSynthesisServiceClient(conn).Synthesize(withKey(t.Context(), callerKey),
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{Pace: 1}), gatewaytest.Options{})
+	conn := g.Dial(t)
+	stream, err := speechv1.NewSynthesisServiceClient(conn).Synthesize(gatewaytest.WithKey(t.Context(), callerKey),
 		&speechv1.SynthesizeRequest{Text: strings.Repeat("a", 200), VoiceId: "avery"})
 	if err != nil {
 		t.Fatal(err)
@@ -210,8 +212,8 @@ func TestCallerLeavingIsACancel(t *testing.T) {
 	}
 	conn.Close()
 	var line map[string]any
-	waitFor(t, func() bool {
-		for _, l := range strings.Split(strings.TrimSpace(g.logs.String()), "\n") {
+	gatewaytest.WaitFor(t, func() bool {
+		for _, l := range strings.Split(strings.TrimSpace(g.Logs.String()), "\n") {
 			var m map[string]any
 			if json.Unmarshal([]byte(l), &m) == nil && m["grpc.method"] == "Synthesize" {
 				line = m

@@ -77,14 +77,14 @@ func (d *drainer) drain() <-chan struct{} {
 	return d.idle
 }
 
-// cut ends every call in flight with cause, a status error: the handlers'
-// upstream work stops, and each call ends with that status rather than the
-// bare UNAVAILABLE of a closing transport.
-func (d *drainer) cut(cause error) {
+// cut ends every call in flight, once a drain's grace ran out: the
+// handlers' upstream work stops, and each call ends with UNAVAILABLE,
+// reason DRAINING, rather than the bare UNAVAILABLE of a closing transport.
+func (d *drainer) cut(grace time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for c := range d.active {
-		c.cancel(cause)
+		c.cancel(rpcerror.DrainCut(grace))
 	}
 }
 
@@ -123,12 +123,12 @@ func settle(ctx context.Context, err error) error {
 	}
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded) && status.Code(err) == codes.Canceled:
-		return rpcerror.FromError(context.DeadlineExceeded)
+		return rpcerror.DeadlineExceeded()
 	case errors.Is(ctx.Err(), context.Canceled):
 		// The caller cancelled, or its connection went away: whatever the
 		// handler saw last (often "transport is closing"), the call was
 		// cancelled, and is logged and counted so, not as UNAVAILABLE.
-		return rpcerror.FromError(context.Canceled)
+		return rpcerror.Cancelled()
 	}
 	return err
 }
@@ -169,7 +169,7 @@ func callerGone(err error) error {
 	case codes.OK:
 		return nil
 	case codes.Unavailable, codes.Canceled:
-		return rpcerror.FromError(context.Canceled)
+		return rpcerror.Cancelled()
 	}
 	return err
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/speechgate/speechgate/internal/gatewaytest"
+
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -68,10 +70,10 @@ func TestUpstreamFailuresBecomeStatuses(t *testing.T) {
 			answer:   upstreamAnswer{status: 429, headers: map[string]string{"Retry-After": "7"}, body: `{"error":"Too many concurrent requests"}`},
 			wantCode: codes.ResourceExhausted, wantReason: "UPSTREAM_RATE_LIMITED",
 			check: func(t *testing.T, err error) {
-				if d := detail[*errdetails.RetryInfo](err).GetRetryDelay().AsDuration(); d != 7*time.Second {
+				if d := gatewaytest.Detail[*errdetails.RetryInfo](err).GetRetryDelay().AsDuration(); d != 7*time.Second {
 					t.Errorf("RetryInfo delay %v, want 7s", d)
 				}
-				if q := detail[*errdetails.QuotaFailure](err); len(q.GetViolations()) != 1 {
+				if q := gatewaytest.Detail[*errdetails.QuotaFailure](err); len(q.GetViolations()) != 1 {
 					t.Errorf("QuotaFailure = %v, want one violation", q)
 				}
 			},
@@ -82,7 +84,7 @@ func TestUpstreamFailuresBecomeStatuses(t *testing.T) {
 			wantCode: codes.InvalidArgument, wantReason: "UPSTREAM_INVALID_ARGUMENT",
 			check: func(t *testing.T, err error) {
 				want := []*errdetails.BadRequest_FieldViolation{{Field: "voice_id", Description: "Invalid Voice ID", Reason: "UPSTREAM_INVALID_ARGUMENT"}}
-				if d := diff(want, detail[*errdetails.BadRequest](err).GetFieldViolations()); d != "" {
+				if d := gatewaytest.Diff(want, gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations()); d != "" {
 					t.Errorf("field violations (-want +got):\n%s", d)
 				}
 			},
@@ -117,18 +119,18 @@ func TestUpstreamFailuresBecomeStatuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			g := start(t, tt.answer, options{})
-			got := synthesize(withKey(t.Context(), callerKey), g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
-			if status.Code(got.err) != tt.wantCode {
-				t.Fatalf("stream ended with %v, want %v", got.err, tt.wantCode)
+			g := gatewaytest.Start(t, tt.answer, gatewaytest.Options{})
+			got := gatewaytest.Synthesize(gatewaytest.WithKey(t.Context(), callerKey), g.Synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
+			if status.Code(got.Err) != tt.wantCode {
+				t.Fatalf("stream ended with %v, want %v", got.Err, tt.wantCode)
 			}
-			if got.totals != nil {
+			if got.Totals != nil {
 				t.Error("a failed stream sent a totals message")
 			}
-			if want := bytes.Repeat([]byte{0, 1, 2, 3}, tt.wantAudio); !bytes.Equal(got.bytes(), want) {
-				t.Errorf("audio before the failure = %x, want %x: every frame that arrived, and nothing else", got.bytes(), want)
+			if want := bytes.Repeat([]byte{0, 1, 2, 3}, tt.wantAudio); !bytes.Equal(got.Bytes(), want) {
+				t.Errorf("audio before the failure = %x, want %x: every frame that arrived, and nothing else", got.Bytes(), want)
 			}
-			info := errorInfo(got.err)
+			info := gatewaytest.ErrorInfo(got.Err)
 			if info.GetReason() != tt.wantReason || info.GetDomain() != "speechgate" || info.GetMetadata()["upstreamRequestId"] != "up-err-1" {
 				t.Errorf("ErrorInfo = %v, want reason %s, domain speechgate and the upstream request id", info, tt.wantReason)
 			}
@@ -136,9 +138,9 @@ func TestUpstreamFailuresBecomeStatuses(t *testing.T) {
 				t.Error("ErrorInfo lacks the upstream HTTP status")
 			}
 			if tt.check != nil {
-				tt.check(t, got.err)
+				tt.check(t, got.Err)
 			}
-			if strings.Contains(got.err.Error(), callerKey) || strings.Contains(g.logs.String(), callerKey) {
+			if strings.Contains(got.Err.Error(), callerKey) || strings.Contains(g.Logs.String(), callerKey) {
 				t.Error("the caller's key reached an error or a log line")
 			}
 		})
@@ -173,16 +175,16 @@ func TestAuthModes(t *testing.T) {
 				seen.Store(r.Header.Get("Authorization"))
 				emulator.New(emulator.Options{}).ServeHTTP(w, r)
 			})
-			o := options{mode: tt.mode}
+			o := gatewaytest.Options{Auth: tt.mode}
 			if tt.mode == auth.ModeKeys {
-				o.keys = keys
+				o.Keys = keys
 			}
-			g := start(t, up, o)
+			g := gatewaytest.Start(t, up, o)
 			ctx := t.Context()
 			if tt.token != "" {
-				ctx = withKey(ctx, tt.token)
+				ctx = gatewaytest.WithKey(ctx, tt.token)
 			}
-			_, err := g.synth.ListVoices(ctx, &speechv1.ListVoicesRequest{})
+			_, err := g.Synth.ListVoices(ctx, &speechv1.ListVoicesRequest{})
 			if status.Code(err) != tt.wantCode {
 				t.Fatalf("ListVoices: %v, want %v", err, tt.wantCode)
 			}
@@ -196,7 +198,7 @@ func TestAuthModes(t *testing.T) {
 				t.Errorf("upstream saw Authorization %q, want Bearer %s", seen, tt.wantKeyUp)
 			}
 			var line map[string]any
-			for _, l := range strings.Split(strings.TrimSpace(g.logs.String()), "\n") {
+			for _, l := range strings.Split(strings.TrimSpace(g.Logs.String()), "\n") {
 				json.Unmarshal([]byte(l), &line)
 				if line["grpc.method"] == "ListVoices" {
 					break
@@ -205,7 +207,7 @@ func TestAuthModes(t *testing.T) {
 			if line["caller"] != tt.wantCaller {
 				t.Errorf("log line caller = %v, want %q (line %v)", line["caller"], tt.wantCaller, line)
 			}
-			if strings.Contains(g.logs.String(), "sk_gateway_own_key") || strings.Contains(g.logs.String(), callerKey) {
+			if strings.Contains(g.Logs.String(), "sk_gateway_own_key") || strings.Contains(g.Logs.String(), callerKey) {
 				t.Error("a key reached the log")
 			}
 		})

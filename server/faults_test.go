@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/speechgate/speechgate/internal/gatewaytest"
+
 	"go.uber.org/goleak"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -20,40 +22,40 @@ import (
 
 // faultRPCs call each RPC once in a way that reaches the upstream, and
 // return the call's final status (nil for OK).
-var faultRPCs = map[string]func(ctx context.Context, g *gateway) error{
-	"Synthesize": func(ctx context.Context, g *gateway) error {
-		return synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: "Faults are part of the plan.", VoiceId: "avery"}).err
+var faultRPCs = map[string]func(ctx context.Context, g *gatewaytest.Gateway) error{
+	"Synthesize": func(ctx context.Context, g *gatewaytest.Gateway) error {
+		return gatewaytest.Synthesize(ctx, g.Synth, &speechv1.SynthesizeRequest{Text: "Faults are part of the plan.", VoiceId: "avery"}).Err
 	},
-	"SynthesizeStream": func(ctx context.Context, g *gateway) error {
-		stream, err := g.synth.SynthesizeStream(ctx)
+	"SynthesizeStream": func(ctx context.Context, g *gatewaytest.Gateway) error {
+		stream, err := g.Synth.SynthesizeStream(ctx)
 		if err != nil {
 			return err
 		}
-		stream.Send(textConfig(&speechv1.SynthesisConfig{VoiceId: "avery"}))
-		stream.Send(textPiece("Faults are part of the plan.", true))
+		stream.Send(gatewaytest.TextConfig(&speechv1.SynthesisConfig{VoiceId: "avery"}))
+		stream.Send(gatewaytest.TextPiece("Faults are part of the plan.", true))
 		stream.CloseSend()
-		got := receive(stream, nil)
-		if got.err == nil && got.totals == nil {
+		got := gatewaytest.Receive(stream, nil)
+		if got.Err == nil && got.Totals == nil {
 			return errors.New("the stream ended OK without its totals")
 		}
-		return got.err
+		return got.Err
 	},
-	"ListVoices": func(ctx context.Context, g *gateway) error {
-		_, err := g.synth.ListVoices(ctx, &speechv1.ListVoicesRequest{})
+	"ListVoices": func(ctx context.Context, g *gatewaytest.Gateway) error {
+		_, err := g.Synth.ListVoices(ctx, &speechv1.ListVoicesRequest{})
 		return err
 	},
-	"CreatePronunciationDictionary": func(ctx context.Context, g *gateway) error {
-		_, err := g.synth.CreatePronunciationDictionary(ctx, &speechv1.CreatePronunciationDictionaryRequest{
+	"CreatePronunciationDictionary": func(ctx context.Context, g *gatewaytest.Gateway) error {
+		_, err := g.Synth.CreatePronunciationDictionary(ctx, &speechv1.CreatePronunciationDictionaryRequest{
 			Entries: []*speechv1.PronunciationEntry{{Word: "gif", Pronunciation: "jif"}}})
 		return err
 	},
-	"Transcribe": func(ctx context.Context, g *gateway) error {
-		_, err := g.trans.Transcribe(ctx, &speechv1.TranscribeRequest{Source: &speechv1.TranscribeRequest_Audio{Audio: oneSecondWAV()},
+	"Transcribe": func(ctx context.Context, g *gatewaytest.Gateway) error {
+		_, err := g.Trans.Transcribe(ctx, &speechv1.TranscribeRequest{Source: &speechv1.TranscribeRequest_Audio{Audio: oneSecondWAV()},
 			Config: &speechv1.TranscriptionConfig{Language: "en"}})
 		return err
 	},
-	"TranscribeUpload": func(ctx context.Context, g *gateway) error {
-		stream, err := g.trans.TranscribeUpload(ctx)
+	"TranscribeUpload": func(ctx context.Context, g *gatewaytest.Gateway) error {
+		stream, err := g.Trans.TranscribeUpload(ctx)
 		if err != nil {
 			return err
 		}
@@ -64,8 +66,8 @@ var faultRPCs = map[string]func(ctx context.Context, g *gateway) error{
 		_, err = stream.CloseAndRecv()
 		return err
 	},
-	"TranscribeLive": func(ctx context.Context, g *gateway) error {
-		stream, err := g.trans.TranscribeLive(ctx)
+	"TranscribeLive": func(ctx context.Context, g *gatewaytest.Gateway) error {
+		stream, err := g.Trans.TranscribeLive(ctx)
 		if err != nil {
 			return err
 		}
@@ -148,8 +150,8 @@ func TestFaultMatrix(t *testing.T) {
 		t.Run(tt.fault, func(t *testing.T) {
 			before := goleak.IgnoreCurrent()
 			t.Cleanup(func() { goleak.VerifyNone(t, before) }) // runs last, after the gateway's cleanups
-			g := start(t, emulator.New(emulator.Options{}), options{upstreamTimeout: upstreamTimeout, idleTimeout: upstreamTimeout})
-			ctx := withKey(t.Context(), emulator.FaultPrefix+tt.fault)
+			g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{UpstreamTimeout: upstreamTimeout, IdleTimeout: upstreamTimeout})
+			ctx := gatewaytest.WithKey(t.Context(), emulator.FaultPrefix+tt.fault)
 			var wg sync.WaitGroup
 			for _, rpc := range tt.rpcs {
 				want := tt.want
@@ -182,7 +184,7 @@ func checkOutcome(err error, want outcome) string {
 		return "ended OK"
 	}
 	st := status.Convert(err)
-	info := errorInfo(err)
+	info := gatewaytest.ErrorInfo(err)
 	switch {
 	case st.Code() != want.code || info.GetReason() != want.reason:
 		return "got " + st.Code().String() + " / " + info.GetReason() + " (" + st.Message() + "), want " + want.code.String() + " / " + want.reason
@@ -190,11 +192,11 @@ func checkOutcome(err error, want outcome) string {
 		return "ErrorInfo domain " + info.GetDomain()
 	}
 	if want.retry > 0 {
-		if d := detail[*errdetails.RetryInfo](err).GetRetryDelay().AsDuration(); d != want.retry {
+		if d := gatewaytest.Detail[*errdetails.RetryInfo](err).GetRetryDelay().AsDuration(); d != want.retry {
 			return "RetryInfo delay " + d.String() + ", want " + want.retry.String()
 		}
 	}
-	if q := detail[*errdetails.QuotaFailure](err); want.quota != (q != nil) {
+	if q := gatewaytest.Detail[*errdetails.QuotaFailure](err); want.quota != (q != nil) {
 		return "QuotaFailure present: " + q.String()
 	}
 	return ""

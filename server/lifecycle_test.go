@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/speechgate/speechgate/internal/gatewaytest"
+	"github.com/speechgate/speechgate/internal/speech"
+
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -22,14 +25,14 @@ import (
 
 func TestHealthAndReflectionNeedNoCredentials(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{}), options{})
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{})
 	for _, svc := range []string{"", "speech.v1.SynthesisService", "speech.v1.TranscriptionService"} {
-		resp, err := g.health.Check(t.Context(), &healthpb.HealthCheckRequest{Service: svc})
+		resp, err := g.Health.Check(t.Context(), &healthpb.HealthCheckRequest{Service: svc})
 		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 			t.Errorf("health of %q = %v, %v; want SERVING", svc, resp.GetStatus(), err)
 		}
 	}
-	stream, err := reflectionpb.NewServerReflectionClient(g.conn).ServerReflectionInfo(t.Context())
+	stream, err := reflectionpb.NewServerReflectionClient(g.Conn).ServerReflectionInfo(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,9 +58,9 @@ func TestHealthAndReflectionNeedNoCredentials(t *testing.T) {
 func TestShutdownDrainsStreamsInFlight(t *testing.T) {
 	t.Parallel()
 	// 25 characters at real time: 1.5 s of audio, sent in 20 ms chunks.
-	g := start(t, emulator.New(emulator.Options{Pace: 1}), options{})
-	ctx := withKey(t.Context(), callerKey)
-	stream, err := g.synth.Synthesize(ctx, &speechv1.SynthesizeRequest{Text: strings.Repeat("a", 25), VoiceId: "avery"})
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{Pace: 1}), gatewaytest.Options{})
+	ctx := gatewaytest.WithKey(t.Context(), callerKey)
+	stream, err := g.Synth.Synthesize(ctx, &speechv1.SynthesizeRequest{Text: strings.Repeat("a", 25), VoiceId: "avery"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,29 +68,29 @@ func TestShutdownDrainsStreamsInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	drained := make(chan bool, 1)
-	go func() { drained <- g.srv.Shutdown(10 * time.Second) }()
+	go func() { drained <- g.Server.Shutdown(10 * time.Second) }()
 
 	// While the stream runs, health says NOT_SERVING, also to a new
 	// connection (a probe), and new work is turned away as retryable.
-	probe := healthpb.NewHealthClient(g.dial(t))
-	waitFor(t, func() bool {
+	probe := healthpb.NewHealthClient(g.Dial(t))
+	gatewaytest.WaitFor(t, func() bool {
 		resp, err := probe.Check(t.Context(), &healthpb.HealthCheckRequest{})
 		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING
 	})
-	if g.srv.Ready() {
+	if g.Server.Ready() {
 		t.Error("Ready() is true during the drain; /readyz must fail")
 	}
 	if resp, err := probe.Check(t.Context(), &healthpb.HealthCheckRequest{Service: server.LivenessService}); err != nil ||
 		resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("liveness during the drain = %v, %v; a draining pod must stay alive", resp.GetStatus(), err)
 	}
-	g.srv.SetServing("", true) // a late health report must not undo the drain
-	if g.srv.Ready() {
+	g.Server.SetServing("", true) // a late health report must not undo the drain
+	if g.Server.Ready() {
 		t.Error("SetServing during the drain turned the server ready again")
 	}
-	refused := synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
-	if status.Code(refused.err) != codes.Unavailable || errorInfo(refused.err).GetReason() != "DRAINING" {
-		t.Errorf("a new call during the drain got %v, want Unavailable with reason DRAINING", refused.err)
+	refused := gatewaytest.Synthesize(ctx, g.Synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
+	if status.Code(refused.Err) != codes.Unavailable || gatewaytest.ErrorInfo(refused.Err).GetReason() != "DRAINING" {
+		t.Errorf("a new call during the drain got %v, want Unavailable with reason DRAINING", refused.Err)
 	}
 
 	var audio, totals int
@@ -121,15 +124,15 @@ func TestShutdownDrainsStreamsInFlight(t *testing.T) {
 
 func TestShutdownCutsOffAfterGrace(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{Pace: 1}), options{})
-	stream, err := g.synth.Synthesize(withKey(t.Context(), callerKey), &speechv1.SynthesizeRequest{Text: strings.Repeat("a", 500), VoiceId: "avery"})
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{Pace: 1}), gatewaytest.Options{})
+	stream, err := g.Synth.Synthesize(gatewaytest.WithKey(t.Context(), callerKey), &speechv1.SynthesizeRequest{Text: strings.Repeat("a", 500), VoiceId: "avery"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := stream.Recv(); err != nil {
 		t.Fatal(err)
 	}
-	if g.srv.Shutdown(200 * time.Millisecond) {
+	if g.Server.Shutdown(200 * time.Millisecond) {
 		t.Fatal("Shutdown reported a clean drain while a 30 s stream was in flight")
 	}
 	for {
@@ -142,29 +145,19 @@ func TestShutdownCutsOffAfterGrace(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5 s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // panicky is an upstream whose calls panic, as a bug would.
-type panicky struct{ server.SpeechUpstream }
+type panicky struct{ speech.Upstream }
 
 func (panicky) StreamSpeech(context.Context, *smallest.SpeechRequest) (*smallest.SpeechStream, error) {
 	panic("bug")
 }
+
 func (panicky) ListVoices(context.Context) ([]smallest.Voice, error) { panic("bug") }
 
 // panicsAfterFirst synthesizes the first text piece and panics on the
 // next, which runs in a look-ahead goroutine.
 type panicsAfterFirst struct {
-	server.SpeechUpstream
+	speech.Upstream
 	calls atomic.Int32
 }
 
@@ -172,22 +165,22 @@ func (p *panicsAfterFirst) StreamSpeech(ctx context.Context, r *smallest.SpeechR
 	if p.calls.Add(1) > 1 {
 		panic("bug in a later piece")
 	}
-	return p.SpeechUpstream.StreamSpeech(ctx, r)
+	return p.Upstream.StreamSpeech(ctx, r)
 }
 
 func TestPanicInALookAheadPieceBecomesInternal(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{}), options{cfg: func(c *server.Config) { c.Speech = &panicsAfterFirst{SpeechUpstream: c.Speech} }})
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{Upstream: func(up speech.Upstream) speech.Upstream { return &panicsAfterFirst{Upstream: up} }})
 	text := strings.Repeat("A sentence of some length, to make several pieces. ", 20)
-	got := synthesize(withKey(t.Context(), callerKey), g.synth, &speechv1.SynthesizeRequest{Text: text, VoiceId: "avery"})
-	if status.Code(got.err) != codes.Internal || errorInfo(got.err).GetReason() != "INTERNAL" {
-		t.Fatalf("Synthesize = %v, want Internal with ErrorInfo", got.err)
+	got := gatewaytest.Synthesize(gatewaytest.WithKey(t.Context(), callerKey), g.Synth, &speechv1.SynthesizeRequest{Text: text, VoiceId: "avery"})
+	if status.Code(got.Err) != codes.Internal || gatewaytest.ErrorInfo(got.Err).GetReason() != "INTERNAL" {
+		t.Fatalf("Synthesize = %v, want Internal with ErrorInfo", got.Err)
 	}
-	if strings.Contains(status.Convert(got.err).Message(), "goroutine") {
-		t.Errorf("the caller was shown the stack: %q", status.Convert(got.err).Message())
+	if strings.Contains(status.Convert(got.Err).Message(), "goroutine") {
+		t.Errorf("the caller was shown the stack: %q", status.Convert(got.Err).Message())
 	}
 	// The log has the panic and the stack of the goroutine it happened in.
-	logs := g.logs.String()
+	logs := g.Logs.String()
 	for _, want := range []string{"handler panicked", "bug in a later piece", "in the goroutine of text piece 2", "pieces.go"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("the log lacks %q", want)
@@ -197,19 +190,19 @@ func TestPanicInALookAheadPieceBecomesInternal(t *testing.T) {
 
 func TestPanicBecomesInternal(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{}), options{cfg: func(c *server.Config) { c.Speech = panicky{} }})
-	ctx := withKey(t.Context(), callerKey)
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{Upstream: func(up speech.Upstream) speech.Upstream { return panicky{up} }})
+	ctx := gatewaytest.WithKey(t.Context(), callerKey)
 	for range 2 { // the server survives the first
-		_, err := g.synth.ListVoices(ctx, &speechv1.ListVoicesRequest{})
-		if status.Code(err) != codes.Internal || errorInfo(err).GetReason() != "INTERNAL" {
+		_, err := g.Synth.ListVoices(ctx, &speechv1.ListVoicesRequest{})
+		if status.Code(err) != codes.Internal || gatewaytest.ErrorInfo(err).GetReason() != "INTERNAL" {
 			t.Fatalf("ListVoices = %v, want Internal with ErrorInfo", err)
 		}
-		got := synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
-		if status.Code(got.err) != codes.Internal {
-			t.Fatalf("Synthesize = %v, want Internal", got.err)
+		got := gatewaytest.Synthesize(ctx, g.Synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
+		if status.Code(got.Err) != codes.Internal {
+			t.Fatalf("Synthesize = %v, want Internal", got.Err)
 		}
 	}
-	if !strings.Contains(g.logs.String(), "handler panicked") {
+	if !strings.Contains(g.Logs.String(), "handler panicked") {
 		t.Error("the panic was not logged")
 	}
 }
@@ -217,23 +210,23 @@ func TestPanicBecomesInternal(t *testing.T) {
 func TestSynthesisUnavailableOnBackend(t *testing.T) {
 	t.Parallel()
 	const why = "the self-hosted server has no text-to-speech"
-	g := start(t, emulator.New(emulator.Options{}), options{cfg: func(c *server.Config) { c.Speech, c.SpeechUnavailable = nil, why }})
-	got := synthesize(withKey(t.Context(), callerKey), g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
-	if status.Code(got.err) != codes.Unimplemented || !strings.Contains(status.Convert(got.err).Message(), why) {
-		t.Fatalf("Synthesize = %v, want Unimplemented saying why", got.err)
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{Upstream: gatewaytest.Capabilities(func(c *smallest.Capabilities) { c.Synthesis, c.SynthesisMissing = false, why })})
+	got := gatewaytest.Synthesize(gatewaytest.WithKey(t.Context(), callerKey), g.Synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
+	if status.Code(got.Err) != codes.Unimplemented || !strings.Contains(status.Convert(got.Err).Message(), why) {
+		t.Fatalf("Synthesize = %v, want Unimplemented saying why", got.Err)
 	}
 }
 
 func TestOneLogLinePerCall(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{}), options{})
-	ctx := withKey(t.Context(), callerKey)
-	if got := synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"}); got.err != nil {
-		t.Fatal(got.err)
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{})
+	ctx := gatewaytest.WithKey(t.Context(), callerKey)
+	if got := gatewaytest.Synthesize(ctx, g.Synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"}); got.Err != nil {
+		t.Fatal(got.Err)
 	}
-	synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "nobody"})
+	gatewaytest.Synthesize(ctx, g.Synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "nobody"})
 	var lines []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(g.logs.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(g.Logs.String()), "\n") {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(l), &m); err != nil {
 			t.Fatalf("log line is not JSON: %q", l)
@@ -243,7 +236,7 @@ func TestOneLogLinePerCall(t *testing.T) {
 		}
 	}
 	if len(lines) != 2 {
-		t.Fatalf("%d log lines for 2 calls:\n%s", len(lines), g.logs.String())
+		t.Fatalf("%d log lines for 2 calls:\n%s", len(lines), g.Logs.String())
 	}
 	for i, wantCode := range []string{"OK", "InvalidArgument"} {
 		l := lines[i]

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/speechgate/speechgate/internal/gatewaytest"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -62,9 +64,9 @@ func TestPublishedServiceConfigRetries(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			g := start(t, tt.upstream, options{})
+			g := gatewaytest.Start(t, tt.upstream, gatewaytest.Options{})
 			opts := []grpc.DialOption{
-				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return g.lis.DialContext(ctx) }),
+				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return g.DialRaw(ctx) }),
 				grpc.WithTransportCredentials(insecure.NewCredentials()),
 			}
 			if tt.config {
@@ -76,7 +78,7 @@ func TestPublishedServiceConfigRetries(t *testing.T) {
 			}
 			defer conn.Close()
 			began := time.Now()
-			_, err = speechv1.NewSynthesisServiceClient(conn).ListVoices(withKey(t.Context(), callerKey), &speechv1.ListVoicesRequest{})
+			_, err = speechv1.NewSynthesisServiceClient(conn).ListVoices(gatewaytest.WithKey(t.Context(), callerKey), &speechv1.ListVoicesRequest{})
 			if status.Code(err) != tt.wantCode {
 				t.Fatalf("ListVoices = %v, want %v", err, tt.wantCode)
 			}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/speechgate/speechgate/internal/gatewaytest"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -21,10 +23,10 @@ import (
 
 // tightClient is a client whose HTTP/2 windows stay at 64 KiB (no BDP
 // growth), so that a pause in reading stops the gateway's sends at once.
-func tightClient(t *testing.T, g *gateway) speechv1.SynthesisServiceClient {
+func tightClient(t *testing.T, g *gatewaytest.Gateway) speechv1.SynthesisServiceClient {
 	t.Helper()
 	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return g.lis.DialContext(ctx) }),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return g.DialRaw(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
 	if err != nil {
@@ -63,11 +65,11 @@ func readAfterPause(ctx context.Context, c speechv1.SynthesisServiceClient, paus
 // timer counts only time the gateway is ready to read.
 func TestSlowReaderIsNotUpstreamSilence(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{}), options{idleTimeout: 200 * time.Millisecond,
-		cfg: func(c *server.Config) { c.CallerStallTimeout = 10 * time.Second }})
-	n, err := readAfterPause(withKey(t.Context(), callerKey), tightClient(t, g), 700*time.Millisecond)
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{IdleTimeout: 200 * time.Millisecond,
+		Server: func(c *server.Config) { c.CallerStallTimeout = 10 * time.Second }})
+	n, err := readAfterPause(gatewaytest.WithKey(t.Context(), callerKey), tightClient(t, g), 700*time.Millisecond)
 	if err != nil {
-		t.Fatalf("after a 700 ms pause in reading: %v (reason %s); the upstream was not silent, the caller was slow", err, errorInfo(err).GetReason())
+		t.Fatalf("after a 700 ms pause in reading: %v (reason %s); the upstream was not silent, the caller was slow", err, gatewaytest.ErrorInfo(err).GetReason())
 	}
 	if want := 2000 * 60 * 8 * 2; n != want { // 60 ms of 8 kHz PCM16 per character
 		t.Errorf("got %d bytes of audio, want %d", n, want)
@@ -79,10 +81,10 @@ func TestSlowReaderIsNotUpstreamSilence(t *testing.T) {
 // the gateway lets go of the upstream request meanwhile.
 func TestStalledCallerIsNamed(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{}), options{idleTimeout: 100 * time.Millisecond,
-		cfg: func(c *server.Config) { c.CallerStallTimeout = 300 * time.Millisecond }})
-	_, err := readAfterPause(withKey(t.Context(), callerKey), tightClient(t, g), time.Second)
-	if status.Code(err) != codes.Aborted || errorInfo(err).GetReason() != "CALLER_TOO_SLOW" {
-		t.Fatalf("err = %v (reason %q), want ABORTED with reason CALLER_TOO_SLOW", err, errorInfo(err).GetReason())
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{IdleTimeout: 100 * time.Millisecond,
+		Server: func(c *server.Config) { c.CallerStallTimeout = 300 * time.Millisecond }})
+	_, err := readAfterPause(gatewaytest.WithKey(t.Context(), callerKey), tightClient(t, g), time.Second)
+	if status.Code(err) != codes.Aborted || gatewaytest.ErrorInfo(err).GetReason() != "CALLER_TOO_SLOW" {
+		t.Fatalf("err = %v (reason %q), want ABORTED with reason CALLER_TOO_SLOW", err, gatewaytest.ErrorInfo(err).GetReason())
 	}
 }

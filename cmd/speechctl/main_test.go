@@ -4,22 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/go-audio/wav"
 	"go.uber.org/goleak"
 
-	"github.com/speechgate/speechgate/internal/auth"
 	"github.com/speechgate/speechgate/internal/emulator"
-	"github.com/speechgate/speechgate/internal/smallest"
-	"github.com/speechgate/speechgate/server"
+	"github.com/speechgate/speechgate/internal/gatewaytest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -28,30 +23,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // returns its address.
 func gateway(t *testing.T) string {
 	t.Helper()
-	up := httptest.NewServer(emulator.New(emulator.Options{}))
-	t.Cleanup(up.Close)
-	authn, err := auth.New(auth.ModePassthrough, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := smallest.New(smallest.Config{BaseURL: up.URL, HTTPClient: up.Client(), Credential: authn.UpstreamKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	srv, err := server.New(server.Config{Logger: slog.New(slog.DiscardHandler), Authenticate: authn.Authenticate,
-		Speech: client, Transcription: client, Live: client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() { srv.Shutdown(5 * time.Second); <-served })
-	return lis.Addr().String()
+	return gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{Loopback: true}).Addr
 }
 
 // speechctl runs the command and returns its exit code, stdout and stderr.

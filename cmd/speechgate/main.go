@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	noopmetric "go.opentelemetry.io/otel/metric/noop"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/speechgate/speechgate/internal/metrics"
 	"github.com/speechgate/speechgate/internal/probe"
 	"github.com/speechgate/speechgate/internal/smallest"
+	"github.com/speechgate/speechgate/internal/speech"
 	"github.com/speechgate/speechgate/internal/tracing"
 	"github.com/speechgate/speechgate/server"
 )
@@ -60,7 +62,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Telemetry: an explicit Prometheus registry, and tracing that exports
 	// only when the OTEL_* variables ask for it.
 	reg := prometheus.NewRegistry()
-	m := metrics.New(reg)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	tr, err := tracing.New(ctx, getenv, version)
 	if err != nil {
 		return fmt.Errorf("tracing: %w", err)
@@ -111,20 +113,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer func() { stopWatch(); <-watched }()
 	}
 
-	// The client of the upstream, and what it offers. Its transport records
-	// upstream latency by endpoint and carries the caller's trace context.
-	httpClient := &http.Client{Transport: m.Transport(otelhttp.NewTransport(smallest.NewTransport(cfg.UpstreamTimeout, cfg.UpstreamIdleConnTimeout),
+	// The client of the upstream. Its transport records upstream latency by
+	// endpoint and carries the caller's trace context.
+	httpClient := &http.Client{Transport: metrics.NewUpstream(reg).Transport(otelhttp.NewTransport(
+		smallest.NewTransport(cfg.UpstreamTimeout, cfg.UpstreamIdleConnTimeout),
 		otelhttp.WithTracerProvider(tr.Provider), otelhttp.WithPropagators(tr.Propagator),
 		otelhttp.WithMeterProvider(noopmetric.NewMeterProvider())))}
-	be, err := newBackend(cfg, httpClient, baseURL, usBaseURL, authn.UpstreamKey)
+	up, err := newUpstream(cfg, httpClient, baseURL, usBaseURL, authn.UpstreamKey)
 	if err != nil {
 		return err
 	}
-	if be.close != nil {
-		defer be.close()
-	}
+	defer up.close()
 
-	// The gRPC server.
+	// The speech services, and the gRPC server they register on.
+	speechOpts := speech.Options{PieceChars: cfg.SynthesisPieceChars, Lookahead: cfg.SynthesisLookahead, Metrics: metrics.NewSpeech(reg)}
 	tlsConfig, err := loadTLS(cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
 		return err
@@ -132,26 +134,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv, err := server.New(server.Config{
 		Logger:                log,
 		Authenticate:          authn.Authenticate,
-		Speech:                be.speech,
-		SpeechUnavailable:     be.speechUnavailable,
-		Transcription:         be.transcription,
-		Live:                  be.live,
-		LiveUnavailable:       be.liveUnavailable,
-		MaxUploadBytes:        be.maxUpload,
-		PieceChars:            cfg.SynthesisPieceChars,
-		Lookahead:             cmp.Or(cfg.SynthesisLookahead, -1), // 0 in the settings means none
+		Registerer:            reg,
+		TracerProvider:        tr.Provider,
+		Propagator:            tr.Propagator,
 		MaxRecvMsgBytes:       cfg.MaxRecvMsgBytes,
 		MaxSendMsgBytes:       cfg.MaxSendMsgBytes,
 		KeepaliveMinTime:      cfg.KeepaliveMinTime,
 		MaxConnectionAge:      cfg.MaxConnectionAge,
 		MaxConnectionAgeGrace: cfg.MaxConnectionAgeGrace,
-		CallerStallTimeout:    cfg.CallerStallTimeout,
 		TLS:                   tlsConfig,
-		Metrics:               m,
-		Tracing:               tr,
-	})
+		CallerStallTimeout:    cfg.CallerStallTimeout,
+	}, speech.NewSynthesis(up, speechOpts), speech.NewTranscription(up, speechOpts))
 	if err != nil {
 		return err
+	}
+	if !up.Capabilities().Synthesis {
+		srv.SetServing(speechv1.SynthesisService_ServiceDesc.ServiceName, false)
 	}
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -176,13 +174,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// Health follows a self-hosted server's own.
 	probing := make(chan struct{})
-	if be.healthy == nil {
+	if up.healthy == nil {
 		close(probing)
 	} else {
-		srv.SetServing(speechv1.SynthesisService_ServiceDesc.ServiceName, false)
 		go func() {
 			defer close(probing)
-			followHealth(ctx, cfg, srv, be.healthy, log)
+			followHealth(ctx, cfg, srv, up.healthy, log)
 		}()
 	}
 
@@ -205,21 +202,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// backend is what the configured upstream offers the server.
-type backend struct {
-	speech            server.SpeechUpstream
-	speechUnavailable string
-	transcription     server.TranscriptionUpstream
-	live              server.LiveUpstream
-	liveUnavailable   string
-	maxUpload         int64
+// upstream is the configured Smallest's client.
+type upstream struct {
+	speech.Upstream
+	// close releases the client's pooled connections.
+	close func() error
 	// healthy checks the upstream's health endpoint; nil: nothing to follow.
 	healthy func(context.Context) error
-	// close releases the client's pooled connections; nil: nothing to release.
-	close func() error
 }
 
-func newBackend(cfg *config.Config, hc *http.Client, baseURL, usBaseURL string, credential func(context.Context) string) (*backend, error) {
+// newUpstream returns the client of the configured Smallest: its cloud (or
+// the emulator, which speaks the cloud's API), or its self-hosted server.
+func newUpstream(cfg *config.Config, hc *http.Client, baseURL, usBaseURL string, credential func(context.Context) string) (*upstream, error) {
 	if cfg.Upstream != config.UpstreamSelfhost {
 		client, err := smallest.New(smallest.Config{
 			BaseURL:           baseURL,
@@ -236,7 +230,7 @@ func newBackend(cfg *config.Config, hc *http.Client, baseURL, usBaseURL string, 
 		if err != nil {
 			return nil, err
 		}
-		return &backend{speech: client, transcription: client, live: client, close: client.Close}, nil
+		return &upstream{Upstream: client, close: client.Close}, nil
 	}
 	scheme := cfg.SelfhostAuthScheme
 	if scheme == "none" {
@@ -250,19 +244,13 @@ func newBackend(cfg *config.Config, hc *http.Client, baseURL, usBaseURL string, 
 		TranscribePath: cfg.SelfhostTranscribePath,
 		Format:         smallest.UploadFormat(cfg.SelfhostUploadFormat),
 		UserAgent:      "speechgate/" + version,
+		MaxUploadBytes: int64(cfg.SelfhostMaxUploadBytes),
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &backend{
-		speechUnavailable: "speech synthesis is not available: this gateway uses a self-hosted Smallest server for " +
-			"speech-to-text, and the self-hosted text-to-speech API has no documented streaming protocol",
-		transcription: sh,
-		liveUnavailable: "realtime recognition is not available: this gateway uses a self-hosted Smallest server, " +
-			"whose streaming protocol is not documented; use TranscribeUpload",
-		maxUpload: int64(cfg.SelfhostMaxUploadBytes),
-		healthy:   func(ctx context.Context) error { return sh.Healthy(ctx, cfg.SelfhostHealthPath) },
-	}, nil
+	return &upstream{Upstream: sh, close: func() error { return nil },
+		healthy: func(ctx context.Context) error { return sh.Healthy(ctx, cfg.SelfhostHealthPath) }}, nil
 }
 
 // followHealth makes the gateway's health, and its transcription service's,

@@ -152,3 +152,29 @@ func TestG711RoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestG711SplitsSamplesAcrossPieces: however the PCM is cut, even inside a
+// sample, the encoding is that of the whole.
+func TestG711SplitsSamplesAcrossPieces(t *testing.T) {
+	t.Parallel()
+	pcm := make([]byte, 2000)
+	for i := range pcm {
+		pcm[i] = byte(i * 37)
+	}
+	for _, law := range []audio.Law{audio.MuLaw, audio.ALaw} {
+		whole := audio.NewG711(law).Encode(nil, pcm)
+		for _, cut := range []int{1, 3, 7, 960} {
+			e := audio.NewG711(law)
+			var got []byte
+			for i := 0; i < len(pcm); i += cut {
+				got = e.Encode(got, pcm[i:min(i+cut, len(pcm))])
+			}
+			if !bytes.Equal(got, whole) {
+				t.Errorf("law %d, pieces of %d bytes: the encoding differs from the whole's", law, cut)
+			}
+		}
+		if len(whole) != 1000 || whole[0] != map[audio.Law]func(int16) byte{audio.MuLaw: audio.MulawEncode, audio.ALaw: audio.AlawEncode}[law](int16(uint16(pcm[0])|uint16(pcm[1])<<8)) {
+			t.Errorf("law %d: %d bytes, first %d", law, len(whole), whole[0])
+		}
+	}
+}

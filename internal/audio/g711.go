@@ -64,3 +64,45 @@ func AlawDecode(b byte) int16 {
 	}
 	return int16(x)
 }
+
+// Law is a G.711 companding law.
+type Law int
+
+// The two G.711 laws.
+const (
+	MuLaw Law = iota + 1
+	ALaw
+)
+
+// G711 encodes a stream of PCM16 (little-endian) into G.711, piece by
+// piece: a sample split between two pieces is carried to the next.
+type G711 struct {
+	compand func(int16) byte
+	carry   byte
+	held    bool
+}
+
+// NewG711 returns an encoder for law.
+func NewG711(law Law) *G711 {
+	if law == ALaw {
+		return &G711{compand: AlawEncode}
+	}
+	return &G711{compand: MulawEncode}
+}
+
+// Encode appends the encoding of pcm to dst: one byte per whole sample,
+// the sample begun by an odd last byte included with the next piece.
+func (e *G711) Encode(dst, pcm []byte) []byte {
+	if e.held && len(pcm) > 0 {
+		dst = append(dst, e.compand(int16(uint16(e.carry)|uint16(pcm[0])<<8)))
+		pcm, e.held = pcm[1:], false
+	}
+	for len(pcm) >= 2 {
+		dst = append(dst, e.compand(int16(uint16(pcm[0])|uint16(pcm[1])<<8)))
+		pcm = pcm[2:]
+	}
+	if len(pcm) == 1 {
+		e.carry, e.held = pcm[0], true
+	}
+	return dst
+}

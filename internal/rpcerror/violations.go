@@ -24,11 +24,7 @@ func (v *Violations) Add(field, reason, format string, args ...any) {
 	if v.prefix != "" {
 		field = v.prefix + "." + field
 	}
-	*v.list = append(*v.list, &errdetails.BadRequest_FieldViolation{
-		Field:       clip(field, maxField),
-		Reason:      reason,
-		Description: clip(fmt.Sprintf(format, args...), maxDescription),
-	})
+	*v.list = append(*v.list, FieldViolation(field, fmt.Sprintf(format, args...), reason))
 }
 
 // Under returns a Violations that records into v with field names inside
@@ -61,14 +57,20 @@ func (v *Violations) Err() error {
 	if len(all) > maxListed {
 		parts = append(parts, fmt.Sprintf("and %d more (see the BadRequest detail)", len(all)-maxListed))
 	}
-	return build(codes.InvalidArgument, "invalid request: "+strings.Join(parts, "; "), ReasonInvalidRequest, nil,
-		boundedBadRequest(all))
+	return New(codes.InvalidArgument, "invalid request: "+strings.Join(parts, "; "), ReasonInvalidRequest, nil,
+		BadRequest(all))
 }
 
-// boundedBadRequest lists violations in a BadRequest of bounded size: a
-// request can break a rule thousands of times (10,000 keywords), and the
-// first few say what to fix; a last entry says how many more there were.
-func boundedBadRequest(all []*errdetails.BadRequest_FieldViolation) *errdetails.BadRequest {
+// FieldViolation is one violation for a BadRequest, its field and
+// description bounded in size.
+func FieldViolation(field, description, reason string) *errdetails.BadRequest_FieldViolation {
+	return &errdetails.BadRequest_FieldViolation{Field: clip(field, maxField), Description: clip(description, maxDescription), Reason: reason}
+}
+
+// BadRequest lists violations in a BadRequest of bounded size: a request
+// can break a rule thousands of times (10,000 keywords), and the first few
+// say what to fix; a last entry says how many more there were.
+func BadRequest(all []*errdetails.BadRequest_FieldViolation) *errdetails.BadRequest {
 	if len(all) <= maxViolations {
 		return &errdetails.BadRequest{FieldViolations: all}
 	}

@@ -116,6 +116,31 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// Capabilities says what a Smallest server offers the gateway.
+type Capabilities struct {
+	// Synthesis: Lightning over SSE and its WebSocket, the voice catalog,
+	// pronunciation dictionaries and voice clones.
+	Synthesis bool
+	// Live: Pulse's realtime recognition.
+	Live bool
+	// SynthesisMissing and LiveMissing say, when one is not offered, why not,
+	// in words for the caller.
+	SynthesisMissing, LiveMissing string
+	// MaxUploadBytes is the largest recording transcription accepts.
+	MaxUploadBytes int64
+}
+
+// MaxUploadBytes is Pulse's documented payload limit: 250 MB.
+const MaxUploadBytes = 250 << 20
+
+// Capabilities says what Smallest's cloud offers: everything.
+func (c *Client) Capabilities() Capabilities {
+	return Capabilities{Synthesis: true, Live: true, MaxUploadBytes: MaxUploadBytes}
+}
+
+// Unsupported lists the options of r the cloud cannot carry: none.
+func (c *Client) Unsupported(*TranscribeRequest) []string { return nil }
+
 // Close releases the pooled WebSocket sockets. Calls in flight are not affected.
 func (c *Client) Close() error {
 	c.tts.close()

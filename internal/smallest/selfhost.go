@@ -2,6 +2,7 @@ package smallest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -44,14 +45,34 @@ type SelfHostConfig struct {
 	// Format is how recordings are sent to TranscribePath.
 	Format    UploadFormat
 	UserAgent string
+	// MaxUploadBytes is the largest recording the server accepts. Default
+	// SelfHostMaxUpload, its documented limit.
+	MaxUploadBytes int64
 }
+
+// SelfHostMaxUpload is the self-hosted server's documented file limit: 100 MB.
+const SelfHostMaxUpload = 100 << 20
 
 // SelfHost is a client of Smallest's self-hosted speech-to-text server. Its
 // errors are *Error, as the cloud client's are.
 type SelfHost struct {
-	c      *Client
-	path   string
-	format UploadFormat
+	noSynthesis
+	c         *Client
+	path      string
+	format    UploadFormat
+	maxUpload int64
+}
+
+// Capabilities says what the self-hosted server offers: transcription of
+// recordings only.
+func (s *SelfHost) Capabilities() Capabilities {
+	return Capabilities{
+		SynthesisMissing: "speech synthesis is not available: this gateway uses a self-hosted Smallest server for " +
+			"speech-to-text, and the self-hosted text-to-speech API has no documented streaming protocol",
+		LiveMissing: "realtime recognition is not available: this gateway uses a self-hosted Smallest server, " +
+			"whose streaming protocol is not documented; use TranscribeUpload",
+		MaxUploadBytes: s.maxUpload,
+	}
 }
 
 // NewSelfHost returns a self-host client.
@@ -72,12 +93,12 @@ func NewSelfHost(cfg SelfHostConfig) (*SelfHost, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &SelfHost{c: c, path: cfg.TranscribePath, format: cfg.Format}, nil
+	return &SelfHost{c: c, path: cfg.TranscribePath, format: cfg.Format, maxUpload: cmp.Or(cfg.MaxUploadBytes, SelfHostMaxUpload)}, nil
 }
 
-// Unsupported lists the options of r, by their gateway field names, that
-// this server's API has no way to carry, so that a caller is told rather
-// than having them dropped.
+// Unsupported lists the options of r, by their names in Smallest's cloud
+// API, that this server's API has no way to carry, so that a caller can be
+// told rather than having them dropped.
 func (s *SelfHost) Unsupported(r *TranscribeRequest) []string {
 	var out []string
 	add := func(cond bool, field string) {
@@ -133,6 +154,38 @@ func (s *SelfHost) Transcribe(ctx context.Context, r *TranscribeRequest) (*Trans
 }
 
 var errUploadDone = errors.New("the request has finished")
+
+// noSynthesis answers the calls a self-hosted server cannot serve, its TTS
+// and streaming protocols being undocumented; the gateway refuses them
+// before they get here, as Capabilities says.
+type noSynthesis struct{}
+
+var errNotOffered = errors.New("smallest: the self-hosted server does not offer this")
+
+func (noSynthesis) StreamSpeech(context.Context, *SpeechRequest) (*SpeechStream, error) {
+	return nil, errNotOffered
+}
+func (noSynthesis) StreamSpeechText(context.Context, *StreamOptions) (*SpeechSession, error) {
+	return nil, errNotOffered
+}
+func (noSynthesis) ListVoices(context.Context) ([]Voice, error) { return nil, errNotOffered }
+func (noSynthesis) ListPronunciationDictionaries(context.Context) ([]PronunciationDictionary, error) {
+	return nil, errNotOffered
+}
+func (noSynthesis) CreatePronunciationDictionary(context.Context, []PronunciationItem) (*PronunciationDictionary, error) {
+	return nil, errNotOffered
+}
+func (noSynthesis) UpdatePronunciationDictionary(context.Context, string, []PronunciationItem) (*PronunciationDictionary, error) {
+	return nil, errNotOffered
+}
+func (noSynthesis) DeletePronunciationDictionary(context.Context, string) error { return errNotOffered }
+func (noSynthesis) CreateVoiceClone(context.Context, *CloneRequest) (*VoiceClone, error) {
+	return nil, errNotOffered
+}
+func (noSynthesis) ListVoiceClones(context.Context) ([]VoiceClone, error) { return nil, errNotOffered }
+func (noSynthesis) Listen(context.Context, *LiveRequest) (*LiveSession, error) {
+	return nil, errNotOffered
+}
 
 func writeForm(form *multipart.Writer, r *TranscribeRequest) error {
 	fields := [][2]string{

@@ -1,120 +1,15 @@
-package server
+package contract
 
 import (
-	"context"
-	"errors"
+	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
+
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 
-	"google.golang.org/grpc"
-
-	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
-	"github.com/speechgate/speechgate/internal/metrics"
 	"github.com/speechgate/speechgate/internal/rpcerror"
 	"github.com/speechgate/speechgate/internal/smallest"
 )
-
-// LiveUpstream is what realtime recognition needs from Smallest.
-type LiveUpstream interface {
-	Listen(ctx context.Context, r *smallest.LiveRequest) (*smallest.LiveSession, error)
-}
-
-type liveStream = grpc.BidiStreamingServer[speechv1.TranscribeLiveRequest, speechv1.TranscribeLiveResponse]
-
-func (s *transcriptionService) TranscribeLive(stream liveStream) error {
-	if s.liveUnavailable != "" {
-		return rpcerror.Unimplemented(s.liveUnavailable)
-	}
-	ctx := stream.Context()
-	config, err := firstConfig(stream.Recv, (*speechv1.TranscribeLiveRequest).GetConfig)
-	if err != nil {
-		return err
-	}
-	var v rpcerror.Violations
-	req := planLive(v.Under("config"), config)
-	if err := v.Err(); err != nil {
-		return err
-	}
-	session, err := s.live.Listen(ctx, req)
-	if err != nil {
-		return err
-	}
-	defer session.Close()
-
-	// The caller's audio and commands go upstream on their own goroutine
-	// while this one relays Smallest's answers. When this handler returns,
-	// gRPC ends the call, which ends that goroutine's Recv.
-	uplinkErr := make(chan error, 1)
-	go uplink(stream, session, uplinkErr, s.metrics)
-
-	interim := config.GetInterimResults()
-	for {
-		ev, err := session.Next()
-		if errors.Is(err, io.EOF) {
-			return nil // the last transcript has been relayed
-		}
-		if err != nil {
-			// A bad message from the caller explains the session's end better.
-			select {
-			case uerr := <-uplinkErr:
-				if uerr != nil {
-					return uerr
-				}
-			default:
-			}
-			return err
-		}
-		if ev.SessionID != "" {
-			noteUpstreamID(ctx, ev.SessionID)
-		}
-		msg := liveMessage(ev, interim)
-		if msg == nil {
-			continue
-		}
-		if err := stream.Send(msg); err != nil {
-			return err
-		}
-	}
-}
-
-// uplink forwards the caller's messages to the session until the caller
-// half-closes (then it asks Smallest to finish) or goes away, and then sends
-// one value on done: nil, or the status of a message that broke the protocol,
-// which it sends before ending the session so that the handler finds it.
-func uplink(stream liveStream, session *smallest.LiveSession, done chan<- error, m *metrics.Metrics) {
-	for {
-		msg, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			session.CloseStream()
-			done <- nil
-			return
-		}
-		if err != nil {
-			done <- nil // the caller went away; the call's context ends the session
-			return
-		}
-		var werr error
-		switch part := msg.GetPart().(type) {
-		case *speechv1.TranscribeLiveRequest_Audio:
-			m.AudioIn("TranscribeLive", len(part.Audio))
-			werr = session.SendAudio(part.Audio)
-		case *speechv1.TranscribeLiveRequest_Finalize:
-			werr = session.Finalize()
-		case *speechv1.TranscribeLiveRequest_Config:
-			var v rpcerror.Violations
-			v.Add("config", rpcerror.RuleConflict, "may only be sent once, in the first message")
-			done <- v.Err()
-			session.Close()
-			return
-		}
-		if werr != nil {
-			done <- nil // the session has ended; reading it says why
-			return
-		}
-	}
-}
 
 var liveEncodings = map[speechv1.AudioEncoding]string{
 	speechv1.AudioEncoding_AUDIO_ENCODING_UNSPECIFIED: "linear16",
@@ -137,7 +32,7 @@ const (
 	defaultLiveRate = 16000
 )
 
-func planLive(v *rpcerror.Violations, c *speechv1.LiveTranscriptionConfig) *smallest.LiveRequest {
+func PlanLive(v *rpcerror.Violations, c *speechv1.LiveTranscriptionConfig) *smallest.LiveRequest {
 	switch c.GetModel() {
 	case speechv1.TranscriptionModel_TRANSCRIPTION_MODEL_UNSPECIFIED, speechv1.TranscriptionModel_TRANSCRIPTION_MODEL_PULSE:
 	case speechv1.TranscriptionModel_TRANSCRIPTION_MODEL_PULSE_PRO:
@@ -185,7 +80,7 @@ func planLive(v *rpcerror.Violations, c *speechv1.LiveTranscriptionConfig) *smal
 		}
 		keywords = append(keywords, fmt.Sprintf("%s:%d", k.GetText(), max(k.GetIntensifier(), 1)))
 	}
-	checkID(v, "session_id", c.GetSessionId(), false)
+	CheckID(v, "session_id", c.GetSessionId(), false)
 	return &smallest.LiveRequest{
 		Model: "pulse", Language: c.GetLanguage(), Encoding: enc, SampleRate: int(rate),
 		WordTimestamps: c.GetWordTimestamps(), SentenceTimestamps: c.GetSentenceTimestamps(), Diarize: c.GetDiarize(),
@@ -196,16 +91,16 @@ func planLive(v *rpcerror.Violations, c *speechv1.LiveTranscriptionConfig) *smal
 	}
 }
 
-// liveMessage converts an upstream event, or returns nil for an interim
+// LiveResponse converts an upstream event, or returns nil for an interim
 // transcript the caller did not ask for.
-func liveMessage(ev *smallest.LiveEvent, interim bool) *speechv1.TranscribeLiveResponse {
+func LiveResponse(ev *smallest.LiveEvent, interim bool) *speechv1.TranscribeLiveResponse {
 	switch ev.Type {
 	case "speech_started":
 		return &speechv1.TranscribeLiveResponse{Event: &speechv1.TranscribeLiveResponse_SpeechStarted{
-			SpeechStarted: &speechv1.SpeechEvent{TimestampMs: ms(ev.Timestamp)}}}
+			SpeechStarted: &speechv1.SpeechEvent{TimestampMs: MS(ev.Timestamp)}}}
 	case "speech_ended":
 		return &speechv1.TranscribeLiveResponse{Event: &speechv1.TranscribeLiveResponse_SpeechEnded{
-			SpeechEnded: &speechv1.SpeechEvent{TimestampMs: ms(ev.Timestamp)}}}
+			SpeechEnded: &speechv1.SpeechEvent{TimestampMs: MS(ev.Timestamp)}}}
 	}
 	t := ev.Transcript
 	if !t.IsFinal && !interim {

@@ -1,4 +1,4 @@
-package server_test
+package speech_test
 
 import (
 	"net/http"
@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/speechgate/speechgate/internal/gatewaytest"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -19,9 +21,9 @@ import (
 
 func TestPronunciationDictionaries(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{}), options{})
-	ctx := withKey(t.Context(), callerKey)
-	created, err := g.synth.CreatePronunciationDictionary(ctx, &speechv1.CreatePronunciationDictionaryRequest{
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{})
+	ctx := gatewaytest.WithKey(t.Context(), callerKey)
+	created, err := g.Synth.CreatePronunciationDictionary(ctx, &speechv1.CreatePronunciationDictionaryRequest{
 		Entries: []*speechv1.PronunciationEntry{{Word: "tomato", Pronunciation: "tuh-MAH-toh"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -31,48 +33,48 @@ func TestPronunciationDictionaries(t *testing.T) {
 		t.Fatalf("created = %v", created)
 	}
 	entries := []*speechv1.PronunciationEntry{{Word: "tomato", Pronunciation: "tuh-MAY-toh"}, {Word: "gif", Pronunciation: "jif"}}
-	updated, err := g.synth.UpdatePronunciationDictionary(ctx, &speechv1.UpdatePronunciationDictionaryRequest{Id: id, Entries: entries})
+	updated, err := g.Synth.UpdatePronunciationDictionary(ctx, &speechv1.UpdatePronunciationDictionaryRequest{Id: id, Entries: entries})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := diff(entries, updated.GetDictionary().GetEntries()); d != "" {
+	if d := gatewaytest.Diff(entries, updated.GetDictionary().GetEntries()); d != "" {
 		t.Errorf("updated entries (-want +got):\n%s", d)
 	}
-	list, err := g.synth.ListPronunciationDictionaries(ctx, &speechv1.ListPronunciationDictionariesRequest{})
+	list, err := g.Synth.ListPronunciationDictionaries(ctx, &speechv1.ListPronunciationDictionariesRequest{})
 	if err != nil || len(list.GetDictionaries()) != 1 || list.GetDictionaries()[0].GetId() != id {
 		t.Fatalf("list = %v, %v", list, err)
 	}
 	// The dictionary can be used by id.
-	if got := synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: "A tomato.", VoiceId: "avery", PronunciationDictIds: []string{id}}); got.err != nil {
-		t.Errorf("synthesis with the dictionary: %v", got.err)
+	if got := gatewaytest.Synthesize(ctx, g.Synth, &speechv1.SynthesizeRequest{Text: "A tomato.", VoiceId: "avery", PronunciationDictIds: []string{id}}); got.Err != nil {
+		t.Errorf("synthesis with the dictionary: %v", got.Err)
 	}
-	if _, err := g.synth.DeletePronunciationDictionary(ctx, &speechv1.DeletePronunciationDictionaryRequest{Id: id}); err != nil {
+	if _, err := g.Synth.DeletePronunciationDictionary(ctx, &speechv1.DeletePronunciationDictionaryRequest{Id: id}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = g.synth.DeletePronunciationDictionary(ctx, &speechv1.DeletePronunciationDictionaryRequest{Id: id})
+	_, err = g.Synth.DeletePronunciationDictionary(ctx, &speechv1.DeletePronunciationDictionaryRequest{Id: id})
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("deleting twice: %v, want NotFound", err)
 	}
 
-	_, err = g.synth.CreatePronunciationDictionary(ctx, &speechv1.CreatePronunciationDictionaryRequest{Entries: []*speechv1.PronunciationEntry{
+	_, err = g.Synth.CreatePronunciationDictionary(ctx, &speechv1.CreatePronunciationDictionaryRequest{Entries: []*speechv1.PronunciationEntry{
 		{Word: "a", Pronunciation: "ay"}, {Word: "", Pronunciation: strings.Repeat("x", 201)}, {Word: "a", Pronunciation: "uh"}}})
 	want := []*errdetails.BadRequest_FieldViolation{
 		{Field: "entries[1].word", Reason: "REQUIRED", Description: "is required"},
 		{Field: "entries[1].pronunciation", Reason: "TOO_LONG", Description: "must be at most 200 characters, got 201"},
 		{Field: "entries[2].word", Reason: "CONFLICT", Description: `"a" is already in entries[0]`},
 	}
-	if d := diff(want, detail[*errdetails.BadRequest](err).GetFieldViolations()); d != "" {
+	if d := gatewaytest.Diff(want, gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations()); d != "" {
 		t.Errorf("violations (-want +got):\n%s", d)
 	}
 }
 
 func TestVoiceClones(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{}), options{voicesTTL: time.Minute})
-	ctx := withKey(t.Context(), callerKey)
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{VoicesTTL: time.Minute})
+	ctx := gatewaytest.WithKey(t.Context(), callerKey)
 	sample := audio.AppendWAVHeader(nil, 16000, 1, 16, 32000)
 	sample = append(sample, make([]byte, 32000)...)
-	resp, err := g.synth.CreateVoiceClone(ctx, &speechv1.CreateVoiceCloneRequest{DisplayName: "My voice", Audio: sample,
+	resp, err := g.Synth.CreateVoiceClone(ctx, &speechv1.CreateVoiceCloneRequest{DisplayName: "My voice", Audio: sample,
 		Language: "en", Tags: []string{"calm", "warm"}})
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +83,7 @@ func TestVoiceClones(t *testing.T) {
 	if !strings.HasPrefix(clone.GetVoiceId(), "voice_") || clone.GetStatus() != speechv1.VoiceCloneStatus_VOICE_CLONE_STATUS_PROCESSING {
 		t.Fatalf("clone = %v", clone)
 	}
-	list, err := g.synth.ListVoiceClones(ctx, &speechv1.ListVoiceClonesRequest{})
+	list, err := g.Synth.ListVoiceClones(ctx, &speechv1.ListVoiceClonesRequest{})
 	if err != nil || len(list.GetVoiceClones()) != 1 || list.GetVoiceClones()[0].GetVoiceId() != clone.GetVoiceId() {
 		t.Fatalf("clones = %v, %v", list, err)
 	}
@@ -91,8 +93,8 @@ func TestVoiceClones(t *testing.T) {
 	}
 	// Once ready, the clone is a voice, in the (cached) list too: creating
 	// a clone drops the cached list.
-	g.synth.ListVoiceClones(ctx, &speechv1.ListVoiceClonesRequest{})
-	voices, err := g.synth.ListVoices(ctx, &speechv1.ListVoicesRequest{})
+	g.Synth.ListVoiceClones(ctx, &speechv1.ListVoiceClonesRequest{})
+	voices, err := g.Synth.ListVoices(ctx, &speechv1.ListVoicesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,8 +127,8 @@ func TestVoiceClones(t *testing.T) {
 			}},
 	}
 	for _, tt := range tests {
-		_, err := g.synth.CreateVoiceClone(ctx, tt.req)
-		if diff := diff(tt.want, detail[*errdetails.BadRequest](err).GetFieldViolations()); status.Code(err) != codes.InvalidArgument || diff != "" {
+		_, err := g.Synth.CreateVoiceClone(ctx, tt.req)
+		if diff := gatewaytest.Diff(tt.want, gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations()); status.Code(err) != codes.InvalidArgument || diff != "" {
 			t.Errorf("%s: %v\n%s", tt.name, err, diff)
 		}
 	}
@@ -151,26 +153,26 @@ func (f *countingVoices) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestListVoicesIsCached(t *testing.T) {
 	t.Parallel()
 	fake := &countingVoices{gate: make(chan struct{})}
-	g := start(t, fake, options{voicesTTL: time.Minute})
+	g := gatewaytest.Start(t, fake, gatewaytest.Options{VoicesTTL: time.Minute})
 	var wg sync.WaitGroup
 	for range 10 { // a burst of callers shares one upstream request
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := g.synth.ListVoices(withKey(t.Context(), callerKey), &speechv1.ListVoicesRequest{}); err != nil {
+			if _, err := g.Synth.ListVoices(gatewaytest.WithKey(t.Context(), callerKey), &speechv1.ListVoicesRequest{}); err != nil {
 				t.Error(err)
 			}
 		}()
 	}
-	waitFor(t, func() bool { return fake.calls.Load() == 1 })
+	gatewaytest.WaitFor(t, func() bool { return fake.calls.Load() == 1 })
 	close(fake.gate)
 	wg.Wait()
-	g.synth.ListVoices(withKey(t.Context(), callerKey), &speechv1.ListVoicesRequest{})
+	g.Synth.ListVoices(gatewaytest.WithKey(t.Context(), callerKey), &speechv1.ListVoicesRequest{})
 	if n := fake.calls.Load(); n != 1 {
 		t.Errorf("%d upstream calls for 11 ListVoices within the TTL, want 1", n)
 	}
 	// Another key is another account: its own list.
-	g.synth.ListVoices(withKey(t.Context(), "sk_another_callers_key_0000"), &speechv1.ListVoicesRequest{})
+	g.Synth.ListVoices(gatewaytest.WithKey(t.Context(), "sk_another_callers_key_0000"), &speechv1.ListVoicesRequest{})
 	if n := fake.calls.Load(); n != 2 {
 		t.Errorf("%d upstream calls after a second key, want 2", n)
 	}

@@ -1,4 +1,4 @@
-package server
+package contract
 
 import (
 	"slices"
@@ -10,7 +10,6 @@ import (
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/rpcerror"
-	"github.com/speechgate/speechgate/internal/smallest"
 )
 
 // checkRefusal holds what every refusal must: INVALID_ARGUMENT, of a size
@@ -35,15 +34,15 @@ func FuzzValidation(f *testing.F) {
 	f.Add("x", "bad voice!", "xx", "id with spaces", uint32(11025), float32(3), int32(99), "ftp://x", "PUT")
 	f.Add("multi", "meher", "multi-south-indic", "a.b-c_d", uint32(48000), float32(0.5), int32(2), "http://[::1]:8080/x", "GET")
 	f.Fuzz(func(t *testing.T, text, voice, lang, id string, rate uint32, speed float32, enc int32, url, method string) {
-		plan, err := planSynthesis(&speechv1.SynthesizeRequest{Text: text, VoiceId: voice, Language: lang, RequestId: id,
+		plan, err := PlanSynthesis(&speechv1.SynthesizeRequest{Text: text, VoiceId: voice, Language: lang, RequestId: id,
 			SampleRateHz: rate, Speed: speed, Encoding: speechv1.AudioEncoding(enc), PronunciationDictIds: []string{id}})
 		if err != nil {
 			checkRefusal(t, err)
-		} else if plan.upstream.VoiceID == "" || !slices.Contains(synthesisRates, plan.rate) || (lang != "" && !slices.Contains(synthesisLanguages, lang)) {
-			t.Fatalf("accepted %+v", plan.upstream)
+		} else if plan.Upstream.VoiceID == "" || !slices.Contains(synthesisRates, plan.Rate) || (lang != "" && !slices.Contains(synthesisLanguages, lang)) {
+			t.Fatalf("accepted %+v", plan.Upstream)
 		}
 
-		if _, _, err := planStream(&speechv1.SynthesisConfig{VoiceId: voice, Language: lang, SessionId: id, SampleRateHz: rate,
+		if _, _, err := PlanStream(&speechv1.SynthesisConfig{VoiceId: voice, Language: lang, SessionId: id, SampleRateHz: rate,
 			Encoding: speechv1.AudioEncoding(enc), WordTimestamps: enc%2 == 0, MaxBufferFlushMs: rate}); err != nil {
 			checkRefusal(t, err)
 		}
@@ -51,7 +50,7 @@ func FuzzValidation(f *testing.F) {
 		req := &speechv1.TranscribeRequest{Source: &speechv1.TranscribeRequest_Url{Url: url},
 			Config: &speechv1.TranscriptionConfig{Language: lang, Encoding: speechv1.AudioEncoding(enc), SampleRateHz: rate,
 				Model: speechv1.TranscriptionModel(enc % 4), WebhookUrl: url, WebhookMethod: method, WebhookExtra: map[string]string{id: text}}}
-		up, err := planTranscribe(req, func(*rpcerror.Violations, *smallest.TranscribeRequest) {})
+		up, err := PlanTranscribe(req, nil)
 		if err != nil {
 			checkRefusal(t, err)
 		} else if !slices.Contains(transcriptionLanguages, up.Language) {
@@ -59,7 +58,7 @@ func FuzzValidation(f *testing.F) {
 		}
 
 		var v rpcerror.Violations
-		live := planLive(v.Under("config"), &speechv1.LiveTranscriptionConfig{Language: lang, SampleRateHz: rate,
+		live := PlanLive(v.Under("config"), &speechv1.LiveTranscriptionConfig{Language: lang, SampleRateHz: rate,
 			Encoding: speechv1.AudioEncoding(enc), SessionId: id, Keywords: []*speechv1.Keyword{{Text: text, Intensifier: uint32(speed)}}})
 		if err := v.Err(); err != nil {
 			checkRefusal(t, err)
@@ -68,7 +67,7 @@ func FuzzValidation(f *testing.F) {
 		}
 
 		var dv rpcerror.Violations
-		checkEntries(&dv, []*speechv1.PronunciationEntry{{Word: text, Pronunciation: voice}, {Word: text, Pronunciation: id}})
+		CheckEntries(&dv, []*speechv1.PronunciationEntry{{Word: text, Pronunciation: voice}, {Word: text, Pronunciation: id}})
 		if err := dv.Err(); err != nil {
 			checkRefusal(t, err)
 		}

@@ -1,7 +1,8 @@
-package server
+package contract
 
 import (
-	"context"
+	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
+
 	"fmt"
 	"net/http"
 	"slices"
@@ -9,50 +10,24 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/rpcerror"
 	"github.com/speechgate/speechgate/internal/smallest"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
-
-func (s *synthesisService) ListVoices(ctx context.Context, req *speechv1.ListVoicesRequest) (*speechv1.ListVoicesResponse, error) {
-	if err := s.check(); err != nil {
-		return nil, err
-	}
-	var v rpcerror.Violations
-	checkFilter(&v, "language", req.GetLanguage())
-	checkFilter(&v, "gender", req.GetGender())
-	if err := v.Err(); err != nil {
-		return nil, err
-	}
-	voices, err := s.upstream.ListVoices(ctx)
-	if err != nil {
-		return nil, err
-	}
-	lang := strings.ToLower(req.GetLanguage())
-	gender := strings.ToLower(req.GetGender())
-	resp := &speechv1.ListVoicesResponse{}
-	for _, v := range voices {
-		out := voiceMessage(v)
-		if lang != "" && !slices.Contains(out.LanguageCodes, lang) && !slices.ContainsFunc(out.Languages, func(l string) bool { return strings.EqualFold(l, lang) }) {
-			continue
-		}
-		if gender != "" && !strings.EqualFold(out.Gender, gender) {
-			continue
-		}
-		resp.Voices = append(resp.Voices, out)
-	}
-	return resp, nil
-}
 
 // maxFilterLen bounds a ListVoices filter: a language code or name, a gender.
 const maxFilterLen = 64
 
-func checkFilter(v *rpcerror.Violations, field, value string) {
-	if n := len(value); n > maxFilterLen {
-		v.Add(field, rpcerror.RuleTooLong, "must be at most %d characters, got %d bytes", maxFilterLen, n)
+// CheckVoiceFilters refuses ListVoices filters longer than any language or
+// gender could be.
+func CheckVoiceFilters(r *speechv1.ListVoicesRequest) error {
+	var v rpcerror.Violations
+	for _, f := range []struct{ field, value string }{{"language", r.GetLanguage()}, {"gender", r.GetGender()}} {
+		if n := len(f.value); n > maxFilterLen {
+			v.Add(f.field, rpcerror.RuleTooLong, "must be at most %d characters, got %d bytes", maxFilterLen, n)
+		}
 	}
+	return v.Err()
 }
 
 // synthesisEncodings are what Synthesize can produce with any voice.
@@ -62,7 +37,7 @@ var synthesisEncodings = []speechv1.AudioEncoding{
 	speechv1.AudioEncoding_AUDIO_ENCODING_ALAW,
 }
 
-func voiceMessage(v smallest.Voice) *speechv1.Voice {
+func Voice(v smallest.Voice) *speechv1.Voice {
 	out := &speechv1.Voice{
 		VoiceId:     v.VoiceID,
 		DisplayName: v.DisplayName,
@@ -101,74 +76,8 @@ const (
 	maxCloneTagLen      = 50
 )
 
-func (s *synthesisService) ListPronunciationDictionaries(ctx context.Context, _ *speechv1.ListPronunciationDictionariesRequest) (*speechv1.ListPronunciationDictionariesResponse, error) {
-	if err := s.check(); err != nil {
-		return nil, err
-	}
-	dicts, err := s.upstream.ListPronunciationDictionaries(ctx)
-	if err != nil {
-		return nil, err
-	}
-	resp := &speechv1.ListPronunciationDictionariesResponse{}
-	for i := range dicts {
-		resp.Dictionaries = append(resp.Dictionaries, dictionaryMessage(&dicts[i]))
-	}
-	return resp, nil
-}
-
-func (s *synthesisService) CreatePronunciationDictionary(ctx context.Context, req *speechv1.CreatePronunciationDictionaryRequest) (*speechv1.CreatePronunciationDictionaryResponse, error) {
-	if err := s.check(); err != nil {
-		return nil, err
-	}
-	var v rpcerror.Violations
-	items := checkEntries(&v, req.GetEntries())
-	if err := v.Err(); err != nil {
-		return nil, err
-	}
-	d, err := s.upstream.CreatePronunciationDictionary(ctx, items)
-	if err != nil {
-		return nil, err
-	}
-	return &speechv1.CreatePronunciationDictionaryResponse{Dictionary: dictionaryMessage(d)}, nil
-}
-
-func (s *synthesisService) UpdatePronunciationDictionary(ctx context.Context, req *speechv1.UpdatePronunciationDictionaryRequest) (*speechv1.UpdatePronunciationDictionaryResponse, error) {
-	if err := s.check(); err != nil {
-		return nil, err
-	}
-	var v rpcerror.Violations
-	checkID(&v, "id", req.GetId(), true)
-	items := checkEntries(&v, req.GetEntries())
-	if err := v.Err(); err != nil {
-		return nil, err
-	}
-	d, err := s.upstream.UpdatePronunciationDictionary(ctx, req.GetId(), items)
-	if err != nil {
-		return nil, err
-	}
-	if d.ID == "" {
-		d.ID = req.GetId()
-	}
-	return &speechv1.UpdatePronunciationDictionaryResponse{Dictionary: dictionaryMessage(d)}, nil
-}
-
-func (s *synthesisService) DeletePronunciationDictionary(ctx context.Context, req *speechv1.DeletePronunciationDictionaryRequest) (*speechv1.DeletePronunciationDictionaryResponse, error) {
-	if err := s.check(); err != nil {
-		return nil, err
-	}
-	var v rpcerror.Violations
-	checkID(&v, "id", req.GetId(), true)
-	if err := v.Err(); err != nil {
-		return nil, err
-	}
-	if err := s.upstream.DeletePronunciationDictionary(ctx, req.GetId()); err != nil {
-		return nil, err
-	}
-	return &speechv1.DeletePronunciationDictionaryResponse{Id: req.GetId()}, nil
-}
-
-// checkEntries validates a dictionary's entries and returns them in Smallest's form.
-func checkEntries(v *rpcerror.Violations, entries []*speechv1.PronunciationEntry) []smallest.PronunciationItem {
+// CheckEntries validates a dictionary's entries and returns them in Smallest's form.
+func CheckEntries(v *rpcerror.Violations, entries []*speechv1.PronunciationEntry) []smallest.PronunciationItem {
 	switch n := len(entries); {
 	case n == 0:
 		v.Add("entries", rpcerror.RuleRequired, "must hold at least one entry")
@@ -200,7 +109,7 @@ func checkText(v *rpcerror.Violations, field, s string, max int) {
 	}
 }
 
-func dictionaryMessage(d *smallest.PronunciationDictionary) *speechv1.PronunciationDictionary {
+func Dictionary(d *smallest.PronunciationDictionary) *speechv1.PronunciationDictionary {
 	out := &speechv1.PronunciationDictionary{Id: d.ID, CreateTime: timestamp(d.CreatedAt)}
 	for _, it := range d.Items {
 		out.Entries = append(out.Entries, &speechv1.PronunciationEntry{Word: it.Word, Pronunciation: it.Pronunciation})
@@ -223,10 +132,9 @@ var cloneModels = map[speechv1.SynthesisModel]string{
 	speechv1.SynthesisModel_SYNTHESIS_MODEL_LIGHTNING_V3_1_PRO: "lightning-v3.1-pro",
 }
 
-func (s *synthesisService) CreateVoiceClone(ctx context.Context, req *speechv1.CreateVoiceCloneRequest) (*speechv1.CreateVoiceCloneResponse, error) {
-	if err := s.check(); err != nil {
-		return nil, err
-	}
+// PlanClone validates a voice clone request and returns it in Smallest's
+// form: the sample's type is read from its first bytes.
+func PlanClone(req *speechv1.CreateVoiceCloneRequest) (*smallest.CloneRequest, error) {
 	var v rpcerror.Violations
 	checkText(&v, "display_name", req.GetDisplayName(), maxCloneNameLen)
 	mime := ""
@@ -264,34 +172,13 @@ func (s *synthesisService) CreateVoiceClone(ctx context.Context, req *speechv1.C
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	c, err := s.upstream.CreateVoiceClone(ctx, &smallest.CloneRequest{
+	return &smallest.CloneRequest{
 		DisplayName: req.GetDisplayName(), Audio: req.GetAudio(), ContentType: mime, Model: model,
 		Language: req.GetLanguage(), Description: req.GetDescription(), Accent: req.GetAccent(), Tags: req.GetTags(),
-	})
-	if err != nil {
-		return nil, err
-	}
-	if len(c.ModelIDs) == 0 && c.Model != "" {
-		c.ModelIDs = []string{c.Model}
-	}
-	return &speechv1.CreateVoiceCloneResponse{VoiceClone: cloneMessage(c)}, nil
+	}, nil
 }
 
-func (s *synthesisService) ListVoiceClones(ctx context.Context, _ *speechv1.ListVoiceClonesRequest) (*speechv1.ListVoiceClonesResponse, error) {
-	if err := s.check(); err != nil {
-		return nil, err
-	}
-	clones, err := s.upstream.ListVoiceClones(ctx)
-	if err != nil {
-		return nil, err
-	}
-	resp := &speechv1.ListVoiceClonesResponse{}
-	for i := range clones {
-		resp.VoiceClones = append(resp.VoiceClones, cloneMessage(&clones[i]))
-	}
-	return resp, nil
-}
-
+// cloneStatuses maps Smallest's clone statuses to the contract's.
 var cloneStatuses = map[string]speechv1.VoiceCloneStatus{
 	"pending":    speechv1.VoiceCloneStatus_VOICE_CLONE_STATUS_PENDING,
 	"processing": speechv1.VoiceCloneStatus_VOICE_CLONE_STATUS_PROCESSING,
@@ -299,7 +186,7 @@ var cloneStatuses = map[string]speechv1.VoiceCloneStatus{
 	"failed":     speechv1.VoiceCloneStatus_VOICE_CLONE_STATUS_FAILED,
 }
 
-func cloneMessage(c *smallest.VoiceClone) *speechv1.VoiceClone {
+func Clone(c *smallest.VoiceClone) *speechv1.VoiceClone {
 	return &speechv1.VoiceClone{
 		VoiceId:     c.VoiceID,
 		DisplayName: c.DisplayName,

@@ -1,4 +1,4 @@
-package server
+package speech
 
 import (
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"

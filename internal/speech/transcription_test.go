@@ -1,4 +1,4 @@
-package server_test
+package speech_test
 
 import (
 	"bytes"
@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/speechgate/speechgate/internal/gatewaytest"
+	"github.com/speechgate/speechgate/internal/smallest"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -24,16 +27,16 @@ func en() *speechv1.TranscriptionConfig { return &speechv1.TranscriptionConfig{L
 
 func TestTranscribeWhatWasSynthesized(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{}), options{})
-	ctx := withKey(t.Context(), callerKey)
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{})
+	ctx := gatewaytest.WithKey(t.Context(), callerKey)
 	const text = "The quick brown fox jumps over the lazy dog."
-	spoken := synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: text, VoiceId: "avery",
+	spoken := gatewaytest.Synthesize(ctx, g.Synth, &speechv1.SynthesizeRequest{Text: text, VoiceId: "avery",
 		Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_WAV, SampleRateHz: 16000})
-	if spoken.err != nil {
-		t.Fatal(spoken.err)
+	if spoken.Err != nil {
+		t.Fatal(spoken.Err)
 	}
-	resp, err := g.trans.Transcribe(ctx, &speechv1.TranscribeRequest{
-		Source: &speechv1.TranscribeRequest_Audio{Audio: spoken.bytes()},
+	resp, err := g.Trans.Transcribe(ctx, &speechv1.TranscribeRequest{
+		Source: &speechv1.TranscribeRequest_Audio{Audio: spoken.Bytes()},
 		Config: &speechv1.TranscriptionConfig{Language: "en", WordTimestamps: true, Diarize: true},
 	})
 	if err != nil {
@@ -43,8 +46,8 @@ func TestTranscribeWhatWasSynthesized(t *testing.T) {
 	if tr.GetText() != text || tr.GetStatus() != speechv1.TranscriptionStatus_TRANSCRIPTION_STATUS_COMPLETED {
 		t.Fatalf("transcript %q (%v), want %q", tr.GetText(), tr.GetStatus(), text)
 	}
-	if tr.GetAudioDurationMs() != spoken.totals.GetAudioDurationMs() {
-		t.Errorf("transcribed %d ms of audio; %d ms were synthesized", tr.GetAudioDurationMs(), spoken.totals.GetAudioDurationMs())
+	if tr.GetAudioDurationMs() != spoken.Totals.GetAudioDurationMs() {
+		t.Errorf("transcribed %d ms of audio; %d ms were synthesized", tr.GetAudioDurationMs(), spoken.Totals.GetAudioDurationMs())
 	}
 	words := tr.GetWords()
 	if len(words) != 9 || words[0].GetWord() != "The" || words[0].Speaker == nil || words[8].GetEndMs() != tr.GetAudioDurationMs() {
@@ -81,8 +84,8 @@ func TestTranscribeMapsOptionsAndResponse(t *testing.T) {
 		"words":[{"start":0.16,"end":1.125,"speaker":1,"speaker_confidence":0.5,"word":"Hello,","confidence":0.9975}],
 		"utterances":[{"start":0.16,"end":2.88,"speaker":"speaker_1","text":"Hello, world."}],
 		"gender":"male","emotions":{"calm":0.25},"metadata":{"duration":5.28,"fileSize":4}}`}
-	g := start(t, fake, options{})
-	resp, err := g.trans.Transcribe(withKey(t.Context(), callerKey), &speechv1.TranscribeRequest{
+	g := gatewaytest.Start(t, fake, gatewaytest.Options{})
+	resp, err := g.Trans.Transcribe(gatewaytest.WithKey(t.Context(), callerKey), &speechv1.TranscribeRequest{
 		Source: &speechv1.TranscribeRequest_Audio{Audio: []byte{1, 2, 3, 4}},
 		Config: &speechv1.TranscriptionConfig{Language: "hi", WordTimestamps: true, Diarize: true, RedactPii: true, GenderDetection: true,
 			EmotionDetection: true, Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, SampleRateHz: 8000},
@@ -96,13 +99,13 @@ func TestTranscribeMapsOptionsAndResponse(t *testing.T) {
 		Utterances: []*speechv1.Utterance{{Text: "Hello, world.", StartMs: 160, EndMs: 2880, Speaker: ptr[int32](1)}},
 		Gender:     "male", Emotions: map[string]float64{"calm": 0.25},
 	}
-	if d := diff(want, resp.GetTranscript()); d != "" {
+	if d := gatewaytest.Diff(want, resp.GetTranscript()); d != "" {
 		t.Errorf("transcript (-want +got):\n%s", d)
 	}
 	wantQuery := url.Values{"model": {"pulse"}, "language": {"hi"}, "word_timestamps": {"true"}, "diarize": {"true"},
 		"redact_pii": {"true"}, "redact_pci": {"false"}, "emotion_detection": {"true"}, "gender_detection": {"true"},
 		"encoding": {"mulaw"}, "sample_rate": {"8000"}}
-	if d := diff(wantQuery, fake.query.Load()); d != "" {
+	if d := gatewaytest.Diff(wantQuery, fake.query.Load()); d != "" {
 		t.Errorf("upstream query (-want +got):\n%s", d)
 	}
 	if b := fake.body.Load().([]byte); !bytes.Equal(b, []byte{1, 2, 3, 4}) {
@@ -113,7 +116,7 @@ func TestTranscribeMapsOptionsAndResponse(t *testing.T) {
 func TestTranscribeValidatesBeforeCallingUpstream(t *testing.T) {
 	t.Parallel()
 	fake := &recordSTT{status: 200, answer: `{}`}
-	g := start(t, fake, options{})
+	g := gatewaytest.Start(t, fake, gatewaytest.Options{})
 	audio := &speechv1.TranscribeRequest_Audio{Audio: []byte{1}}
 	pro := speechv1.TranscriptionModel_TRANSCRIPTION_MODEL_PULSE_PRO
 	tests := []struct {
@@ -172,11 +175,11 @@ func TestTranscribeValidatesBeforeCallingUpstream(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := g.trans.Transcribe(withKey(t.Context(), callerKey), tt.req)
+			_, err := g.Trans.Transcribe(gatewaytest.WithKey(t.Context(), callerKey), tt.req)
 			if status.Code(err) != codes.InvalidArgument {
 				t.Fatalf("err = %v, want InvalidArgument", err)
 			}
-			if d := diff(tt.want, detail[*errdetails.BadRequest](err).GetFieldViolations()); d != "" {
+			if d := gatewaytest.Diff(tt.want, gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations()); d != "" {
 				t.Errorf("field violations (-want +got):\n%s", d)
 			}
 		})
@@ -192,20 +195,20 @@ func TestTranscribeLimits(t *testing.T) {
 	t.Parallel()
 	t.Run("upstream 413 states the limit", func(t *testing.T) {
 		t.Parallel()
-		g := start(t, &recordSTT{status: 413, answer: `{"error":"File size exceeds maximum limit of 250MB.","request_id":"r-413"}`}, options{})
-		_, err := g.trans.Transcribe(withKey(t.Context(), callerKey), &speechv1.TranscribeRequest{
+		g := gatewaytest.Start(t, &recordSTT{status: 413, answer: `{"error":"File size exceeds maximum limit of 250MB.","request_id":"r-413"}`}, gatewaytest.Options{})
+		_, err := g.Trans.Transcribe(gatewaytest.WithKey(t.Context(), callerKey), &speechv1.TranscribeRequest{
 			Source: &speechv1.TranscribeRequest_Audio{Audio: []byte{1}}, Config: en()})
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "250MB") {
 			t.Fatalf("err = %v, want InvalidArgument stating the limit", err)
 		}
-		if v := detail[*errdetails.BadRequest](err).GetFieldViolations(); len(v) != 1 || v[0].GetField() != "audio" {
+		if v := gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations(); len(v) != 1 || v[0].GetField() != "audio" {
 			t.Errorf("violations = %v, want one naming audio", v)
 		}
 	})
 	t.Run("message size limit", func(t *testing.T) {
 		t.Parallel()
-		g := start(t, emulator.New(emulator.Options{}), options{cfg: func(c *server.Config) { c.MaxRecvMsgBytes = 1 << 20 }})
-		_, err := g.trans.Transcribe(withKey(t.Context(), callerKey), &speechv1.TranscribeRequest{
+		g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{Server: func(c *server.Config) { c.MaxRecvMsgBytes = 1 << 20 }})
+		_, err := g.Trans.Transcribe(gatewaytest.WithKey(t.Context(), callerKey), &speechv1.TranscribeRequest{
 			Source: &speechv1.TranscribeRequest_Audio{Audio: make([]byte, 2<<20)}, Config: en()})
 		if status.Code(err) != codes.ResourceExhausted {
 			t.Fatalf("err = %v, want ResourceExhausted", err)
@@ -242,15 +245,15 @@ func upload(ctx context.Context, c speechv1.TranscriptionServiceClient, cfg *spe
 
 func TestTranscribeUploadOfSynthesizedAudio(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{}), options{})
-	ctx := withKey(t.Context(), callerKey)
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{})
+	ctx := gatewaytest.WithKey(t.Context(), callerKey)
 	text := strings.TrimSpace(strings.Repeat("Streamed uploads keep memory flat. ", 40))
-	spoken := synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: text, VoiceId: "avery",
+	spoken := gatewaytest.Synthesize(ctx, g.Synth, &speechv1.SynthesizeRequest{Text: text, VoiceId: "avery",
 		Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_WAV, SampleRateHz: 16000})
-	if spoken.err != nil {
-		t.Fatal(spoken.err)
+	if spoken.Err != nil {
+		t.Fatal(spoken.Err)
 	}
-	tr, err := upload(ctx, g.trans, en(), bytes.NewReader(spoken.bytes()), 4096)
+	tr, err := upload(ctx, g.Trans, en(), bytes.NewReader(spoken.Bytes()), 4096)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,14 +284,14 @@ func TestTranscribeUploadLimitsAndCancels(t *testing.T) {
 	t.Run("crossing the limit is refused at once", func(t *testing.T) {
 		t.Parallel()
 		fake := &countingSTT{ended: make(chan struct{})}
-		g := start(t, fake, options{cfg: func(c *server.Config) { c.MaxUploadBytes = 1 << 20 }})
-		_, err := upload(withKey(t.Context(), callerKey), g.trans, en(), io.LimitReader(zeros{}, 4<<20), 64<<10)
+		g := gatewaytest.Start(t, fake, gatewaytest.Options{Upstream: gatewaytest.Capabilities(func(c *smallest.Capabilities) { c.MaxUploadBytes = 1 << 20 })})
+		_, err := upload(gatewaytest.WithKey(t.Context(), callerKey), g.Trans, en(), io.LimitReader(zeros{}, 4<<20), 64<<10)
 		if status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("err = %v, want InvalidArgument", err)
 		}
 		want := []*errdetails.BadRequest_FieldViolation{{Field: "audio", Reason: "TOO_LONG",
 			Description: "the recording must be at most 1 MB (1048576 bytes); the upload passed that at byte 1114112"}}
-		if d := diff(want, detail[*errdetails.BadRequest](err).GetFieldViolations()); d != "" {
+		if d := gatewaytest.Diff(want, gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations()); d != "" {
 			t.Errorf("violations (-want +got):\n%s", d)
 		}
 		<-fake.ended
@@ -299,15 +302,15 @@ func TestTranscribeUploadLimitsAndCancels(t *testing.T) {
 	t.Run("a cancel reaches the upstream", func(t *testing.T) {
 		t.Parallel()
 		fake := &countingSTT{ended: make(chan struct{})}
-		g := start(t, fake, options{})
-		ctx, cancel := context.WithCancel(withKey(t.Context(), callerKey))
-		stream, err := g.trans.TranscribeUpload(ctx)
+		g := gatewaytest.Start(t, fake, gatewaytest.Options{})
+		ctx, cancel := context.WithCancel(gatewaytest.WithKey(t.Context(), callerKey))
+		stream, err := g.Trans.TranscribeUpload(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		stream.Send(&speechv1.TranscribeUploadRequest{Part: &speechv1.TranscribeUploadRequest_Config{Config: en()}})
 		stream.Send(&speechv1.TranscribeUploadRequest{Part: &speechv1.TranscribeUploadRequest_Audio{Audio: make([]byte, 1000)}})
-		waitFor(t, func() bool { return fake.received.Load() == 1000 }) // the upload is under way upstream
+		gatewaytest.WaitFor(t, func() bool { return fake.received.Load() == 1000 }) // the upload is under way upstream
 		cancel()
 		select {
 		case <-fake.ended:
@@ -321,13 +324,13 @@ func TestTranscribeUploadLimitsAndCancels(t *testing.T) {
 	t.Run("config first and only once", func(t *testing.T) {
 		t.Parallel()
 		fake := &countingSTT{ended: make(chan struct{})}
-		g := start(t, fake, options{})
-		ctx := withKey(t.Context(), callerKey)
-		_, err := upload(ctx, g.trans, nil, bytes.NewReader([]byte{1}), 1)
-		if v := detail[*errdetails.BadRequest](err).GetFieldViolations(); status.Code(err) != codes.InvalidArgument || len(v) != 1 || v[0].GetField() != "config" {
+		g := gatewaytest.Start(t, fake, gatewaytest.Options{})
+		ctx := gatewaytest.WithKey(t.Context(), callerKey)
+		_, err := upload(ctx, g.Trans, nil, bytes.NewReader([]byte{1}), 1)
+		if v := gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations(); status.Code(err) != codes.InvalidArgument || len(v) != 1 || v[0].GetField() != "config" {
 			t.Errorf("audio first: %v", err)
 		}
-		stream, err := g.trans.TranscribeUpload(ctx)
+		stream, err := g.Trans.TranscribeUpload(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -335,11 +338,11 @@ func TestTranscribeUploadLimitsAndCancels(t *testing.T) {
 			stream.Send(&speechv1.TranscribeUploadRequest{Part: &speechv1.TranscribeUploadRequest_Config{Config: en()}})
 		}
 		_, err = stream.CloseAndRecv()
-		if v := detail[*errdetails.BadRequest](err).GetFieldViolations(); status.Code(err) != codes.InvalidArgument || len(v) != 1 || v[0].GetReason() != "CONFLICT" {
+		if v := gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations(); status.Code(err) != codes.InvalidArgument || len(v) != 1 || v[0].GetReason() != "CONFLICT" {
 			t.Errorf("two configs: %v", err)
 		}
-		_, err = upload(ctx, g.trans, &speechv1.TranscriptionConfig{}, bytes.NewReader([]byte{1}), 1)
-		if v := detail[*errdetails.BadRequest](err).GetFieldViolations(); len(v) != 1 || v[0].GetField() != "config.language" {
+		_, err = upload(ctx, g.Trans, &speechv1.TranscriptionConfig{}, bytes.NewReader([]byte{1}), 1)
+		if v := gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations(); len(v) != 1 || v[0].GetField() != "config.language" {
 			t.Errorf("config without language: %v", err)
 		}
 	})
@@ -362,7 +365,7 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 func TestListVoicesFilters(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{}), options{})
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{})
 	tests := []struct {
 		name string
 		req  *speechv1.ListVoicesRequest
@@ -376,7 +379,7 @@ func TestListVoicesFilters(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			resp, err := g.synth.ListVoices(withKey(t.Context(), callerKey), tt.req)
+			resp, err := g.Synth.ListVoices(gatewaytest.WithKey(t.Context(), callerKey), tt.req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -384,12 +387,12 @@ func TestListVoicesFilters(t *testing.T) {
 			for _, v := range resp.GetVoices() {
 				ids = append(ids, v.GetVoiceId())
 			}
-			if d := diff(tt.want, ids); d != "" {
+			if d := gatewaytest.Diff(tt.want, ids); d != "" {
 				t.Errorf("voices (-want +got):\n%s", d)
 			}
 		})
 	}
-	resp, err := g.synth.ListVoices(withKey(t.Context(), callerKey), &speechv1.ListVoicesRequest{Language: "hi", Gender: "female"})
+	resp, err := g.Synth.ListVoices(gatewaytest.WithKey(t.Context(), callerKey), &speechv1.ListVoicesRequest{Language: "hi", Gender: "female"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +401,7 @@ func TestListVoicesFilters(t *testing.T) {
 		Capabilities: &speechv1.VoiceCapabilities{SampleRatesHz: []uint32{8000, 16000, 24000, 44100}, WordTimestamps: true, StreamingInput: true,
 			Encodings: []speechv1.AudioEncoding{speechv1.AudioEncoding_AUDIO_ENCODING_PCM_S16LE, speechv1.AudioEncoding_AUDIO_ENCODING_WAV,
 				speechv1.AudioEncoding_AUDIO_ENCODING_MP3, speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, speechv1.AudioEncoding_AUDIO_ENCODING_ALAW}}}
-	if d := diff(want, resp.GetVoices()[0]); d != "" {
+	if d := gatewaytest.Diff(want, resp.GetVoices()[0]); d != "" {
 		t.Errorf("voice (-want +got):\n%s", d)
 	}
 }

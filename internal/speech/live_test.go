@@ -1,4 +1,4 @@
-package server_test
+package speech_test
 
 import (
 	"context"
@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/speechgate/speechgate/internal/gatewaytest"
+	"github.com/speechgate/speechgate/internal/smallest"
+
 	"github.com/coder/websocket"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -17,7 +20,6 @@ import (
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/emulator"
-	"github.com/speechgate/speechgate/server"
 )
 
 type liveClient = interface {
@@ -53,17 +55,17 @@ func collect(s liveClient) ([]*speechv1.TranscribeLiveResponse, error) {
 
 func TestTranscribeLiveSession(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{}), options{})
-	ctx := withKey(t.Context(), callerKey)
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{})
+	ctx := gatewaytest.WithKey(t.Context(), callerKey)
 	const text = "Realtime recognition through the gateway. It works in both halves."
-	spoken := synthesize(ctx, g.synth, &speechv1.SynthesizeRequest{Text: text, VoiceId: "avery", SampleRateHz: 16000})
-	if spoken.err != nil {
-		t.Fatal(spoken.err)
+	spoken := gatewaytest.Synthesize(ctx, g.Synth, &speechv1.SynthesizeRequest{Text: text, VoiceId: "avery", SampleRateHz: 16000})
+	if spoken.Err != nil {
+		t.Fatal(spoken.Err)
 	}
-	pcm := spoken.bytes()
+	pcm := spoken.Bytes()
 
 	for _, interim := range []bool{true, false} {
-		stream, err := g.trans.TranscribeLive(ctx)
+		stream, err := g.Trans.TranscribeLive(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,15 +168,15 @@ func TestTranscribeLiveUpstreamRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			g := start(t, &fakeLiveWS{answer: tt.answer, closed: make(chan struct{})}, options{})
-			stream, err := g.trans.TranscribeLive(withKey(t.Context(), callerKey))
+			g := gatewaytest.Start(t, &fakeLiveWS{answer: tt.answer, closed: make(chan struct{})}, gatewaytest.Options{})
+			stream, err := g.Trans.TranscribeLive(gatewaytest.WithKey(t.Context(), callerKey))
 			if err != nil {
 				t.Fatal(err)
 			}
 			stream.Send(liveConfig(&speechv1.LiveTranscriptionConfig{Language: "en"}))
 			_, err = collect(stream)
-			if status.Code(err) != tt.wantCode || errorInfo(err).GetReason() != tt.wantReason {
-				t.Fatalf("session ended with %v (reason %q), want %v with reason %s", err, errorInfo(err).GetReason(), tt.wantCode, tt.wantReason)
+			if status.Code(err) != tt.wantCode || gatewaytest.ErrorInfo(err).GetReason() != tt.wantReason {
+				t.Fatalf("session ended with %v (reason %q), want %v with reason %s", err, gatewaytest.ErrorInfo(err).GetReason(), tt.wantCode, tt.wantReason)
 			}
 		})
 	}
@@ -194,20 +196,20 @@ func TestTranscribeLiveEndsTheUpstreamSession(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			fake := &fakeLiveWS{closed: make(chan struct{})}
-			g := start(t, fake, options{})
-			ctx, cancel := context.WithCancel(withKey(t.Context(), callerKey))
+			g := gatewaytest.Start(t, fake, gatewaytest.Options{})
+			ctx, cancel := context.WithCancel(gatewaytest.WithKey(t.Context(), callerKey))
 			defer cancel()
 			if tt.deadline > 0 {
 				ctx, cancel = context.WithTimeout(ctx, tt.deadline)
 				defer cancel()
 			}
-			stream, err := g.trans.TranscribeLive(ctx)
+			stream, err := g.Trans.TranscribeLive(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
 			stream.Send(liveConfig(&speechv1.LiveTranscriptionConfig{Language: "en"}))
 			stream.Send(liveAudio(make([]byte, 320)))
-			waitFor(t, func() bool { return fake.hits.Load() == 1 })
+			gatewaytest.WaitFor(t, func() bool { return fake.hits.Load() == 1 })
 			if tt.deadline == 0 {
 				cancel()
 			}
@@ -226,7 +228,7 @@ func TestTranscribeLiveEndsTheUpstreamSession(t *testing.T) {
 func TestTranscribeLiveValidates(t *testing.T) {
 	t.Parallel()
 	fake := &fakeLiveWS{closed: make(chan struct{})}
-	g := start(t, fake, options{})
+	g := gatewaytest.Start(t, fake, gatewaytest.Options{})
 	pro := speechv1.TranscriptionModel_TRANSCRIPTION_MODEL_PULSE_PRO
 	tests := []struct {
 		name string
@@ -261,7 +263,7 @@ func TestTranscribeLiveValidates(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			stream, err := g.trans.TranscribeLive(withKey(t.Context(), callerKey))
+			stream, err := g.Trans.TranscribeLive(gatewaytest.WithKey(t.Context(), callerKey))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -273,7 +275,7 @@ func TestTranscribeLiveValidates(t *testing.T) {
 			if status.Code(err) != codes.InvalidArgument {
 				t.Fatalf("err = %v, want InvalidArgument", err)
 			}
-			if d := diff(tt.want, detail[*errdetails.BadRequest](err).GetFieldViolations()); d != "" {
+			if d := gatewaytest.Diff(tt.want, gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations()); d != "" {
 				t.Errorf("violations (-want +got):\n%s", d)
 			}
 		})
@@ -288,15 +290,15 @@ func TestTranscribeLiveValidates(t *testing.T) {
 func TestTranscribeLiveSecondConfigEndsTheSession(t *testing.T) {
 	t.Parallel()
 	fake := &fakeLiveWS{closed: make(chan struct{})}
-	g := start(t, fake, options{})
-	stream, err := g.trans.TranscribeLive(withKey(t.Context(), callerKey))
+	g := gatewaytest.Start(t, fake, gatewaytest.Options{})
+	stream, err := g.Trans.TranscribeLive(gatewaytest.WithKey(t.Context(), callerKey))
 	if err != nil {
 		t.Fatal(err)
 	}
 	stream.Send(liveConfig(&speechv1.LiveTranscriptionConfig{Language: "en"}))
 	stream.Send(liveConfig(&speechv1.LiveTranscriptionConfig{Language: "de"}))
 	_, err = collect(stream)
-	if v := detail[*errdetails.BadRequest](err).GetFieldViolations(); status.Code(err) != codes.InvalidArgument || len(v) != 1 || v[0].GetReason() != "CONFLICT" {
+	if v := gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations(); status.Code(err) != codes.InvalidArgument || len(v) != 1 || v[0].GetReason() != "CONFLICT" {
 		t.Fatalf("err = %v, want InvalidArgument with a CONFLICT on config", err)
 	}
 	<-fake.closed
@@ -305,8 +307,8 @@ func TestTranscribeLiveSecondConfigEndsTheSession(t *testing.T) {
 func TestTranscribeLiveUnavailableOnBackend(t *testing.T) {
 	t.Parallel()
 	const why = "the self-hosted server's streaming protocol is not documented"
-	g := start(t, emulator.New(emulator.Options{}), options{cfg: func(c *server.Config) { c.Live, c.LiveUnavailable = nil, why }})
-	stream, err := g.trans.TranscribeLive(withKey(t.Context(), callerKey))
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{Upstream: gatewaytest.Capabilities(func(c *smallest.Capabilities) { c.Live, c.LiveMissing = false, why })})
+	stream, err := g.Trans.TranscribeLive(gatewaytest.WithKey(t.Context(), callerKey))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,11 @@
-package server_test
+package speech_test
 
 import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/speechgate/speechgate/internal/gatewaytest"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -14,7 +16,7 @@ import (
 func TestCorrelation(t *testing.T) {
 	t.Parallel()
 	fake := &fakeTTS{chunks: [][]byte{{1, 2}}, split: 1 << 20} // answers with X-Request-Id: fake-req-1
-	g := start(t, fake, options{})
+	g := gatewaytest.Start(t, fake, gatewaytest.Options{})
 	tests := []struct {
 		name   string
 		sent   string // the caller's x-request-id
@@ -25,12 +27,12 @@ func TestCorrelation(t *testing.T) {
 		{name: "no id gets one", wantID: func(id string) bool { return len(id) == 24 }},
 	}
 	for _, tt := range tests {
-		ctx := withKey(t.Context(), callerKey)
+		ctx := gatewaytest.WithKey(t.Context(), callerKey)
 		if tt.sent != "" {
 			ctx = metadata.AppendToOutgoingContext(ctx, "x-request-id", tt.sent)
 		}
 		var header metadata.MD
-		stream, err := g.synth.Synthesize(ctx, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"}, grpc.Header(&header))
+		stream, err := g.Synth.Synthesize(ctx, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"}, grpc.Header(&header))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -51,7 +53,7 @@ func TestCorrelation(t *testing.T) {
 			t.Errorf("%s: Smallest got request_id %v, want %q", tt.name, body["request_id"], id)
 		}
 		found := false
-		for _, line := range strings.Split(g.logs.String(), "\n") {
+		for _, line := range strings.Split(g.Logs.String(), "\n") {
 			var m map[string]any
 			if json.Unmarshal([]byte(line), &m) == nil && m["grpc.method"] == "Synthesize" && m["request_id"] == id {
 				found = true

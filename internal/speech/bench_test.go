@@ -1,4 +1,4 @@
-package server_test
+package speech_test
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"testing"
+
+	"github.com/speechgate/speechgate/internal/gatewaytest"
 
 	"google.golang.org/protobuf/proto"
 
@@ -46,19 +48,19 @@ func BenchmarkSynthesize(b *testing.B) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Write(body.Bytes())
 	})
-	g := start(b, upstream, options{})
-	ctx := withKey(b.Context(), callerKey)
+	g := gatewaytest.Start(b, upstream, gatewaytest.Options{})
+	ctx := gatewaytest.WithKey(b.Context(), callerKey)
 	req := &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"}
 	b.SetBytes(1000 * 960)
 	b.ReportAllocs()
 	for b.Loop() {
-		got := synthesize(ctx, g.synth, req)
+		got := gatewaytest.Synthesize(ctx, g.Synth, req)
 		n := 0
-		for _, c := range got.audio {
+		for _, c := range got.Audio {
 			n += len(c.GetData())
 		}
-		if got.err != nil || n != 1000*960 {
-			b.Fatalf("%v, %d bytes", got.err, n)
+		if got.Err != nil || n != 1000*960 {
+			b.Fatalf("%v, %d bytes", got.Err, n)
 		}
 	}
 }

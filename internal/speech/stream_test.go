@@ -1,10 +1,9 @@
-package server_test
+package speech_test
 
 import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,9 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/speechgate/speechgate/internal/gatewaytest"
+
 	"github.com/coder/websocket"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -26,79 +26,24 @@ import (
 	"github.com/speechgate/speechgate/internal/sentence"
 )
 
-type textClient = grpc.BidiStreamingClient[speechv1.SynthesizeStreamRequest, speechv1.SynthesizeStreamResponse]
-
-func textConfig(c *speechv1.SynthesisConfig) *speechv1.SynthesizeStreamRequest {
-	return &speechv1.SynthesizeStreamRequest{Part: &speechv1.SynthesizeStreamRequest_Config{Config: c}}
-}
-
-func textPiece(text string, flush bool) *speechv1.SynthesizeStreamRequest {
-	return &speechv1.SynthesizeStreamRequest{Part: &speechv1.SynthesizeStreamRequest_Text{Text: &speechv1.TextPiece{Text: text, Flush: flush}}}
-}
-
-// streamed is everything a SynthesizeStream delivered.
-type streamed struct {
-	format *speechv1.SynthesisFormat
-	audio  []*speechv1.AudioChunk
-	words  []*speechv1.WordTiming
-	totals *speechv1.SynthesisTotals
-	err    error
-}
-
-func (s *streamed) bytes() []byte {
-	var b []byte
-	for _, c := range s.audio {
-		b = append(b, c.GetData()...)
-	}
-	return b
-}
-
-// receive reads a SynthesizeStream to its end; arrived is told of the first audio.
-func receive(stream textClient, arrived chan<- struct{}) *streamed {
-	out := &streamed{}
-	for {
-		msg, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			out.err = err
-			return out
-		}
-		switch ev := msg.GetEvent().(type) {
-		case *speechv1.SynthesizeStreamResponse_Format:
-			out.format = ev.Format
-		case *speechv1.SynthesizeStreamResponse_Audio:
-			if len(out.audio) == 0 && arrived != nil {
-				close(arrived)
-			}
-			out.audio = append(out.audio, ev.Audio)
-		case *speechv1.SynthesizeStreamResponse_Word:
-			out.words = append(out.words, ev.Word)
-		case *speechv1.SynthesizeStreamResponse_Totals:
-			out.totals = ev.Totals
-		}
-	}
-}
-
 func TestSynthesizeStreamSpeaksAsTextArrives(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{}), options{})
-	ctx := withKey(t.Context(), callerKey)
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{})
+	ctx := gatewaytest.WithKey(t.Context(), callerKey)
 	sentences := []string{"Voice agents write text a token at a time.", "The gateway speaks each sentence as it ends.", "Then it stops."}
-	stream, err := g.synth.SynthesizeStream(ctx)
+	stream, err := g.Synth.SynthesizeStream(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream.Send(textConfig(&speechv1.SynthesisConfig{VoiceId: "avery", SampleRateHz: 16000, WordTimestamps: true,
+	stream.Send(gatewaytest.TextConfig(&speechv1.SynthesisConfig{VoiceId: "avery", SampleRateHz: 16000, WordTimestamps: true,
 		Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_WAV}))
 	arrived := make(chan struct{})
-	result := make(chan *streamed, 1)
-	go func() { result <- receive(stream, arrived) }()
+	result := make(chan *gatewaytest.Streamed, 1)
+	go func() { result <- gatewaytest.Receive(stream, arrived) }()
 	for i, sentence := range sentences {
 		words := strings.Fields(sentence)
 		for j, w := range words {
-			stream.Send(textPiece(w+" ", j == len(words)-1)) // word by word, a flush at the sentence end
+			stream.Send(gatewaytest.TextPiece(w+" ", j == len(words)-1)) // word by word, a flush at the sentence end
 		}
 		if i == 0 {
 			// The rest of the paragraph is not written until audio has come:
@@ -112,13 +57,13 @@ func TestSynthesizeStreamSpeaksAsTextArrives(t *testing.T) {
 	}
 	stream.CloseSend()
 	got := <-result
-	if got.err != nil {
-		t.Fatal(got.err)
+	if got.Err != nil {
+		t.Fatal(got.Err)
 	}
-	if !got.format.GetWordTimestamps() || got.format.GetEncoding() != speechv1.AudioEncoding_AUDIO_ENCODING_WAV {
-		t.Errorf("format = %v", got.format)
+	if !got.Format.GetWordTimestamps() || got.Format.GetEncoding() != speechv1.AudioEncoding_AUDIO_ENCODING_WAV {
+		t.Errorf("format = %v", got.Format)
 	}
-	if n := bytes.Count(got.bytes(), []byte("RIFF")); n != 1 {
+	if n := bytes.Count(got.Bytes(), []byte("RIFF")); n != 1 {
 		t.Errorf("%d WAV headers in the stream, want 1", n)
 	}
 
@@ -128,27 +73,27 @@ func TestSynthesizeStreamSpeaksAsTextArrives(t *testing.T) {
 	for _, s := range sentences {
 		all = append(all, strings.Fields(s)...)
 	}
-	if len(got.words) != len(all) {
-		t.Fatalf("%d word timings for %d words", len(got.words), len(all))
+	if len(got.Words) != len(all) {
+		t.Fatalf("%d word timings for %d words", len(got.Words), len(all))
 	}
 	var last uint32
-	for i, w := range got.words {
+	for i, w := range got.Words {
 		if w.GetWord() != all[i] || w.GetStartMs() < last || w.GetEndMs() < w.GetStartMs() {
 			t.Fatalf("word %d = %v after a start of %d ms; want %q, monotonic", i, w, last, all[i])
 		}
 		last = w.GetStartMs()
 	}
 	firstSentenceMS := uint32(len(sentences[0]+" ")) * 60
-	if second := got.words[len(strings.Fields(sentences[0]))]; second.GetStartMs() < firstSentenceMS {
+	if second := got.Words[len(strings.Fields(sentences[0]))]; second.GetStartMs() < firstSentenceMS {
 		t.Errorf("the second sentence starts at %d ms, inside the first sentence's %d ms of audio", second.GetStartMs(), firstSentenceMS)
 	}
-	tot := got.totals
-	if tot.GetWords() != uint32(len(all)) || tot.GetTextPieces() != 4 || tot.GetAudioBytes() != uint64(len(got.bytes())) {
-		t.Errorf("totals = %v; want %d words, 4 pieces (3 flushes and the end), %d bytes", tot, len(all), len(got.bytes()))
+	tot := got.Totals
+	if tot.GetWords() != uint32(len(all)) || tot.GetTextPieces() != 4 || tot.GetAudioBytes() != uint64(len(got.Bytes())) {
+		t.Errorf("totals = %v; want %d words, 4 pieces (3 flushes and the end), %d bytes", tot, len(all), len(got.Bytes()))
 	}
 
 	// The audio says the whole paragraph: the emulator reads its own speech back.
-	resp, err := g.trans.Transcribe(ctx, &speechv1.TranscribeRequest{Source: &speechv1.TranscribeRequest_Audio{Audio: got.bytes()}, Config: en()})
+	resp, err := g.Trans.Transcribe(ctx, &speechv1.TranscribeRequest{Source: &speechv1.TranscribeRequest_Audio{Audio: got.Bytes()}, Config: en()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +139,7 @@ func TestSynthesizeStreamRelaysUpstreamBytes(t *testing.T) {
 	t.Parallel()
 	// Odd-sized chunks: samples are split across them.
 	fake := &fakeLightningWS{chunks: [][]byte{{1, 2, 3}, {4, 5, 6, 7, 8}, {9, 10}}}
-	g := start(t, fake, options{})
+	g := gatewaytest.Start(t, fake, gatewaytest.Options{})
 	for _, tt := range []struct {
 		enc  speechv1.AudioEncoding
 		want func([]byte) []byte
@@ -202,21 +147,21 @@ func TestSynthesizeStreamRelaysUpstreamBytes(t *testing.T) {
 		{enc: speechv1.AudioEncoding_AUDIO_ENCODING_PCM_S16LE, want: func(b []byte) []byte { return b }},
 		{enc: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, want: mulaw},
 	} {
-		stream, err := g.synth.SynthesizeStream(withKey(t.Context(), callerKey))
+		stream, err := g.Synth.SynthesizeStream(gatewaytest.WithKey(t.Context(), callerKey))
 		if err != nil {
 			t.Fatal(err)
 		}
-		stream.Send(textConfig(&speechv1.SynthesisConfig{VoiceId: "magnus", Encoding: tt.enc}))
-		stream.Send(textPiece("One.", true))
-		stream.Send(textPiece("Two.", true))
+		stream.Send(gatewaytest.TextConfig(&speechv1.SynthesisConfig{VoiceId: "magnus", Encoding: tt.enc}))
+		stream.Send(gatewaytest.TextPiece("One.", true))
+		stream.Send(gatewaytest.TextPiece("Two.", true))
 		stream.CloseSend()
-		got := receive(stream, nil)
-		if got.err != nil {
-			t.Fatal(got.err)
+		got := gatewaytest.Receive(stream, nil)
+		if got.Err != nil {
+			t.Fatal(got.Err)
 		}
 		pcm := bytes.Repeat(bytes.Join(fake.chunks, nil), 2)
-		if want := tt.want(pcm); !bytes.Equal(got.bytes(), want) {
-			t.Errorf("%v: the caller got %v, want %v", tt.enc, got.bytes(), want)
+		if want := tt.want(pcm); !bytes.Equal(got.Bytes(), want) {
+			t.Errorf("%v: the caller got %v, want %v", tt.enc, got.Bytes(), want)
 		}
 	}
 }
@@ -233,7 +178,7 @@ func mulaw(pcm []byte) []byte {
 func TestSynthesizeStreamValidates(t *testing.T) {
 	t.Parallel()
 	fake := &fakeLightningWS{}
-	g := start(t, fake, options{})
+	g := gatewaytest.Start(t, fake, gatewaytest.Options{})
 	tests := []struct {
 		name string
 		msgs []*speechv1.SynthesizeStreamRequest
@@ -241,7 +186,7 @@ func TestSynthesizeStreamValidates(t *testing.T) {
 	}{
 		{
 			name: "config problems",
-			msgs: []*speechv1.SynthesizeStreamRequest{textConfig(&speechv1.SynthesisConfig{VoiceId: "magnus", WordTimestamps: true,
+			msgs: []*speechv1.SynthesizeStreamRequest{gatewaytest.TextConfig(&speechv1.SynthesisConfig{VoiceId: "magnus", WordTimestamps: true,
 				Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MP3, MaxBufferFlushMs: 2000, Speed: 9})},
 			want: []*errdetails.BadRequest_FieldViolation{
 				{Field: "config.speed", Reason: "OUT_OF_RANGE", Description: "must be from 0.5 to 2.0 (or 0 for 1.0), got 9"},
@@ -252,14 +197,14 @@ func TestSynthesizeStreamValidates(t *testing.T) {
 		},
 		{
 			name: "text first",
-			msgs: []*speechv1.SynthesizeStreamRequest{textPiece("hi", true)},
+			msgs: []*speechv1.SynthesizeStreamRequest{gatewaytest.TextPiece("hi", true)},
 			want: []*errdetails.BadRequest_FieldViolation{{Field: "config", Reason: "REQUIRED", Description: "the first message must hold the config; audio follows it"}},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			stream, err := g.synth.SynthesizeStream(withKey(t.Context(), callerKey))
+			stream, err := g.Synth.SynthesizeStream(gatewaytest.WithKey(t.Context(), callerKey))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -267,26 +212,26 @@ func TestSynthesizeStreamValidates(t *testing.T) {
 				stream.Send(m)
 			}
 			stream.CloseSend()
-			got := receive(stream, nil)
-			if status.Code(got.err) != codes.InvalidArgument {
-				t.Fatalf("err = %v", got.err)
+			got := gatewaytest.Receive(stream, nil)
+			if status.Code(got.Err) != codes.InvalidArgument {
+				t.Fatalf("err = %v", got.Err)
 			}
-			if d := diff(tt.want, detail[*errdetails.BadRequest](got.err).GetFieldViolations()); d != "" {
+			if d := gatewaytest.Diff(tt.want, gatewaytest.Detail[*errdetails.BadRequest](got.Err).GetFieldViolations()); d != "" {
 				t.Errorf("violations (-want +got):\n%s", d)
 			}
 		})
 	}
 	t.Run("a piece too long ends the session", func(t *testing.T) {
 		t.Parallel()
-		stream, err := g.synth.SynthesizeStream(withKey(t.Context(), callerKey))
+		stream, err := g.Synth.SynthesizeStream(gatewaytest.WithKey(t.Context(), callerKey))
 		if err != nil {
 			t.Fatal(err)
 		}
-		stream.Send(textConfig(&speechv1.SynthesisConfig{VoiceId: "magnus"}))
-		stream.Send(textPiece(strings.Repeat("a", 2001), false))
-		got := receive(stream, nil)
-		if v := detail[*errdetails.BadRequest](got.err).GetFieldViolations(); len(v) != 1 || v[0].GetField() != "text.text" {
-			t.Fatalf("err = %v", got.err)
+		stream.Send(gatewaytest.TextConfig(&speechv1.SynthesisConfig{VoiceId: "magnus"}))
+		stream.Send(gatewaytest.TextPiece(strings.Repeat("a", 2001), false))
+		got := gatewaytest.Receive(stream, nil)
+		if v := gatewaytest.Detail[*errdetails.BadRequest](got.Err).GetFieldViolations(); len(v) != 1 || v[0].GetField() != "text.text" {
+			t.Fatalf("err = %v", got.Err)
 		}
 	})
 	t.Cleanup(func() {
@@ -363,17 +308,17 @@ func TestSynthesizeLongText(t *testing.T) {
 			select {
 			case <-second:
 			case <-time.After(5 * time.Second):
-				t.Error("the second piece was not requested while the first streamed")
+				t.Error("the second piece was not requested while the first gatewaytest.Streamed")
 			}
 		},
 	}
-	g := start(t, fake, options{})
-	got := synthesize(withKey(t.Context(), callerKey), g.synth, &speechv1.SynthesizeRequest{Text: text, VoiceId: "magnus",
+	g := gatewaytest.Start(t, fake, gatewaytest.Options{})
+	got := gatewaytest.Synthesize(gatewaytest.WithKey(t.Context(), callerKey), g.Synth, &speechv1.SynthesizeRequest{Text: text, VoiceId: "magnus",
 		Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_WAV, SampleRateHz: 8000})
-	if got.err != nil {
-		t.Fatal(got.err)
+	if got.Err != nil {
+		t.Fatal(got.Err)
 	}
-	if d := diff([]string{"format", "audio", "totals"}, got.order); d != "" {
+	if d := gatewaytest.Diff([]string{"format", "audio", "totals"}, got.Order); d != "" {
 		t.Fatalf("one continuous stream expected (-want +got):\n%s", d)
 	}
 	fake.mu.Lock()
@@ -387,7 +332,7 @@ func TestSynthesizeLongText(t *testing.T) {
 			t.Errorf("piece %d (%d characters) = %q; want at most 250, ending a sentence", i, len([]rune(p.Text)), p.Text)
 		}
 	}
-	audio := got.bytes()
+	audio := got.Bytes()
 	if !bytes.HasPrefix(audio, []byte("RIFF")) || bytes.Count(audio, []byte("RIFF")) != 1 {
 		t.Error("want exactly one WAV header, at the start")
 	}
@@ -400,19 +345,19 @@ func TestSynthesizeLongText(t *testing.T) {
 		t.Error("the stream does not hold every piece of the text, in order")
 	}
 	var next uint32
-	for i, c := range got.audio {
+	for i, c := range got.Audio {
 		if c.GetSequence() != uint32(i) || c.GetOffsetMs() != next {
 			t.Fatalf("chunk %d: sequence %d, offset %d ms; want %d, %d", i, c.GetSequence(), c.GetOffsetMs(), i, next)
 		}
 		next += c.GetDurationMs()
 	}
-	tot := got.totals
+	tot := got.Totals
 	if tot.GetTextPieces() != uint32(len(want)) || tot.GetCharacters() != 5000 || tot.GetAudioDurationMs() != next {
 		t.Errorf("totals %v", tot)
 	}
 	firstID, lastID := "piece-"+strings.Fields(want[0].Text)[2], "piece-"+strings.Fields(want[len(want)-1].Text)[2]
-	if got.format.GetUpstreamRequestId() != firstID || tot.GetUpstreamRequestId() != lastID {
-		t.Errorf("format names %q, totals %q; want %q and %q", got.format.GetUpstreamRequestId(), tot.GetUpstreamRequestId(), firstID, lastID)
+	if got.Format.GetUpstreamRequestId() != firstID || tot.GetUpstreamRequestId() != lastID {
+		t.Errorf("format names %q, totals %q; want %q and %q", got.Format.GetUpstreamRequestId(), tot.GetUpstreamRequestId(), firstID, lastID)
 	}
 }
 
@@ -421,19 +366,19 @@ func TestSynthesizeLongTextFailures(t *testing.T) {
 	t.Run("a failed piece is named", func(t *testing.T) {
 		t.Parallel()
 		pieces := sentence.Split(longText(), 250)
-		g := start(t, &recordingSSE{hold: func(_ int, text string) int {
+		g := gatewaytest.Start(t, &recordingSSE{hold: func(_ int, text string) int {
 			if text == pieces[2].Text {
 				return 500
 			}
 			return 200
-		}}, options{})
-		got := synthesize(withKey(t.Context(), callerKey), g.synth, &speechv1.SynthesizeRequest{Text: longText(), VoiceId: "magnus"})
+		}}, gatewaytest.Options{})
+		got := gatewaytest.Synthesize(gatewaytest.WithKey(t.Context(), callerKey), g.Synth, &speechv1.SynthesizeRequest{Text: longText(), VoiceId: "magnus"})
 		wantMsg := fmt.Sprintf("text piece 3 of %d (characters %d to %d): Smallest is unavailable (HTTP 500): boom", len(pieces), pieces[2].Start+1, pieces[2].End)
-		meta := errorInfo(got.err).GetMetadata()
-		if status.Code(got.err) != codes.Unavailable || status.Convert(got.err).Message() != wantMsg || meta["textPiece"] != "3" || meta["textStart"] != fmt.Sprint(pieces[2].Start) {
-			t.Fatalf("err = %v (metadata %v); want Unavailable: %s", got.err, meta, wantMsg)
+		meta := gatewaytest.ErrorInfo(got.Err).GetMetadata()
+		if status.Code(got.Err) != codes.Unavailable || status.Convert(got.Err).Message() != wantMsg || meta["textPiece"] != "3" || meta["textStart"] != fmt.Sprint(pieces[2].Start) {
+			t.Fatalf("err = %v (metadata %v); want Unavailable: %s", got.Err, meta, wantMsg)
 		}
-		if got.totals != nil || len(got.audio) == 0 {
+		if got.Totals != nil || len(got.Audio) == 0 {
 			t.Errorf("the pieces before the failure must arrive, and no totals")
 		}
 	})
@@ -441,7 +386,7 @@ func TestSynthesizeLongTextFailures(t *testing.T) {
 		t.Parallel()
 		var active atomic.Int32
 		var mu sync.Mutex
-		g := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g := gatewaytest.Start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if active.Add(1) > 1 { // one request at a time, as the published limits say
 				active.Add(-1)
 				w.WriteHeader(429)
@@ -452,10 +397,10 @@ func TestSynthesizeLongTextFailures(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			(&recordingSSE{}).ServeHTTP(w, r)
-		}), options{})
-		got := synthesize(withKey(t.Context(), callerKey), g.synth, &speechv1.SynthesizeRequest{Text: longText(), VoiceId: "magnus"})
-		if got.err != nil || got.totals.GetTextPieces() < 20 {
-			t.Fatalf("err = %v, totals %v", got.err, got.totals)
+		}), gatewaytest.Options{})
+		got := gatewaytest.Synthesize(gatewaytest.WithKey(t.Context(), callerKey), g.Synth, &speechv1.SynthesizeRequest{Text: longText(), VoiceId: "magnus"})
+		if got.Err != nil || got.Totals.GetTextPieces() < 20 {
+			t.Fatalf("err = %v, totals %v", got.Err, got.Totals)
 		}
 	})
 }

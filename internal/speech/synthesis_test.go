@@ -1,4 +1,4 @@
-package server_test
+package speech_test
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/speechgate/speechgate/internal/gatewaytest"
+
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -25,7 +27,7 @@ import (
 
 func TestSynthesizeStreamDescribesItself(t *testing.T) {
 	t.Parallel()
-	g := start(t, emulator.New(emulator.Options{}), options{})
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{})
 	const text = "Hello there. This stream describes itself." // 42 characters → 2.52 s of audio
 	tests := []struct {
 		name       string
@@ -68,26 +70,26 @@ func TestSynthesizeStreamDescribesItself(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got := synthesize(withKey(t.Context(), callerKey), g.synth, &speechv1.SynthesizeRequest{
+			got := gatewaytest.Synthesize(gatewaytest.WithKey(t.Context(), callerKey), g.Synth, &speechv1.SynthesizeRequest{
 				Text: text, VoiceId: "avery", Encoding: tt.encoding, SampleRateHz: tt.rate, RequestId: "mine-42"})
-			if got.err != nil {
-				t.Fatal(got.err)
+			if got.Err != nil {
+				t.Fatal(got.Err)
 			}
-			if d := diff([]string{"format", "audio", "totals"}, got.order); d != "" {
+			if d := gatewaytest.Diff([]string{"format", "audio", "totals"}, got.Order); d != "" {
 				t.Fatalf("message order (-want +got):\n%s", d)
 			}
 			want := formatOnly(tt.wantFormat)
 			want.VoiceId, want.Model, want.RequestId = "avery", "lightning_v3.1", "mine-42"
-			want.UpstreamRequestId, want.UpstreamSessionId = got.format.GetUpstreamRequestId(), got.format.GetUpstreamSessionId()
-			if got.format.GetUpstreamRequestId() == "" || got.format.GetUpstreamSessionId() == "" {
+			want.UpstreamRequestId, want.UpstreamSessionId = got.Format.GetUpstreamRequestId(), got.Format.GetUpstreamSessionId()
+			if got.Format.GetUpstreamRequestId() == "" || got.Format.GetUpstreamSessionId() == "" {
 				t.Error("format lacks the upstream ids")
 			}
-			if d := diff(want, got.format); d != "" {
+			if d := gatewaytest.Diff(want, got.Format); d != "" {
 				t.Errorf("format (-want +got):\n%s", d)
 			}
 
 			var next uint32
-			for i, c := range got.audio {
+			for i, c := range got.Audio {
 				if c.GetSequence() != uint32(i) {
 					t.Fatalf("chunk %d has sequence %d", i, c.GetSequence())
 				}
@@ -102,10 +104,10 @@ func TestSynthesizeStreamDescribesItself(t *testing.T) {
 				}
 				next += c.GetDurationMs()
 			}
-			audio := got.bytes()
-			tot := got.totals
-			if tot.GetAudioBytes() != uint64(len(audio)) || tot.GetAudioChunks() != uint32(len(got.audio)) {
-				t.Errorf("totals say %d bytes in %d chunks; the stream had %d in %d", tot.GetAudioBytes(), tot.GetAudioChunks(), len(audio), len(got.audio))
+			audio := got.Bytes()
+			tot := got.Totals
+			if tot.GetAudioBytes() != uint64(len(audio)) || tot.GetAudioChunks() != uint32(len(got.Audio)) {
+				t.Errorf("totals say %d bytes in %d chunks; the stream had %d in %d", tot.GetAudioBytes(), tot.GetAudioChunks(), len(audio), len(got.Audio))
 			}
 			if tt.wantBytes != 0 && uint64(len(audio)) != tt.wantBytes {
 				t.Errorf("%d audio bytes, want %d", len(audio), tt.wantBytes)
@@ -116,12 +118,12 @@ func TestSynthesizeStreamDescribesItself(t *testing.T) {
 			if tt.wantMS == nil && tot.AudioDurationMs != nil {
 				t.Error("totals claim a duration for MP3")
 			}
-			if tot.GetCharacters() != uint32(len(text)) || tot.GetUpstreamRequestId() != got.format.GetUpstreamRequestId() {
+			if tot.GetCharacters() != uint32(len(text)) || tot.GetUpstreamRequestId() != got.Format.GetUpstreamRequestId() {
 				t.Errorf("totals = %v", tot)
 			}
 			if n := bytes.Count(audio, []byte("RIFF")); tt.encoding == speechv1.AudioEncoding_AUDIO_ENCODING_WAV &&
-				(n != 1 || len(got.audio[0].GetData()) != 44 || !bytes.HasPrefix(audio, []byte("RIFF"))) {
-				t.Errorf("WAV stream has %d RIFF headers, first chunk of %d bytes; want exactly one header, alone in the first chunk", n, len(got.audio[0].GetData()))
+				(n != 1 || len(got.Audio[0].GetData()) != 44 || !bytes.HasPrefix(audio, []byte("RIFF"))) {
+				t.Errorf("WAV stream has %d RIFF headers, first chunk of %d bytes; want exactly one header, alone in the first chunk", n, len(got.Audio[0].GetData()))
 			}
 		})
 	}
@@ -178,20 +180,20 @@ func TestSynthesizeRelaysEveryUpstreamByteInOrder(t *testing.T) {
 		}
 	}
 	fake := &fakeTTS{chunks: chunks, split: 777}
-	g := start(t, fake, options{})
-	got := synthesize(withKey(t.Context(), callerKey), g.synth, &speechv1.SynthesizeRequest{
+	g := gatewaytest.Start(t, fake, gatewaytest.Options{})
+	got := gatewaytest.Synthesize(gatewaytest.WithKey(t.Context(), callerKey), g.Synth, &speechv1.SynthesizeRequest{
 		Text: "anything", VoiceId: "magnus", Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_WAV, Speed: 1.5,
 		PronunciationDictIds: []string{"dict_1"}, RequestId: "mine-7"})
-	if got.err != nil {
-		t.Fatal(got.err)
+	if got.Err != nil {
+		t.Fatal(got.Err)
 	}
-	if want := append([]byte(nil), bytes.Join(chunks, nil)...); !bytes.Equal(got.bytes()[44:], want) {
-		t.Fatalf("the caller got %d audio bytes after the header; the upstream sent %d, and they must be equal", len(got.bytes())-44, len(want))
+	if want := append([]byte(nil), bytes.Join(chunks, nil)...); !bytes.Equal(got.Bytes()[44:], want) {
+		t.Fatalf("the caller got %d audio bytes after the header; the upstream sent %d, and they must be equal", len(got.Bytes())-44, len(want))
 	}
 	// Audio that arrives together may go out together, but only as whole
 	// upstream chunks: a message never waits for the rest of a chunk.
 	next := 0
-	for i, m := range got.audio[1:] {
+	for i, m := range got.Audio[1:] {
 		data := m.GetData()
 		for len(data) > 0 && next < len(chunks) && bytes.HasPrefix(data, chunks[next]) {
 			data = data[len(chunks[next]):]
@@ -206,7 +208,7 @@ func TestSynthesizeRelaysEveryUpstreamByteInOrder(t *testing.T) {
 	}
 	wantBody := map[string]any{"text": "anything", "voice_id": "magnus", "model": "lightning_v3.1", "sample_rate": 24000.0,
 		"speed": 1.5, "output_format": "pcm", "pronunciation_dicts": []any{"dict_1"}, "request_id": "mine-7"}
-	if d := diff(wantBody, fake.body.Load()); d != "" {
+	if d := gatewaytest.Diff(wantBody, fake.body.Load()); d != "" {
 		t.Errorf("upstream request body (-want +got):\n%s", d)
 	}
 }
@@ -214,7 +216,7 @@ func TestSynthesizeRelaysEveryUpstreamByteInOrder(t *testing.T) {
 func TestSynthesizeValidatesBeforeCallingUpstream(t *testing.T) {
 	t.Parallel()
 	fake := &fakeTTS{split: 1 << 20}
-	g := start(t, fake, options{})
+	g := gatewaytest.Start(t, fake, gatewaytest.Options{})
 	tests := []struct {
 		name string
 		req  *speechv1.SynthesizeRequest
@@ -263,14 +265,14 @@ func TestSynthesizeValidatesBeforeCallingUpstream(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got := synthesize(withKey(t.Context(), callerKey), g.synth, tt.req)
-			if status.Code(got.err) != codes.InvalidArgument {
-				t.Fatalf("err = %v, want InvalidArgument", got.err)
+			got := gatewaytest.Synthesize(gatewaytest.WithKey(t.Context(), callerKey), g.Synth, tt.req)
+			if status.Code(got.Err) != codes.InvalidArgument {
+				t.Fatalf("err = %v, want InvalidArgument", got.Err)
 			}
-			if d := diff(tt.want, detail[*errdetails.BadRequest](got.err).GetFieldViolations()); d != "" {
+			if d := gatewaytest.Diff(tt.want, gatewaytest.Detail[*errdetails.BadRequest](got.Err).GetFieldViolations()); d != "" {
 				t.Errorf("field violations (-want +got):\n%s", d)
 			}
-			if r := errorInfo(got.err).GetReason(); r != "INVALID_REQUEST" {
+			if r := gatewaytest.ErrorInfo(got.Err).GetReason(); r != "INVALID_REQUEST" {
 				t.Errorf("ErrorInfo reason %q", r)
 			}
 		})
@@ -303,14 +305,14 @@ func TestCancelAndDeadlineReachUpstream(t *testing.T) {
 				w.(http.Flusher).Flush()
 				<-r.Context().Done() // an upstream that only stops when the gateway hangs up
 			})
-			g := start(t, slow, options{})
-			ctx, cancel := context.WithCancel(withKey(t.Context(), callerKey))
+			g := gatewaytest.Start(t, slow, gatewaytest.Options{})
+			ctx, cancel := context.WithCancel(gatewaytest.WithKey(t.Context(), callerKey))
 			defer cancel()
 			if tt.deadline > 0 {
 				ctx, cancel = context.WithTimeout(ctx, tt.deadline)
 				defer cancel()
 			}
-			stream, err := g.synth.Synthesize(ctx, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
+			stream, err := g.Synth.Synthesize(ctx, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -350,8 +352,8 @@ func TestLongStreamKeepsHeapBounded(t *testing.T) {
 		}
 		io.WriteString(w, "data: {\"status\": \"200\", \"done\": true}\n\n")
 	}
-	g := start(t, http.HandlerFunc(body), options{})
-	stream, err := g.synth.Synthesize(withKey(t.Context(), callerKey), &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
+	g := gatewaytest.Start(t, http.HandlerFunc(body), gatewaytest.Options{})
+	stream, err := g.Synth.Synthesize(gatewaytest.WithKey(t.Context(), callerKey), &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"})
 	if err != nil {
 		t.Fatal(err)
 	}

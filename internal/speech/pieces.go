@@ -1,4 +1,4 @@
-package server
+package speech
 
 import (
 	"context"
@@ -27,7 +27,7 @@ const lookaheadChunks = 256
 // goroutine and no hand-off per chunk on its way to the caller.
 type pipeline struct {
 	ctx       context.Context
-	up        SpeechUpstream
+	up        Upstream
 	base      smallest.SpeechRequest
 	pieces    []sentence.Piece
 	lookahead int
@@ -52,7 +52,7 @@ type fetch struct {
 	after     <-chan struct{} // the done of the piece before it
 }
 
-func newPipeline(ctx context.Context, up SpeechUpstream, base smallest.SpeechRequest, pieces []sentence.Piece, lookahead int) *pipeline {
+func newPipeline(ctx context.Context, up Upstream, base smallest.SpeechRequest, pieces []sentence.Piece, lookahead int) *pipeline {
 	return &pipeline{ctx: ctx, up: up, base: base, pieces: pieces, lookahead: lookahead}
 }
 

@@ -1,0 +1,109 @@
+package speech
+
+import (
+	"errors"
+	"io"
+
+	"google.golang.org/grpc"
+
+	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
+	"github.com/speechgate/speechgate/internal/contract"
+	"github.com/speechgate/speechgate/internal/metrics"
+	"github.com/speechgate/speechgate/internal/rpcerror"
+	"github.com/speechgate/speechgate/internal/smallest"
+)
+
+type liveStream = grpc.BidiStreamingServer[speechv1.TranscribeLiveRequest, speechv1.TranscribeLiveResponse]
+
+func (s *Transcription) TranscribeLive(stream liveStream) error {
+	if !s.caps.Live {
+		return rpcerror.Unimplemented(s.caps.LiveMissing)
+	}
+	ctx := stream.Context()
+	config, err := firstConfig(stream.Recv, (*speechv1.TranscribeLiveRequest).GetConfig)
+	if err != nil {
+		return err
+	}
+	var v rpcerror.Violations
+	req := contract.PlanLive(v.Under("config"), config)
+	if err := v.Err(); err != nil {
+		return err
+	}
+	session, err := s.up.Listen(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer session.Close()
+
+	// The caller's audio and commands go upstream on their own goroutine
+	// while this one relays Smallest's answers. When this handler returns,
+	// gRPC ends the call, which ends that goroutine's Recv.
+	uplinkErr := make(chan error, 1)
+	go uplink(stream, session, uplinkErr, s.metrics)
+
+	interim := config.GetInterimResults()
+	for {
+		ev, err := session.Next()
+		if errors.Is(err, io.EOF) {
+			return nil // the last transcript has been relayed
+		}
+		if err != nil {
+			// A bad message from the caller explains the session's end better.
+			select {
+			case uerr := <-uplinkErr:
+				if uerr != nil {
+					return uerr
+				}
+			default:
+			}
+			return err
+		}
+		if ev.SessionID != "" {
+			noteUpstreamID(ctx, ev.SessionID)
+		}
+		msg := contract.LiveResponse(ev, interim)
+		if msg == nil {
+			continue
+		}
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+	}
+}
+
+// uplink forwards the caller's messages to the session until the caller
+// half-closes (then it asks Smallest to finish) or goes away, and then sends
+// one value on done: nil, or the status of a message that broke the protocol,
+// which it sends before ending the session so that the handler finds it.
+func uplink(stream liveStream, session *smallest.LiveSession, done chan<- error, m *metrics.Speech) {
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			session.CloseStream()
+			done <- nil
+			return
+		}
+		if err != nil {
+			done <- nil // the caller went away; the call's context ends the session
+			return
+		}
+		var werr error
+		switch part := msg.GetPart().(type) {
+		case *speechv1.TranscribeLiveRequest_Audio:
+			m.AudioIn("TranscribeLive", len(part.Audio))
+			werr = session.SendAudio(part.Audio)
+		case *speechv1.TranscribeLiveRequest_Finalize:
+			werr = session.Finalize()
+		case *speechv1.TranscribeLiveRequest_Config:
+			var v rpcerror.Violations
+			v.Add("config", rpcerror.RuleConflict, "may only be sent once, in the first message")
+			done <- v.Err()
+			session.Close()
+			return
+		}
+		if werr != nil {
+			done <- nil // the session has ended; reading it says why
+			return
+		}
+	}
+}

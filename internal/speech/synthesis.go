@@ -1,0 +1,283 @@
+package speech
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+
+	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
+	"github.com/speechgate/speechgate/internal/audio"
+	"github.com/speechgate/speechgate/internal/contract"
+	"github.com/speechgate/speechgate/internal/correlation"
+	"github.com/speechgate/speechgate/internal/rpcerror"
+	"github.com/speechgate/speechgate/internal/sentence"
+	"github.com/speechgate/speechgate/internal/smallest"
+)
+
+func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.ServerStreamingServer[speechv1.SynthesizeResponse]) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	plan, err := contract.PlanSynthesis(req)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	if plan.Upstream.RequestID == "" {
+		plan.Upstream.RequestID = correlation.ID(ctx) // so that Smallest's logs can be matched to the gateway's
+	}
+	pl := newPipeline(ctx, s.up, plan.Upstream, sentence.Split(req.GetText(), s.opts.PieceChars), s.opts.Lookahead)
+	defer pl.wait()
+	defer cancel() // before wait: it ends the pieces still running
+
+	out := newRelay(func(c *speechv1.AudioChunk) error {
+		m := &struct { // the message and its oneof wrapper in one allocation
+			resp speechv1.SynthesizeResponse
+			wrap speechv1.SynthesizeResponse_Audio
+		}{}
+		m.wrap.Audio, m.resp.Event = c, &m.wrap
+		return stream.Send(&m.resp)
+	}, s.metrics.Stream("Synthesize"), plan.BytesPerSample, plan.Rate)
+	var first, last *fetch
+	for i := range pl.pieces {
+		f, err := pl.piece(i)
+		if err != nil {
+			return pl.locate(f, err)
+		}
+		pl.ahead(i)
+		noteUpstreamID(ctx, f.stream.RequestID)
+		if i == 0 {
+			first = f
+			if err := stream.Send(&speechv1.SynthesizeResponse{Event: &speechv1.SynthesizeResponse_Format{Format: plan.Format(req.GetVoiceId(),
+				req.GetRequestId(), req.GetSessionId(), f.stream.RequestID, f.stream.SessionID, f.stream.ContentExpiry)}}); err != nil {
+				return err
+			}
+			if err := out.header(plan.Container, plan.Rate); err != nil {
+				return err
+			}
+		}
+		for {
+			chunk, err := pl.next(f)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return pl.locate(f, err)
+			}
+			if err := out.send(chunk, true); err != nil {
+				return err
+			}
+		}
+		last = f
+	}
+	totals := out.totals()
+	totals.Characters = plan.Characters
+	totals.UpstreamFirstByteMs = uint32(first.stream.FirstByte() / time.Millisecond)
+	totals.UpstreamRequestId = last.stream.RequestID
+	totals.TextPieces = uint32(len(pl.pieces))
+	return stream.Send(&speechv1.SynthesizeResponse{Event: &speechv1.SynthesizeResponse_Totals{Totals: totals}})
+}
+
+type textStream = grpc.BidiStreamingServer[speechv1.SynthesizeStreamRequest, speechv1.SynthesizeStreamResponse]
+
+func (s *Synthesis) SynthesizeStream(stream textStream) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	config, err := firstConfig(stream.Recv, (*speechv1.SynthesizeStreamRequest).GetConfig)
+	if err != nil {
+		return err
+	}
+	plan, opts, err := contract.PlanStream(config)
+	if err != nil {
+		return err
+	}
+	if opts.RequestID == "" {
+		opts.RequestID = correlation.ID(ctx)
+	}
+	session, err := s.up.StreamSpeechText(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer session.Close()
+
+	format := plan.Format(config.GetVoiceId(), config.GetRequestId(), config.GetSessionId(), "", "", "")
+	format.WordTimestamps = config.GetWordTimestamps()
+	if err := stream.Send(&speechv1.SynthesizeStreamResponse{Event: &speechv1.SynthesizeStreamResponse_Format{Format: format}}); err != nil {
+		return err
+	}
+	out := newRelay(func(c *speechv1.AudioChunk) error {
+		m := &struct { // the message and its oneof wrapper in one allocation
+			resp speechv1.SynthesizeStreamResponse
+			wrap speechv1.SynthesizeStreamResponse_Audio
+		}{}
+		m.wrap.Audio, m.resp.Event = c, &m.wrap
+		return stream.Send(&m.resp)
+	}, s.metrics.Stream("SynthesizeStream"), plan.BytesPerSample, plan.Rate)
+	if err := out.header(plan.Container, plan.Rate); err != nil {
+		return err
+	}
+
+	// The caller's text goes upstream on its own goroutine while this one
+	// relays audio; when this handler returns, gRPC ends the call, which
+	// ends that goroutine's Recv.
+	up := &textUplink{stream: stream, session: session, done: make(chan error, 1)}
+	go up.run()
+
+	// Lightning's WebSocket produces PCM only: μ-law and A-law are the gateway's.
+	var g711 *audio.G711
+	switch plan.Encoding {
+	case speechv1.AudioEncoding_AUDIO_ENCODING_MULAW:
+		g711 = audio.NewG711(audio.MuLaw)
+	case speechv1.AudioEncoding_AUDIO_ENCODING_ALAW:
+		g711 = audio.NewG711(audio.ALaw)
+	}
+	words := &wordClock{}
+	var requestID string
+	var pieces, wordCount uint32
+	start := time.Now()
+	var firstByte time.Duration
+	for {
+		ev, err := session.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			select {
+			case uerr := <-up.done: // a bad message from the caller explains the end better
+				if uerr != nil {
+					return uerr
+				}
+			default:
+			}
+			return err
+		}
+		if ev.RequestID != "" && ev.RequestID != requestID {
+			requestID = ev.RequestID
+			words.newSegment(out.elapsed())
+			noteUpstreamID(ctx, requestID)
+		}
+		switch {
+		case ev.Audio != nil:
+			if firstByte == 0 {
+				firstByte = max(time.Since(start), time.Nanosecond)
+			}
+			data := ev.Audio
+			if g711 != nil {
+				data = g711.Encode(make([]byte, 0, len(data)/2+1), data)
+			}
+			if len(data) > 0 {
+				if err := out.send(data, true); err != nil {
+					return err
+				}
+			}
+		case ev.Word != nil:
+			startMS, endMS := words.place(ev.Word.Start, ev.Word.End)
+			wordCount++
+			if err := stream.Send(&speechv1.SynthesizeStreamResponse{Event: &speechv1.SynthesizeStreamResponse_Word{Word: &speechv1.WordTiming{
+				Word: ev.Word.Word, StartMs: startMS, EndMs: endMS}}}); err != nil {
+				return err
+			}
+		case ev.Complete:
+			pieces++
+		}
+	}
+	totals := out.totals()
+	totals.Characters = uint32(up.characters.Load())
+	totals.UpstreamFirstByteMs = uint32(firstByte / time.Millisecond)
+	totals.UpstreamRequestId = requestID
+	totals.TextPieces = max(pieces, uint32(up.flushes.Load()))
+	totals.Words = wordCount
+	return stream.Send(&speechv1.SynthesizeStreamResponse{Event: &speechv1.SynthesizeStreamResponse_Totals{Totals: totals}})
+}
+
+// wordClock places Lightning's word timings on the stream's timeline, so
+// that they never go backwards across the syntheses a stream is made of.
+// Smallest says its times are "seconds from the start of the stream" without
+// saying whether that restarts at each synthesis; the first word of each
+// synthesis tells: a time before the synthesis's own start is relative to it.
+type wordClock struct {
+	segmentStart uint32 // ms of audio sent before the current synthesis
+	offset       uint32 // added to its word times
+	decided      bool   // whether offset has been chosen for this synthesis
+	last         uint32 // the latest start placed, so none goes backwards
+}
+
+// slackMS absorbs rounding between Smallest's clock and the gateway's.
+const slackMS = 50
+
+func (w *wordClock) newSegment(audioMS uint32) {
+	w.segmentStart, w.offset, w.decided = audioMS, 0, false
+}
+
+func (w *wordClock) place(start, end float64) (uint32, uint32) {
+	s, e := contract.MS(start), contract.MS(end)
+	if !w.decided {
+		w.decided = true
+		if s+slackMS < w.segmentStart {
+			w.offset = w.segmentStart
+		}
+	}
+	s, e = s+w.offset, e+w.offset
+	s = max(s, w.last)
+	e = max(e, s)
+	w.last = s
+	return s, e
+}
+
+// textUplink forwards the caller's text to the session.
+type textUplink struct {
+	stream     textStream
+	session    *smallest.SpeechSession
+	done       chan error // one value: nil, or the status of a bad message
+	characters atomic.Int64
+	flushes    atomic.Int64
+}
+
+func (u *textUplink) run() {
+	for {
+		msg, err := u.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			u.flushes.Add(1)
+			u.session.End()
+			u.done <- nil
+			return
+		}
+		if err != nil {
+			u.done <- nil // the caller went away; the call's context ends the session
+			return
+		}
+		var v rpcerror.Violations
+		switch part := msg.GetPart().(type) {
+		case *speechv1.SynthesizeStreamRequest_Config:
+			v.Add("config", rpcerror.RuleConflict, "may only be sent once, in the first message")
+		case *speechv1.SynthesizeStreamRequest_Text:
+			text := part.Text.GetText()
+			n := contract.CheckTextPiece(&v, text)
+			if v.Err() != nil {
+				break
+			}
+			if text == "" && !part.Text.GetFlush() {
+				continue // nothing to say
+			}
+			u.characters.Add(int64(n))
+			if part.Text.GetFlush() {
+				u.flushes.Add(1)
+			}
+			if u.session.Send(text, part.Text.GetFlush()) != nil {
+				u.done <- nil // the session has ended; reading it says why
+				return
+			}
+		}
+		if err := v.Err(); err != nil {
+			u.done <- err
+			u.session.Close()
+			return
+		}
+	}
+}
