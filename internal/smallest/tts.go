@@ -3,7 +3,6 @@ package smallest
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -172,14 +171,10 @@ func (s *SpeechStream) Next() ([]byte, error) {
 }
 
 // appendFrame appends the audio of one frame to dst, and notes the end.
+// Room is made for the frames already received, so that they can join it
+// without another copy.
 func (s *SpeechStream) appendFrame(dst []byte, ev sse.Event) ([]byte, error) {
-	if b64, done, ok := fastFrame(ev.Data); ok {
-		if out, ok := appendBase64(dst, b64, s.events.Pending()*3/4); ok {
-			s.done = done
-			return out, nil
-		}
-	}
-	f, err := s.parseFrameFull(ev.Data)
+	f, err := s.call.readFrame(ev.Data, dst, s.events.Pending()*3/4, s.RequestID)
 	if err != nil {
 		if ev.Unterminated && IsKind(err, KindMalformed) {
 			return dst, s.broken() // the connection ended inside this frame
@@ -187,10 +182,7 @@ func (s *SpeechStream) appendFrame(dst []byte, ev sse.Event) ([]byte, error) {
 		return dst, err
 	}
 	s.done = f.done
-	if len(dst) == 0 {
-		return f.audio, nil
-	}
-	return append(dst, f.audio...), nil
+	return f.audio, nil
 }
 
 // Close ends the stream and releases its connection. It is safe to call more than once.
@@ -245,74 +237,4 @@ func (s *SpeechStream) withRequestID(err error) error {
 		e.RequestID = s.RequestID
 	}
 	return err
-}
-
-// ttsFrame is the union of the SSE frame shapes Smallest has documented
-// (contract §1.4): the current {"audio","done","status"} frames and their
-// {"done":true} terminator, and the older envelope {"status":"chunk","data":{"audio"}}
-// ended by {"status":"complete"}.
-type ttsFrame struct {
-	Audio  string          `json:"audio"`
-	Data   json.RawMessage `json:"data"`
-	Done   json.RawMessage `json:"done"`
-	Status json.RawMessage `json:"status"`
-	Error  json.RawMessage `json:"error"`
-	Errors json.RawMessage `json:"errors"`
-}
-
-type frame struct {
-	audio []byte
-	done  bool
-}
-
-// parseFrameFull reads any frame shape, with encoding/json.
-func (s *SpeechStream) parseFrameFull(data []byte) (frame, error) {
-	var f ttsFrame
-	if err := json.Unmarshal(data, &f); err != nil {
-		return frame{}, s.malformed("a frame was not JSON")
-	}
-	status, _ := jsonScalar(f.Status)
-	code, _ := strconv.Atoi(status)
-	if status == "error" || code >= 400 || len(f.Error) > 0 || len(f.Errors) > 0 {
-		e := &Error{Kind: KindStreamError, Endpoint: s.call.endpoint, FrameStatus: code, RequestID: s.RequestID}
-		e.parseBody(data, s.call.secret)
-		if e.RequestID == "" {
-			e.RequestID = s.RequestID
-		}
-		return frame{}, e
-	}
-	b64 := f.Audio
-	if b64 == "" && len(f.Data) > 0 && f.Data[0] == '{' {
-		var env struct {
-			Audio string `json:"audio"`
-		}
-		if json.Unmarshal(f.Data, &env) != nil {
-			return frame{}, s.malformed("a frame's data was not an object")
-		}
-		b64 = env.Audio
-	}
-	var out frame
-	if b64 != "" {
-		var err error
-		if out.audio, err = decodeBase64(b64); err != nil {
-			return frame{}, s.malformed("a frame's audio was not base64")
-		}
-	}
-	out.done = jsonTrue(f.Done) || status == "complete"
-	return out, nil
-}
-
-func (s *SpeechStream) malformed(msg string) *Error {
-	return &Error{Kind: KindMalformed, Endpoint: s.call.endpoint, RequestID: s.RequestID, Message: msg}
-}
-
-// decodeBase64 decodes padded or unpadded standard base64 into a new slice.
-func decodeBase64(src string) ([]byte, error) {
-	enc := base64.StdEncoding
-	if len(src)%4 != 0 {
-		enc = base64.RawStdEncoding
-	}
-	dst := make([]byte, enc.DecodedLen(len(src)))
-	n, err := enc.Decode(dst, []byte(src))
-	return dst[:n], err
 }

@@ -318,57 +318,27 @@ func (s *SpeechSession) endedByClose(err error) bool {
 	return s.done
 }
 
-// ttsFrameWS is the union of the WebSocket's server messages.
-type ttsFrameWS struct {
-	Status    string          `json:"status"`
-	RequestID string          `json:"request_id"`
-	Data      json.RawMessage `json:"data"`
-}
-
 func (s *SpeechSession) event(conn *ttsConn, raw []byte) (*SpeechEvent, error) {
-	var f ttsFrameWS
-	if err := json.Unmarshal(raw, &f); err != nil {
-		return nil, &Error{Kind: KindMalformed, Endpoint: s.call.endpoint, Message: "a message was not JSON"}
-	}
-	if f.Status == "error" {
-		e := &Error{Kind: KindStreamError, Endpoint: s.call.endpoint, RequestID: f.RequestID}
-		e.parseBody(raw, s.call.secret)
-		return nil, e
+	f, err := s.call.readFrame(raw, nil, 0, "")
+	if err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.answered, s.sent = true, nil
-	s.lastComplete = f.Status == "complete"
-	switch f.Status {
-	case "chunk":
-		var d struct {
-			Audio string `json:"audio"`
-		}
-		if json.Unmarshal(f.Data, &d) != nil {
-			return nil, &Error{Kind: KindMalformed, Endpoint: s.call.endpoint, Message: "a chunk's data was not an object"}
-		}
-		audio, err := decodeBase64(d.Audio)
-		if err != nil {
-			return nil, &Error{Kind: KindMalformed, Endpoint: s.call.endpoint, Message: "a chunk's audio was not base64"}
-		}
+	s.lastComplete = f.status == "complete"
+	switch {
+	case f.status == "word_timestamp" && f.word != nil:
 		s.progress()
-		s.onAudio(f.RequestID)
-		return &SpeechEvent{RequestID: f.RequestID, Audio: audio}, nil
-	case "word_timestamp":
-		var w struct {
-			Word  string  `json:"word"`
-			Start float64 `json:"start"`
-			End   float64 `json:"end"`
-		}
-		if json.Unmarshal(f.Data, &w) != nil {
-			return nil, &Error{Kind: KindMalformed, Endpoint: s.call.endpoint, Message: "a word timing was not an object"}
-		}
-		s.progress()
-		return &SpeechEvent{RequestID: f.RequestID, Word: &WordTiming{Word: w.Word, Start: w.Start, End: w.End}}, nil
-	case "complete":
+		return &SpeechEvent{RequestID: f.requestID, Word: f.word}, nil
+	case f.status == "complete":
 		s.progress()
 		s.onComplete()
-		return &SpeechEvent{RequestID: f.RequestID, Complete: true}, nil
+		return &SpeechEvent{RequestID: f.requestID, Complete: true}, nil
+	case f.status == "chunk":
+		s.progress()
+		s.onAudio(f.requestID)
+		return &SpeechEvent{RequestID: f.requestID, Audio: f.audio}, nil
 	}
 	return nil, nil // a status this client does not know: newer than it
 }
