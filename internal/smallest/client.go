@@ -25,9 +25,6 @@ import (
 	"time"
 )
 
-// DefaultBaseURL is Smallest's cloud API.
-const DefaultBaseURL = "https://api.smallest.ai"
-
 // Config configures a Client.
 type Config struct {
 	// BaseURL is the scheme and host (and optional path prefix) of the API.

@@ -15,11 +15,12 @@ import (
 )
 
 // lookaheadChunks bounds the audio a piece buffers while the one before it
-// streams: 256 reads of Smallest's 1 KB frames, joined by at most the 4 KiB
-// the SSE reader holds, so 0.25 to 1 MB, after which its upstream read waits
-// (TCP applies the backpressure) and memory stays bounded however long the
-// text.
-const lookaheadChunks = 256
+// streams: 32 reads, each one of Smallest's 1 KB frames or several that had
+// arrived together, joined to at most 32 KiB (smallest.SpeechStream.Next),
+// so at most 1 MiB and usually about 32 KB. Then its upstream read waits
+// (TCP applies the backpressure), and memory stays bounded however long the
+// text. It was 256 reads, which allowed 8 MiB a piece.
+const lookaheadChunks = 32
 
 // pipeline synthesizes the pieces of a long text in order, the next piece's
 // request running while the current piece streams. The first piece is read
