@@ -25,9 +25,12 @@ type fakeStream struct {
 	headerAtFirstMsg metadata.MD
 }
 
-func (f *fakeStream) Context() context.Context       { return f.ctx }
-func (f *fakeStream) SetHeader(md metadata.MD) error { f.header = metadata.Join(f.header, md); return nil }
-func (f *fakeStream) SetTrailer(md metadata.MD)      { f.trailer = metadata.Join(f.trailer, md) }
+func (f *fakeStream) Context() context.Context { return f.ctx }
+func (f *fakeStream) SetHeader(md metadata.MD) error {
+	f.header = metadata.Join(f.header, md)
+	return nil
+}
+func (f *fakeStream) SetTrailer(md metadata.MD) { f.trailer = metadata.Join(f.trailer, md) }
 func (f *fakeStream) SendMsg(any) error {
 	if f.headerAtFirstMsg == nil {
 		f.headerAtFirstMsg = f.header.Copy()
@@ -105,10 +108,16 @@ func TestFailedUnaryCallSendsNoHeaders(t *testing.T) {
 
 type fakeTransport struct{ header, trailer *metadata.MD }
 
-func (f *fakeTransport) Method() string                  { return "/x/y" }
-func (f *fakeTransport) SetHeader(md metadata.MD) error  { *f.header = metadata.Join(*f.header, md); return nil }
+func (f *fakeTransport) Method() string { return "/x/y" }
+func (f *fakeTransport) SetHeader(md metadata.MD) error {
+	*f.header = metadata.Join(*f.header, md)
+	return nil
+}
 func (f *fakeTransport) SendHeader(md metadata.MD) error { return f.SetHeader(md) }
-func (f *fakeTransport) SetTrailer(md metadata.MD) error { *f.trailer = metadata.Join(*f.trailer, md); return nil }
+func (f *fakeTransport) SetTrailer(md metadata.MD) error {
+	*f.trailer = metadata.Join(*f.trailer, md)
+	return nil
+}
 
 // TestHandlerAddsTheID: every record logged with a call's context carries
 // its id; others carry none.
