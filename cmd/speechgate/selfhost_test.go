@@ -10,11 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/speechgate/speechgate/internal/gatewaytest"
+
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 )
@@ -53,16 +54,6 @@ func (s *selfHostStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(s.status)
 	io.WriteString(w, s.body)
-}
-
-func detailOf[T proto.Message](err error) T {
-	var zero T
-	for _, d := range status.Convert(err).Details() {
-		if m, ok := d.(T); ok {
-			return m
-		}
-	}
-	return zero
 }
 
 func TestSelfHostBackend(t *testing.T) {
@@ -107,33 +98,33 @@ func TestSelfHostBackend(t *testing.T) {
 			wantCode: codes.Unauthenticated, wantReason: "INVALID_LICENSE"},
 		{name: "license expired", status: 403, body: `{"error":"License expired","code":"LICENSE_EXPIRED","expires_at":"2024-12-31T23:59:59Z"}`,
 			wantCode: codes.PermissionDenied, wantReason: "LICENSE_EXPIRED", check: func(t *testing.T, err error) {
-				if got := detailOf[*errdetails.ErrorInfo](err).GetMetadata()["expiresAt"]; got != "2024-12-31T23:59:59Z" {
+				if got := gatewaytest.Detail[*errdetails.ErrorInfo](err).GetMetadata()["expiresAt"]; got != "2024-12-31T23:59:59Z" {
 					t.Errorf("ErrorInfo expiresAt = %q", got)
 				}
 			}},
 		{name: "rate limited", status: 429, body: `{"error":"Rate limit exceeded","code":"RATE_LIMIT_EXCEEDED","retry_after":60}`,
 			wantCode: codes.ResourceExhausted, wantReason: "RATE_LIMIT_EXCEEDED", check: func(t *testing.T, err error) {
-				if d := detailOf[*errdetails.RetryInfo](err).GetRetryDelay().AsDuration(); d != time.Minute {
+				if d := gatewaytest.Detail[*errdetails.RetryInfo](err).GetRetryDelay().AsDuration(); d != time.Minute {
 					t.Errorf("RetryInfo = %v, want 60s", d)
 				}
 			}},
 		{name: "unsupported format", status: 415, body: `{"error":"Unsupported audio format","code":"UNSUPPORTED_FORMAT","supported_formats":["wav","mp3","flac","ogg","m4a"]}`,
 			wantCode: codes.InvalidArgument, wantReason: "UNSUPPORTED_FORMAT", check: func(t *testing.T, err error) {
-				v := detailOf[*errdetails.BadRequest](err).GetFieldViolations()
+				v := gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations()
 				if len(v) != 1 || !strings.Contains(v[0].GetDescription(), "wav, mp3, flac, ogg, m4a") {
 					t.Errorf("BadRequest = %v, want the supported formats listed", v)
 				}
 			}},
 		{name: "file too large", status: 422, body: `{"error":"Audio file too large","code":"FILE_TOO_LARGE","max_size_mb":100}`,
 			wantCode: codes.InvalidArgument, wantReason: "FILE_TOO_LARGE", check: func(t *testing.T, err error) {
-				v := detailOf[*errdetails.BadRequest](err).GetFieldViolations()
+				v := gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations()
 				if len(v) != 1 || v[0].GetField() != "audio" || !strings.Contains(v[0].GetDescription(), "100 MB") {
 					t.Errorf("BadRequest = %v, want the 100 MB limit on audio", v)
 				}
 			}},
 		{name: "no workers", status: 503, body: `{"error":"No ASR workers available","code":"SERVICE_UNAVAILABLE","retry_after":30}`,
 			wantCode: codes.Unavailable, wantReason: "SERVICE_UNAVAILABLE", check: func(t *testing.T, err error) {
-				if d := detailOf[*errdetails.RetryInfo](err).GetRetryDelay().AsDuration(); d != 30*time.Second {
+				if d := gatewaytest.Detail[*errdetails.RetryInfo](err).GetRetryDelay().AsDuration(); d != 30*time.Second {
 					t.Errorf("RetryInfo = %v, want 30s", d)
 				}
 			}},
@@ -143,7 +134,7 @@ func TestSelfHostBackend(t *testing.T) {
 	for _, tt := range tests {
 		standIn.set(tt.status, tt.body)
 		err := call()
-		info := detailOf[*errdetails.ErrorInfo](err)
+		info := gatewaytest.Detail[*errdetails.ErrorInfo](err)
 		if status.Code(err) != tt.wantCode || info.GetReason() != tt.wantReason || info.GetDomain() != "speechgate" {
 			t.Errorf("%s: %v (reason %q), want %v with reason %s", tt.name, err, info.GetReason(), tt.wantCode, tt.wantReason)
 			continue
@@ -166,7 +157,7 @@ func TestSelfHostBackend(t *testing.T) {
 	// What the self-hosted server cannot do is refused by name, not dropped.
 	_, err := trans.Transcribe(t.Context(), &speechv1.TranscribeRequest{Source: &speechv1.TranscribeRequest_Audio{Audio: []byte{1}},
 		Config: &speechv1.TranscriptionConfig{Language: "en", RedactPii: true}})
-	if v := detailOf[*errdetails.BadRequest](err).GetFieldViolations(); len(v) != 1 || v[0].GetField() != "config.redact_pii" {
+	if v := gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations(); len(v) != 1 || v[0].GetField() != "config.redact_pii" {
 		t.Errorf("redact_pii on self-host: %v", err)
 	}
 	synth := speechv1.NewSynthesisServiceClient(conn)

@@ -7,33 +7,15 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/speechgate/speechgate/internal/rpcerror"
 )
 
 const tts = "POST /waves/v1/tts/live"
-
-func info(reason string, meta map[string]string) *errdetails.ErrorInfo {
-	return &errdetails.ErrorInfo{Reason: reason, Domain: "speechgate", Metadata: meta}
-}
-
-func want(code codes.Code, msg string, details ...proto.Message) *spb.Status {
-	s := &spb.Status{Code: int32(code), Message: msg}
-	for _, d := range details {
-		a, err := anypb.New(d)
-		if err != nil {
-			panic(err)
-		}
-		s.Details = append(s.Details, a)
-	}
-	return s
-}
 
 func TestViolations(t *testing.T) {
 	t.Parallel()
@@ -43,15 +25,23 @@ func TestViolations(t *testing.T) {
 	}
 	v.Add("text", rpcerror.RuleRequired, "must not be empty")
 	v.Add("speed", rpcerror.RuleOutOfRange, "must be from %.1f to %.1f, got %g", 0.5, 2.0, 3.0)
-	got := status.Convert(v.Err()).Proto()
-	w := want(codes.InvalidArgument, "invalid request: text: must not be empty; speed: must be from 0.5 to 2.0, got 3",
-		info("INVALID_REQUEST", nil),
+	st := status.Convert(v.Err())
+	if st.Code() != codes.InvalidArgument || st.Message() != "invalid request: text: must not be empty; speed: must be from 0.5 to 2.0, got 3" {
+		t.Errorf("status %v %q", st.Code(), st.Message())
+	}
+	want := []proto.Message{
+		&errdetails.ErrorInfo{Reason: "INVALID_REQUEST", Domain: "speechgate"},
 		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
 			{Field: "text", Reason: "REQUIRED", Description: "must not be empty"},
 			{Field: "speed", Reason: "OUT_OF_RANGE", Description: "must be from 0.5 to 2.0, got 3"},
-		}})
-	if diff := cmp.Diff(w, got, protocmp.Transform()); diff != "" {
-		t.Fatalf("status differs (-want +got):\n%s", diff)
+		}},
+	}
+	var got []proto.Message
+	for _, d := range st.Details() {
+		got = append(got, d.(proto.Message))
+	}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Fatalf("details differ (-want +got):\n%s", diff)
 	}
 }
 
