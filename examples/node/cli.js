@@ -2,13 +2,14 @@
 // Try the client by hand:
 //   node cli.js synthesize "Hello from Node." hello.wav
 //   node cli.js transcribe hello.wav
-// SPEECHGATE_ADDR (default localhost:50051) and SPEECHGATE_TOKEN set the
-// gateway and the bearer token.
+// SPEECHCTL_GRPC_ADDR (default localhost:50051) and SPEECHCTL_TOKEN (else
+// SMALLEST_API_KEY) set the gateway and the bearer token, as for speechctl.
 
 import { connect, errorDetails, synthesizeToWav, transcribeFile } from './speechgate.js';
 
 const [command, ...args] = process.argv.slice(2);
-const client = connect(process.env.SPEECHGATE_ADDR ?? 'localhost:50051', process.env.SPEECHGATE_TOKEN ?? 'any-key');
+const env = process.env;
+const client = connect(env.SPEECHCTL_GRPC_ADDR || 'localhost:50051', env.SPEECHCTL_TOKEN || env.SMALLEST_API_KEY || 'any-key');
 try {
   if (command === 'synthesize' && args.length === 2) {
     const totals = await synthesizeToWav(client, { text: args[0], voiceId: 'avery', sampleRateHz: 16000 }, args[1]);

@@ -1,10 +1,12 @@
 // Runs the Node client against a real gateway on the built-in emulator.
-// The gateway is the binary in SPEECHGATE_BIN (what .ci/run builds), or
-// `go run` from the checkout.
+// The gateway is the binary in SPEECHGATE_BIN (what .ci/run builds), or one
+// built from the checkout first: the suite signals the gateway itself, and
+// `go run` would not pass a SIGTERM on to it.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -21,10 +23,15 @@ let dir;
 
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'speechgate-node-'));
+  let bin = process.env.SPEECHGATE_BIN;
+  if (!bin) {
+    bin = path.join(dir, 'speechgate');
+    await promisify(execFile)('go', ['build', '-o', bin, './cmd/speechgate'], { cwd: repo });
+  }
   const args = ['--upstream=emulator', '--grpc-addr=127.0.0.1:0', '--admin-addr='];
-  gateway = process.env.SPEECHGATE_BIN
-    ? spawn(process.env.SPEECHGATE_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] })
-    : spawn('go', ['run', './cmd/speechgate', ...args], { cwd: repo, stdio: ['ignore', 'ignore', 'pipe'] });
+  gateway = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // Whatever happens to the suite, the gateway does not outlive it.
+  process.once('exit', () => gateway.kill('SIGKILL'));
   address = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('the gateway did not start within 120 s')), 120_000);
     readline.createInterface({ input: gateway.stderr }).on('line', (line) => {
@@ -45,9 +52,11 @@ before(async () => {
 after(async () => {
   const exited = new Promise((resolve) => gateway.once('exit', (code, signal) => resolve({ code, signal })));
   gateway.kill('SIGTERM');
-  const { code } = await exited;
-  assert.equal(code, 0, 'the gateway drains and exits 0 on SIGTERM');
+  const timer = setTimeout(() => gateway.kill('SIGKILL'), 30_000);
+  const { code, signal } = await exited;
+  clearTimeout(timer);
   await rm(dir, { recursive: true, force: true });
+  assert.equal(code, 0, `the gateway drains and exits 0 on SIGTERM (it ended with ${code ?? signal})`);
 });
 
 describe('speechgate from Node', () => {
