@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/speechgate/speechgate/internal/buildinfo"
 	"github.com/speechgate/speechgate/internal/emulator"
 )
 
@@ -106,8 +107,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.BoolVar(&s.quick, "quick", false, "small counts and short times: a smoke run, not a measurement")
 	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the gateway, taken during the throughput phase, to this file")
 	fs.StringVar(&s.heapProfile, "heapprofile", "", "write a heap profile of the gateway, taken at the memory phase's largest stream count, to this file")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // the usage has been printed
+		}
 		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "speechbench", buildinfo.Read(""))
+		return nil
 	}
 	var err error
 	if s.concurrency, err = ints(*conc); err != nil {

@@ -61,6 +61,9 @@ func exitCode(err error, stderr io.Writer) int {
 				line += "; Smallest request id " + id
 			}
 			fmt.Fprintln(stderr, line)
+			if d.GetReason() == "MISSING_CREDENTIALS" {
+				fmt.Fprintln(stderr, "  give a token with --token, or in SPEECHCTL_TOKEN (your Smallest key, or a client key of the gateway's)")
+			}
 		}
 	}
 	switch st.Code() {

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/speechgate/speechgate/internal/buildinfo"
 )
 
 func main() {
@@ -49,6 +51,9 @@ var commands = []struct {
 }
 
 // run is the whole program. Its error decides the exit code (see exitCode).
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	global := flag.NewFlagSet("speechctl", flag.ContinueOnError)
 	global.SetOutput(io.Discard)
@@ -60,12 +65,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	timeout := global.Duration("timeout", 0, "deadline for the call (0: none)")
 	requestID := global.String("request-id", "", "x-request-id for the call, to find it in the gateway's logs (default: one is made)")
 	progress := global.String("progress", "auto", "progress lines on stderr: auto (when it is a terminal), always, never")
+	showVersion := global.Bool("version", false, "print the version and exit")
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			usage(stdout, global)
 			return nil
 		}
 		return usageError{err}
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "speechctl", buildinfo.Read(version))
+		return nil
 	}
 	rest := global.Args()
 	if len(rest) == 0 || rest[0] == "help" {
@@ -78,9 +88,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	var cmd func(ctx context.Context, c *client, args []string) error
 	fs := flag.NewFlagSet("speechctl "+rest[0], flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
+	var usageLine, summary string
 	for _, c := range commands {
 		if c.name == rest[0] {
-			cmd = c.flags(fs)
+			cmd, usageLine, summary = c.flags(fs), c.usage, c.summary
 		}
 	}
 	if cmd == nil {
@@ -89,7 +100,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	positional, err := parseInterleaved(fs, rest[1:])
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stdout, "Usage: speechctl %s\n\nFlags:\n", rest[0])
+			fmt.Fprintf(stdout, "Usage: speechctl [global flags] %s %s\n\n%s.\n\nFlags:\n", rest[0], usageLine, summary)
 			fs.SetOutput(stdout)
 			fs.PrintDefaults()
 			return nil

@@ -200,3 +200,20 @@ func TestFailedSynthesisKeepsTheOldFile(t *testing.T) {
 		t.Errorf("after a good run: %v, %v", info, err)
 	}
 }
+
+func TestHelpAndVersion(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--version"}, "speechctl "},
+		{[]string{"synthesize", "-h"}, "Usage: speechctl [global flags] synthesize [flags] [TEXT]"},
+		{[]string{"transcribe", "-h"}, "Usage: speechctl [global flags] transcribe [flags] FILE"},
+	} {
+		code, stdout, stderr := speechctl(t, "localhost:1", "", tt.args...)
+		if code != 0 || !strings.HasPrefix(stdout, tt.want) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want %q first", tt.args, code, stdout, stderr, tt.want)
+		}
+	}
+}

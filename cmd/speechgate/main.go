@@ -24,6 +24,7 @@ import (
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/admin"
 	"github.com/speechgate/speechgate/internal/auth"
+	"github.com/speechgate/speechgate/internal/buildinfo"
 	"github.com/speechgate/speechgate/internal/config"
 	"github.com/speechgate/speechgate/internal/correlation"
 	"github.com/speechgate/speechgate/internal/emulator"
@@ -51,7 +52,11 @@ var version = "dev"
 // then drains and returns nil.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := config.Load(args, getenv, stdout)
-	if errors.Is(err, config.ErrHelp) {
+	switch {
+	case errors.Is(err, config.ErrHelp):
+		return nil
+	case errors.Is(err, config.ErrVersion):
+		fmt.Fprintln(stdout, "speechgate", buildinfo.Read(version))
 		return nil
 	}
 	if err != nil {
@@ -156,7 +161,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log.Info("serving gRPC", "addr", lis.Addr().String(), "tls", tlsConfig != nil, "upstream", cfg.Upstream,
-		"smallest_base_url", baseURL, "auth", cfg.Auth, "tracing", tr.Exporting, "version", version)
+		"smallest_base_url", baseURL, "auth", cfg.Auth, "tracing", tr.Exporting, "version", buildinfo.Read(version).String())
 
 	// The admin server: metrics, probes, and pprof when asked for.
 	if cfg.AdminAddr != "" {

@@ -340,6 +340,9 @@ func TestREADMEListsEverySetting(t *testing.T) {
 		}
 		rows++
 		flag, env := fields[0], fields[1]
+		if env == "-" {
+			continue // --version: no setting, and no variable behind it
+		}
 		if fields[0] == "(environment" {
 			flag, env = "(environment only)", fields[2]
 		} else {
@@ -351,5 +354,16 @@ func TestREADMEListsEverySetting(t *testing.T) {
 	}
 	if rows < 15 {
 		t.Fatalf("found only %d settings in --help; the parsing above is out of date", rows)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"--version"}, noEnv, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "speechgate ") || !strings.Contains(out.String(), "go1.") {
+		t.Errorf("--version printed %q", out.String())
 	}
 }

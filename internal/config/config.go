@@ -224,6 +224,9 @@ func oneOf[T ~string](p *T, words ...string) func(string) error {
 // ErrHelp is returned by Load after it has written the help text.
 var ErrHelp = flag.ErrHelp
 
+// ErrVersion is returned by Load when --version asks for the version.
+var ErrVersion = errors.New("config: --version")
+
 // Load reads the configuration from args and the environment. On --help it
 // writes the help text to out and returns ErrHelp.
 func Load(args []string, getenv func(string) string, out io.Writer) (*Config, error) {
@@ -273,6 +276,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	l.str(&c.EmulatorFaults, "emulator-faults", "SPEECHGATE_EMULATOR_FAULTS", "", "with --upstream=emulator: faults injected at random, as <fault>=<rate>,... (for example http-503=0.02,reset-after-3=0.01); a caller can also pick one with the key fault-<fault>")
 	l.value("log-level", "SPEECHGATE_LOG_LEVEL", "info", "debug, info, warn or error", func(s string) error { return c.LogLevel.UnmarshalText([]byte(s)) })
 	l.value("log-format", "SPEECHGATE_LOG_FORMAT", "json", "json or text", oneOf(&c.LogFormat, "json", "text"))
+	version := fs.Bool("version", false, "print the version and exit")
+	l.entries = append(l.entries, entry{"--version", "", "", "print the version and exit"})
 	c.SmallestAPIKey = getenv("SMALLEST_API_KEY")
 	c.SmallestLicenseKey = getenv("SMALLEST_LICENSE_KEY")
 	l.entries = append(l.entries,
@@ -285,6 +290,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 			return nil, ErrHelp
 		}
 		return nil, err
+	}
+	if *version {
+		return nil, ErrVersion
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
