@@ -39,6 +39,9 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	// The first signal starts the drain; the second, with the default
+	// handling restored, ends the process at once.
+	context.AfterFunc(ctx, stop)
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "speechgate:", err)
 		os.Exit(1)
@@ -196,7 +199,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("serving gRPC: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: draining calls in flight", "grace", cfg.ShutdownGrace)
+	log.Info("shutting down: draining calls in flight (a second signal stops at once)", "grace", cfg.ShutdownGrace)
 	start := time.Now()
 	drained := srv.Shutdown(cfg.ShutdownGrace)
 	if err := <-served; err != nil {
@@ -279,12 +282,21 @@ func followHealth(ctx context.Context, cfg *config.Config, srv *server.Server, h
 // newLogger returns the gateway's logger; every line written in a call's
 // context carries the call's request_id.
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel, ReplaceAttr: humanDurations}
 	var h slog.Handler = slog.NewJSONHandler(w, opts)
 	if cfg.LogFormat == "text" {
 		h = slog.NewTextHandler(w, opts)
 	}
 	return slog.New(correlation.Handler{Handler: h})
+}
+
+// humanDurations writes durations as people read them ("1.5s"), not as
+// slog's JSON does (nanoseconds).
+func humanDurations(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // emulatorServer is the built-in emulator serving on loopback.

@@ -90,15 +90,18 @@ func (w *logWatcher) consume(r io.Reader) {
 	}
 }
 
-func (w *logWatcher) has(msg string) bool {
+func (w *logWatcher) has(msg string) bool { return w.line(msg) != nil }
+
+// line returns the first line whose message starts with msg, or nil.
+func (w *logWatcher) line(msg string) map[string]any {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, l := range w.lines {
-		if l["msg"] == msg {
-			return true
+		if m, _ := l["msg"].(string); strings.HasPrefix(m, msg) {
+			return l
 		}
 	}
-	return false
+	return nil
 }
 
 func (w *logWatcher) waitAddr(t *testing.T) string {
@@ -315,8 +318,71 @@ func TestSIGTERMDrainsThenExitsZero(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the process did not exit after the drain")
 	}
-	if !logs.has("stopped") {
-		t.Error("no 'stopped' log line")
+	stopped := logs.line("stopped")
+	if stopped == nil {
+		t.Fatal("no 'stopped' log line")
+	}
+	// Durations are logged in a unit people read, not in nanoseconds.
+	if took, _ := stopped["took"].(string); !strings.HasSuffix(took, "s") {
+		t.Errorf("took = %v, want a duration such as \"1.8s\"", stopped["took"])
+	}
+	if grace := logs.line("shutting down")["grace"]; grace != "20s" {
+		t.Errorf("grace = %v, want \"20s\"", grace)
+	}
+}
+
+// TestSecondSignalStopsAtOnce: a second Ctrl-C during a drain ends the
+// process at once, as most servers do, rather than waiting out the grace.
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "speechgate")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--emulator-pace=1", "--shutdown-grace=60s")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	logs := newLogWatcher()
+	consumed := make(chan struct{})
+	go func() { logs.consume(stderr); close(consumed) }()
+	addr := logs.waitAddr(t)
+	call := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer any-key")
+	stream, err := speechv1.NewSynthesisServiceClient(dial(t, addr)).Synthesize(call, &speechv1.SynthesizeRequest{Text: strings.Repeat("x", 500), VoiceId: "avery"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	for deadline := time.Now().Add(10 * time.Second); !logs.has("shutting down"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first signal did not start a drain")
+		}
+	}
+	start := time.Now()
+	cmd.Process.Signal(os.Interrupt)
+	waitErr := make(chan error, 1)
+	go func() { <-consumed; waitErr <- cmd.Wait() }()
+	select {
+	case err := <-waitErr:
+		if err == nil {
+			t.Error("the process exited 0 after a forced stop")
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("the second signal took %v to stop the process", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second signal did not stop the process; it is still draining a 30 s stream")
 	}
 }
 
