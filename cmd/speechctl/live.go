@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
+	"github.com/speechgate/speechgate/internal/audio"
 )
 
 func liveFlags(fs *flag.FlagSet) func(context.Context, *client, []string) error {
@@ -43,54 +43,45 @@ func liveFlags(fs *flag.FlagSet) func(context.Context, *client, []string) error 
 		if enc != speechv1.AudioEncoding_AUDIO_ENCODING_PCM_S16LE {
 			bytesPerSample = 1
 		}
-		if r, bits, ok, err := readWAVHeader(br); err != nil {
-			return usageError{err}
-		} else if ok {
-			if bits != 16 {
-				return usageError{fmt.Errorf("%s is %d-bit WAV; realtime recognition takes 16-bit PCM", args[0], bits)}
+		head, _ := br.Peek(12)
+		switch container := containerOf(head); container {
+		case "WAV":
+			f, err := audio.ReadWAVHeader(br)
+			if err != nil {
+				return usageError{fmt.Errorf("%s: %v", args[0], err)}
 			}
-			sampleRate, enc, bytesPerSample = r, speechv1.AudioEncoding_AUDIO_ENCODING_PCM_S16LE, 2
+			if f.Tag != 1 || f.Channels != 1 || f.BitsPerSample != 16 {
+				return usageError{fmt.Errorf("%s is not mono 16-bit PCM WAV, which realtime recognition takes", args[0])}
+			}
+			sampleRate, enc, bytesPerSample = f.SampleRate, speechv1.AudioEncoding_AUDIO_ENCODING_PCM_S16LE, 2
+		case "":
+		default:
+			return usageError{fmt.Errorf("%s is %s: live takes a WAV file or raw audio (--encoding); "+
+				"'speechctl transcribe' takes recordings in other formats", args[0], container)}
 		}
 		return live(ctx, c, br, &speechv1.LiveTranscriptionConfig{Language: *language, Encoding: enc, SampleRateHz: sampleRate,
 			InterimResults: *interim || c.terminal, WordTimestamps: *words}, int(sampleRate)*bytesPerSample, *realtime, *interim)
 	}
 }
 
-// readWAVHeader reads a RIFF/WAVE header up to the start of its data, if the
-// input has one, and returns the sample rate and sample size.
-func readWAVHeader(r *bufio.Reader) (rate uint32, bits uint16, ok bool, err error) {
-	head, err := r.Peek(12)
-	if err != nil || string(head[0:4]) != "RIFF" || string(head[8:12]) != "WAVE" {
-		return 0, 0, false, nil // headerless
+// containerOf names the container a file's first bytes show, or "" for
+// none (raw audio, or text).
+func containerOf(head []byte) string {
+	switch {
+	case len(head) >= 12 && string(head[0:4]) == "RIFF" && string(head[8:12]) == "WAVE":
+		return "WAV"
+	case len(head) >= 3 && string(head[0:3]) == "ID3", len(head) >= 2 && head[0] == 0xFF && head[1]&0xE0 == 0xE0:
+		return "MP3"
+	case len(head) >= 4 && string(head[0:4]) == "fLaC":
+		return "FLAC"
+	case len(head) >= 4 && string(head[0:4]) == "OggS":
+		return "Ogg"
+	case len(head) >= 8 && string(head[4:8]) == "ftyp":
+		return "MP4/M4A"
+	case len(head) >= 4 && head[0] == 0x1A && head[1] == 0x45 && head[2] == 0xDF && head[3] == 0xA3:
+		return "WebM"
 	}
-	r.Discard(12)
-	for {
-		var chunk [8]byte
-		if _, err := io.ReadFull(r, chunk[:]); err != nil {
-			return 0, 0, false, errors.New("the WAV file ends before its data")
-		}
-		size := binary.LittleEndian.Uint32(chunk[4:])
-		switch string(chunk[:4]) {
-		case "fmt ":
-			f := make([]byte, size)
-			if _, err := io.ReadFull(r, f); err != nil || size < 16 {
-				return 0, 0, false, errors.New("the WAV file's format chunk is short")
-			}
-			if binary.LittleEndian.Uint16(f[0:]) != 1 || binary.LittleEndian.Uint16(f[2:]) != 1 {
-				return 0, 0, false, errors.New("realtime recognition takes mono PCM WAV")
-			}
-			rate, bits = binary.LittleEndian.Uint32(f[4:]), binary.LittleEndian.Uint16(f[14:])
-		case "data":
-			if rate == 0 {
-				return 0, 0, false, errors.New("the WAV file has no format chunk before its data")
-			}
-			return rate, bits, true, nil // what follows is the audio, whatever size the header claims
-		default:
-			if _, err := r.Discard(int(size + size%2)); err != nil {
-				return 0, 0, false, errors.New("the WAV file ends before its data")
-			}
-		}
-	}
+	return ""
 }
 
 // live feeds the audio to TranscribeLive in 100 ms pieces and prints the

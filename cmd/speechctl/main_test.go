@@ -217,3 +217,28 @@ func TestHelpAndVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusesWhatItCannotDo: live refuses formats it cannot stream, and
+// synthesize an output it cannot write, rather than doing something else
+// without a word; a text file's final newline is not part of its text.
+func TestRefusesWhatItCannotDo(t *testing.T) {
+	t.Parallel()
+	addr := gateway(t)
+	dir := t.TempDir()
+	mp3 := filepath.Join(dir, "call.mp3")
+	os.WriteFile(mp3, append([]byte("ID3\x04\x00\x00\x00\x00\x00\x00"), make([]byte, 1000)...), 0o644)
+	if code, _, stderr := speechctl(t, addr, "", "live", mp3); code != 2 || !strings.Contains(stderr, "is MP3") {
+		t.Errorf("live on an MP3: exit %d, %q", code, stderr)
+	}
+	if code, _, stderr := speechctl(t, addr, "", "synthesize", "Hello.", "--out", filepath.Join(dir, "x.ogg")); code != 2 || !strings.Contains(stderr, "cannot write x.ogg") {
+		t.Errorf("synthesize to .ogg: exit %d, %q", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x.ogg")); err == nil {
+		t.Error("an .ogg file was written")
+	}
+	text := filepath.Join(dir, "text.txt")
+	os.WriteFile(text, []byte(strings.Repeat("a", 10000)+"\n"), 0o644)
+	if code, _, stderr := speechctl(t, addr, "", "synthesize", "--file", text, "--out", filepath.Join(dir, "long.pcm")); code != 0 {
+		t.Errorf("a 10,000-character file with its final newline: exit %d, %q", code, stderr)
+	}
+}

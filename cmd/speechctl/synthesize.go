@@ -66,24 +66,40 @@ func readText(stdin io.Reader, file string, args []string) (string, error) {
 		return "", usageError{errors.New("give the text as arguments or --file, not both")}
 	case file == "-":
 		b, err := io.ReadAll(stdin)
-		return string(b), err
+		return withoutFinalNewline(b), err
 	case file != "":
 		b, err := os.ReadFile(file)
 		if err != nil {
 			return "", usageError{err}
 		}
-		return string(b), nil
+		return withoutFinalNewline(b), nil
 	case len(args) == 0:
 		return "", usageError{errors.New("no text: give it as arguments, or --file")}
 	}
 	return strings.Join(args, " "), nil
 }
 
+// withoutFinalNewline drops the line end a text file ends with, which is
+// not part of the text to speak (a 10,000-character file is not 10,001).
+func withoutFinalNewline(b []byte) string {
+	s := strings.TrimSuffix(string(b), "\n")
+	return strings.TrimSuffix(s, "\r")
+}
+
+// pickEncoding returns the encoding --encoding names, else the one --out's
+// extension names, else WAV; an extension that names none is refused
+// rather than written as WAV under a misleading name.
 func pickEncoding(name, out string) (speechv1.AudioEncoding, error) {
 	if name == "" {
-		name = strings.TrimPrefix(strings.ToLower(filepath.Ext(out)), ".")
-		if _, ok := encodings[name]; !ok {
+		ext := strings.TrimPrefix(strings.ToLower(filepath.Ext(out)), ".")
+		switch _, known := encodings[ext]; {
+		case known:
+			name = ext
+		case ext == "" || out == "-":
 			name = "wav"
+		default:
+			return 0, usageError{fmt.Errorf("cannot write %s: speechctl writes .wav, .mp3, .pcm (or .raw), .ulaw (or .mulaw) and .alaw; "+
+				"name the file so, or give --encoding", filepath.Base(out))}
 		}
 	}
 	enc, ok := encodings[name]

@@ -3,6 +3,8 @@ package audio_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"io"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -176,5 +178,30 @@ func TestG711SplitsSamplesAcrossPieces(t *testing.T) {
 		if len(whole) != 1000 || whole[0] != map[audio.Law]func(int16) byte{audio.MuLaw: audio.MulawEncode, audio.ALaw: audio.AlawEncode}[law](int16(uint16(pcm[0])|uint16(pcm[1])<<8)) {
 			t.Errorf("law %d: %d bytes, first %d", law, len(whole), whole[0])
 		}
+	}
+}
+
+func TestReadWAVHeader(t *testing.T) {
+	t.Parallel()
+	header := audio.AppendWAVHeader(nil, 16000, 1, 16, 32000)
+	// A LIST chunk before the data, as many tools write.
+	withList := append(append(append([]byte{}, header[:36]...), "LIST\x04\x00\x00\x00abcd"...), header[36:]...)
+	for name, in := range map[string][]byte{"canonical": header, "with a LIST chunk": withList} {
+		r := bytes.NewReader(append(in, 1, 2, 3))
+		f, err := audio.ReadWAVHeader(r)
+		if err != nil || f.Tag != 1 || f.Channels != 1 || f.SampleRate != 16000 || f.BitsPerSample != 16 || f.DataSize != 32000 || f.BytesPerSecond() != 32000 {
+			t.Errorf("%s: %+v, %v", name, f, err)
+		}
+		if rest, _ := io.ReadAll(r); !bytes.Equal(rest, []byte{1, 2, 3}) {
+			t.Errorf("%s: the reader is not at the data: %v", name, rest)
+		}
+	}
+	for name, in := range map[string][]byte{"MP3": {0xFF, 0xFB, 0x90, 0x00}, "text": []byte("# speechgate README")} {
+		if _, err := audio.ReadWAVHeader(bytes.NewReader(in)); !errors.Is(err, audio.ErrNotWAV) {
+			t.Errorf("%s: err = %v, want ErrNotWAV", name, err)
+		}
+	}
+	if _, err := audio.ReadWAVHeader(bytes.NewReader(header[:30])); err == nil || errors.Is(err, audio.ErrNotWAV) {
+		t.Errorf("a cut header: err = %v", err)
 	}
 }

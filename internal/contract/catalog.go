@@ -1,6 +1,8 @@
 package contract
 
 import (
+	"bytes"
+
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/speechgate/speechgate/internal/audio"
 	"github.com/speechgate/speechgate/internal/rpcerror"
 	"github.com/speechgate/speechgate/internal/smallest"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -147,6 +150,9 @@ func PlanClone(req *speechv1.CreateVoiceCloneRequest) (*smallest.CloneRequest, e
 		if mime = sampleType(req.GetAudio()); mime == "" {
 			v.Add("audio", rpcerror.RuleBadFormat, "must be WAV, MP3, WebM or MP4/M4A audio")
 		}
+		if secs, ok := wavSeconds(req.GetAudio()); ok && (secs < minCloneSeconds || secs > maxCloneSeconds) {
+			v.Add("audio", rpcerror.RuleOutOfRange, "must be a %d to %d second sample of one voice, got %.1f s", minCloneSeconds, maxCloneSeconds, secs)
+		}
 	}
 	model, ok := cloneModels[req.GetModel()]
 	if !ok {
@@ -176,6 +182,20 @@ func PlanClone(req *speechv1.CreateVoiceCloneRequest) (*smallest.CloneRequest, e
 		DisplayName: req.GetDisplayName(), Audio: req.GetAudio(), ContentType: mime, Model: model,
 		Language: req.GetLanguage(), Description: req.GetDescription(), Accent: req.GetAccent(), Tags: req.GetTags(),
 	}, nil
+}
+
+// A clone's sample lasts 5 to 15 seconds, as Smallest advises.
+const minCloneSeconds, maxCloneSeconds = 5, 15
+
+// wavSeconds returns how long a WAV sample's audio lasts; ok is false for
+// other formats, whose length is not known without decoding.
+func wavSeconds(b []byte) (float64, bool) {
+	r := bytes.NewReader(b)
+	f, err := audio.ReadWAVHeader(r)
+	if err != nil || f.BytesPerSecond() == 0 {
+		return 0, false
+	}
+	return float64(min(int64(f.DataSize), int64(r.Len()))) / float64(f.BytesPerSecond()), true
 }
 
 // cloneStatuses maps Smallest's clone statuses to the contract's.

@@ -290,3 +290,37 @@ func TestFaultsByKeyAndRate(t *testing.T) {
 		t.Errorf("%d of 200 requests failed at a rate of 0.5", failed)
 	}
 }
+
+// TestTranscribeRefusesWhatPulseCannotDecode: text, or raw audio without
+// its encoding, is refused as Pulse would; containers and raw audio with
+// its encoding are heard.
+func TestTranscribeRefusesWhatPulseCannotDecode(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(emulator.New(emulator.Options{}))
+	defer srv.Close()
+	tests := []struct {
+		name  string
+		body  []byte
+		query string
+		want  int
+	}{
+		{"a README", []byte("# speechgate\n\nspeechgate puts Smallest AI's speech APIs behind gRPC."), "", 400},
+		{"raw μ-law without its encoding", bytes.Repeat([]byte{0xFF, 0x7F}, 4000), "", 400},
+		{"raw μ-law with its encoding", bytes.Repeat([]byte{0xFF, 0x7F}, 4000), "&encoding=mulaw&sample_rate=8000", 200},
+		{"an MP3", append([]byte("ID3\x04\x00\x00\x00\x00\x00\x00"), make([]byte, 1000)...), "", 200},
+	}
+	for _, tt := range tests {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/waves/v1/stt/?model=pulse&language=en"+tt.query, bytes.NewReader(tt.body))
+		req.Header.Set("Authorization", "Bearer k")
+		req.Header.Set("Content-Type", "application/octet-stream")
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("%s: %d %s, want %d", tt.name, resp.StatusCode, body, tt.want)
+		}
+	}
+}

@@ -160,6 +160,8 @@ func containerOf(b []byte) string {
 		return "ogg"
 	case len(b) >= 8 && string(b[4:8]) == "ftyp":
 		return "m4a"
+	case bytes.HasPrefix(b, []byte{0x1A, 0x45, 0xDF, 0xA3}):
+		return "webm"
 	}
 	return ""
 }

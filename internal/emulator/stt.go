@@ -70,6 +70,13 @@ func (e *Emulator) transcribe(w http.ResponseWriter, r *http.Request) {
 			fail(http.StatusBadRequest, "No audio data received.")
 			return
 		}
+		// Pulse detects the format from the container unless told the
+		// encoding of raw audio: anything else cannot be decoded.
+		if q.Get("encoding") == "" && containerOf(heard.header) == "" {
+			fail(http.StatusBadRequest, "Could not decode the audio: no supported format was detected (WAV, MP3, FLAC, OGG, M4A or WebM); "+
+				"for raw audio, set encoding and sample_rate.")
+			return
+		}
 	}
 	if q.Get("webhook_url") != "" {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "processing", "request_id": reqID})

@@ -20,7 +20,7 @@ func (s *Transcription) TranscribeLive(stream liveStream) error {
 		return rpcerror.Unimplemented(s.caps.LiveMissing)
 	}
 	ctx := stream.Context()
-	config, err := firstConfig(stream.Recv, (*speechv1.TranscribeLiveRequest).GetConfig)
+	config, err := firstConfig(stream.Recv, (*speechv1.TranscribeLiveRequest).GetConfig, "audio")
 	if err != nil {
 		return err
 	}

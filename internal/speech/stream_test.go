@@ -198,7 +198,7 @@ func TestSynthesizeStreamValidates(t *testing.T) {
 		{
 			name: "text first",
 			msgs: []*speechv1.SynthesizeStreamRequest{gatewaytest.TextPiece("hi", true)},
-			want: []*errdetails.BadRequest_FieldViolation{{Field: "config", Reason: "REQUIRED", Description: "the first message must hold the config; audio follows it"}},
+			want: []*errdetails.BadRequest_FieldViolation{{Field: "config", Reason: "REQUIRED", Description: "the first message must hold the config; text follows it"}},
 		},
 	}
 	for _, tt := range tests {

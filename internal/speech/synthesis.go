@@ -89,7 +89,7 @@ func (s *Synthesis) SynthesizeStream(stream textStream) error {
 		return err
 	}
 	ctx := stream.Context()
-	config, err := firstConfig(stream.Recv, (*speechv1.SynthesizeStreamRequest).GetConfig)
+	config, err := firstConfig(stream.Recv, (*speechv1.SynthesizeStreamRequest).GetConfig, "text")
 	if err != nil {
 		return err
 	}

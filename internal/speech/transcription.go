@@ -8,9 +8,11 @@ import (
 	"io"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/contract"
+	"github.com/speechgate/speechgate/internal/metrics"
 	"github.com/speechgate/speechgate/internal/rpcerror"
 )
 
@@ -31,9 +33,11 @@ func (s *Transcription) Transcribe(ctx context.Context, req *speechv1.Transcribe
 	return &speechv1.TranscribeResponse{Transcript: contract.Transcript(t)}, nil
 }
 
-func (s *Transcription) TranscribeUpload(stream grpc.ClientStreamingServer[speechv1.TranscribeUploadRequest, speechv1.TranscribeUploadResponse]) error {
+type uploadStream = grpc.ClientStreamingServer[speechv1.TranscribeUploadRequest, speechv1.TranscribeUploadResponse]
+
+func (s *Transcription) TranscribeUpload(stream uploadStream) error {
 	ctx := stream.Context()
-	first, err := firstConfig(stream.Recv, (*speechv1.TranscribeUploadRequest).GetConfig)
+	first, err := firstConfig(stream.Recv, (*speechv1.TranscribeUploadRequest).GetConfig, "audio")
 	if err != nil {
 		return err
 	}
@@ -41,14 +45,26 @@ func (s *Transcription) TranscribeUpload(stream grpc.ClientStreamingServer[speec
 	if err != nil {
 		return err
 	}
+	// Smallest is asked only once there is audio to send: an upload that
+	// ends without any is refused here.
+	in := &upload{stream: stream, limit: s.caps.MaxUploadBytes, metrics: s.metrics}
+	audio, err := in.next()
+	if errors.Is(err, io.EOF) {
+		var v rpcerror.Violations
+		v.Add("audio", rpcerror.RuleRequired, "the upload ended without audio: send the recording in audio messages after the config")
+		return v.Err()
+	}
+	if err != nil {
+		return err
+	}
 
 	// The upload is piped: the upstream request reads the body while the
 	// feeder below receives it, one piece at a time, so memory stays flat
 	// however large the file.
-	body, feed := io.Pipe()
+	body, pipe := io.Pipe()
 	up.Audio, up.AudioSize = body, -1
 	fed := make(chan error, 1)
-	go func() { fed <- s.feed(stream, feed) }()
+	go func() { fed <- in.feed(pipe, audio) }()
 
 	t, err := s.up.Transcribe(ctx, up)
 	// If the upstream finished early, this unblocks a feeder stuck writing;
@@ -71,40 +87,63 @@ func (s *Transcription) TranscribeUpload(stream grpc.ClientStreamingServer[speec
 
 var errUpstreamDone = errors.New("the upstream request has finished")
 
-// feed copies the upload's audio into the pipe until the client half-closes,
-// and closes the pipe with the reason it stopped. It returns a status error
-// for a problem with the upload, and nil otherwise.
-func (s *Transcription) feed(stream grpc.ClientStreamingServer[speechv1.TranscribeUploadRequest, speechv1.TranscribeUploadResponse], pipe *io.PipeWriter) error {
-	var total int64
+// upload reads the audio messages of an upload, after its config.
+type upload struct {
+	stream  uploadStream
+	limit   int64 // the largest recording the upstream accepts, in bytes
+	total   int64
+	metrics *metrics.Speech
+}
+
+// next returns the next piece of audio, skipping empty messages; io.EOF
+// when the caller half-closed; a status error for a message that breaks
+// the protocol or passes the limit; and the stream's error otherwise.
+func (u *upload) next() ([]byte, error) {
 	for {
-		msg, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return pipe.Close()
-		}
+		msg, err := u.stream.Recv()
 		if err != nil {
-			pipe.CloseWithError(err)
-			return nil // the client went away: the upstream call fails with the context
+			return nil, err
 		}
-		var problem error
+		audio := msg.GetAudio()
+		var v rpcerror.Violations
 		switch {
 		case msg.GetConfig() != nil:
-			var v rpcerror.Violations
 			v.Add("config", rpcerror.RuleConflict, "may only be sent once, in the first message")
-			problem = v.Err()
-		case total+int64(len(msg.GetAudio())) > s.caps.MaxUploadBytes:
-			var v rpcerror.Violations
+		case u.total+int64(len(audio)) > u.limit:
 			v.Add("audio", rpcerror.RuleTooLong, "the recording must be at most %s (%d bytes); the upload passed that at byte %d",
-				megabytes(s.caps.MaxUploadBytes), s.caps.MaxUploadBytes, total+int64(len(msg.GetAudio())))
-			problem = v.Err()
+				megabytes(u.limit), u.limit, u.total+int64(len(audio)))
 		}
-		if problem != nil {
-			pipe.CloseWithError(problem)
-			return problem
+		if err := v.Err(); err != nil {
+			return nil, err
 		}
-		total += int64(len(msg.GetAudio()))
-		s.metrics.AudioIn("TranscribeUpload", len(msg.GetAudio()))
-		if _, err := pipe.Write(msg.GetAudio()); err != nil {
+		if len(audio) == 0 {
+			continue
+		}
+		u.total += int64(len(audio))
+		u.metrics.AudioIn("TranscribeUpload", len(audio))
+		return audio, nil
+	}
+}
+
+// feed writes first, then the rest of the upload, into the pipe until the
+// caller half-closes, and closes the pipe with the reason it stopped. It
+// returns a status error for a problem with the upload, and nil otherwise.
+func (u *upload) feed(pipe *io.PipeWriter, first []byte) error {
+	for audio := first; ; {
+		if _, err := pipe.Write(audio); err != nil {
 			return nil // the upstream stopped reading; its answer says why
+		}
+		var err error
+		audio, err = u.next()
+		switch {
+		case errors.Is(err, io.EOF):
+			return pipe.Close()
+		case err != nil:
+			pipe.CloseWithError(err)
+			if _, ok := status.FromError(err); ok {
+				return err
+			}
+			return nil // the client went away: the upstream call fails with the context
 		}
 	}
 }
@@ -119,7 +158,7 @@ func megabytes(n int64) string {
 // firstConfig receives the first message of a client stream, which must
 // hold the config, and returns that config or the status that says what is
 // wrong.
-func firstConfig[M, C any](recv func() (M, error), config func(M) *C) (*C, error) {
+func firstConfig[M, C any](recv func() (M, error), config func(M) *C, follows string) (*C, error) {
 	first, err := recv()
 	var v rpcerror.Violations
 	switch {
@@ -128,7 +167,7 @@ func firstConfig[M, C any](recv func() (M, error), config func(M) *C) (*C, error
 	case err != nil:
 		return nil, err
 	case config(first) == nil:
-		v.Add("config", rpcerror.RuleRequired, "the first message must hold the config; audio follows it")
+		v.Add("config", rpcerror.RuleRequired, "the first message must hold the config; %s follows it", follows)
 	}
 	if err := v.Err(); err != nil {
 		return nil, err

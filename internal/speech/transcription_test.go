@@ -405,3 +405,32 @@ func TestListVoicesFilters(t *testing.T) {
 		t.Errorf("voice (-want +got):\n%s", d)
 	}
 }
+
+// TestEmptyUploadIsRefusedLocally: an upload that ends without audio is
+// refused before Smallest is asked (it answered "No audio data received").
+func TestEmptyUploadIsRefusedLocally(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	g := gatewaytest.Start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		emulator.New(emulator.Options{}).ServeHTTP(w, r)
+	}), gatewaytest.Options{})
+	for _, pieces := range [][]byte{nil, {}} {
+		stream, err := g.Trans.TranscribeUpload(gatewaytest.WithKey(t.Context(), callerKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream.Send(&speechv1.TranscribeUploadRequest{Part: &speechv1.TranscribeUploadRequest_Config{Config: en()}})
+		if pieces != nil {
+			stream.Send(&speechv1.TranscribeUploadRequest{Part: &speechv1.TranscribeUploadRequest_Audio{Audio: pieces}})
+		}
+		_, err = stream.CloseAndRecv()
+		v := gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations()
+		if status.Code(err) != codes.InvalidArgument || len(v) != 1 || v[0].GetField() != "audio" || v[0].GetReason() != "REQUIRED" {
+			t.Errorf("err = %v, want InvalidArgument with a REQUIRED violation on audio", err)
+		}
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("Smallest was called %d times for empty uploads", n)
+	}
+}

@@ -72,8 +72,9 @@ func TestVoiceClones(t *testing.T) {
 	t.Parallel()
 	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{VoicesTTL: time.Minute})
 	ctx := gatewaytest.WithKey(t.Context(), callerKey)
-	sample := audio.AppendWAVHeader(nil, 16000, 1, 16, 32000)
-	sample = append(sample, make([]byte, 32000)...)
+	sample := audio.AppendWAVHeader(nil, 16000, 1, 16, 6*32000) // 6 s, within the 5 to 15 s advised
+	sample = append(sample, make([]byte, 6*32000)...)
+	short := append(audio.AppendWAVHeader(nil, 16000, 1, 16, 41600), make([]byte, 41600)...) // 1.3 s
 	resp, err := g.Synth.CreateVoiceClone(ctx, &speechv1.CreateVoiceCloneRequest{DisplayName: "My voice", Audio: sample,
 		Language: "en", Tags: []string{"calm", "warm"}})
 	if err != nil {
@@ -119,7 +120,10 @@ func TestVoiceClones(t *testing.T) {
 		}},
 		{name: "too large", req: &speechv1.CreateVoiceCloneRequest{DisplayName: "x", Audio: append(sample, make([]byte, 5<<20)...)},
 			want: []*errdetails.BadRequest_FieldViolation{{Field: "audio", Reason: "TOO_LONG",
-				Description: "must be at most 5 MB (5242880 bytes), got 5274924 bytes"}}},
+				Description: "must be at most 5 MB (5242880 bytes), got 5434924 bytes"}}},
+		{name: "too short", req: &speechv1.CreateVoiceCloneRequest{DisplayName: "x", Audio: short},
+			want: []*errdetails.BadRequest_FieldViolation{{Field: "audio", Reason: "OUT_OF_RANGE",
+				Description: "must be a 5 to 15 second sample of one voice, got 1.3 s"}}},
 		{name: "not audio", req: &speechv1.CreateVoiceCloneRequest{DisplayName: "x", Audio: []byte("just some text"), Tags: []string{"a,b"}},
 			want: []*errdetails.BadRequest_FieldViolation{
 				{Field: "audio", Reason: "BAD_FORMAT", Description: "must be WAV, MP3, WebM or MP4/M4A audio"},
