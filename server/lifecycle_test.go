@@ -15,7 +15,10 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/emulator"
@@ -242,6 +245,57 @@ func TestOneLogLinePerCall(t *testing.T) {
 		l := lines[i]
 		if l["grpc.code"] != wantCode || l["caller"] == nil || l["upstream_request_id"] == nil || l["grpc.time_ms"] == nil {
 			t.Errorf("line %d = %v; want code %s with caller, upstream_request_id and duration", i, l, wantCode)
+		}
+	}
+}
+
+// TestReflectionServesTheDocumentation: `grpcurl describe` shows the
+// .proto's comments only if reflection serves descriptors with source info,
+// which the generated Go code does not carry.
+func TestReflectionServesTheDocumentation(t *testing.T) {
+	t.Parallel()
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{})
+	for _, version := range []string{"v1", "v1alpha"} {
+		var file []byte
+		switch version {
+		case "v1":
+			stream, err := reflectionpb.NewServerReflectionClient(g.Conn).ServerReflectionInfo(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{
+				FileContainingSymbol: "speech.v1.SynthesizeRequest"}})
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stream.CloseSend()
+			file = resp.GetFileDescriptorResponse().GetFileDescriptorProto()[0]
+		case "v1alpha":
+			stream, err := reflectionv1alpha.NewServerReflectionClient(g.Conn).ServerReflectionInfo(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			stream.Send(&reflectionv1alpha.ServerReflectionRequest{MessageRequest: &reflectionv1alpha.ServerReflectionRequest_FileContainingSymbol{
+				FileContainingSymbol: "speech.v1.TranscribeRequest"}})
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stream.CloseSend()
+			file = resp.GetFileDescriptorResponse().GetFileDescriptorProto()[0]
+		}
+		var fd descriptorpb.FileDescriptorProto
+		if err := proto.Unmarshal(file, &fd); err != nil {
+			t.Fatal(err)
+		}
+		var comments []string
+		for _, loc := range fd.GetSourceCodeInfo().GetLocation() {
+			comments = append(comments, loc.GetLeadingComments())
+		}
+		joined := strings.Join(comments, "\n")
+		if !strings.Contains(joined, "Required") || len(comments) < 50 {
+			t.Errorf("%s: %s came without its documentation (%d comments)", version, fd.GetName(), len(comments))
 		}
 	}
 }

@@ -27,7 +27,12 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/stats"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/speechgate/speechgate/internal/metrics"
 )
@@ -69,6 +74,11 @@ type Config struct {
 	MaxConnectionAge, MaxConnectionAgeGrace time.Duration
 	// TLS, when set, serves TLS instead of plaintext h2c.
 	TLS *tls.Config
+	// Descriptors, when set, are what reflection serves for the services'
+	// files, in place of the ones compiled into the Go code: descriptors
+	// with source info carry the .proto's comments, so that `grpcurl
+	// describe` shows the documentation.
+	Descriptors *protoregistry.Files
 	// CallerStallTimeout is how long a caller may leave a stream unread
 	// before the call's upstream work stops and the call ends with ABORTED,
 	// reason CALLER_TOO_SLOW. Zero: no limit.
@@ -163,7 +173,7 @@ func New(cfg Config, services ...Service) (*Server, error) {
 	for _, name := range append([]string{"", LivenessService}, names...) {
 		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
-	reflection.Register(gs) // v1 and v1alpha
+	registerReflection(gs, cfg.Descriptors)
 	calls.GRPC.InitializeMetrics(gs)
 	return &Server{grpc: gs, health: hs, drain: drain, log: cfg.Logger, services: names, ready: true}, nil
 }
@@ -253,6 +263,39 @@ func (s *Server) Shutdown(grace time.Duration) bool {
 		<-stopped
 	}
 	return drained
+}
+
+// registerReflection serves reflection, v1 and v1alpha (some tools still
+// ask for the older), from files first if set, then from the descriptors
+// compiled in (health and reflection's own, the well-known types).
+func registerReflection(gs *grpc.Server, files *protoregistry.Files) {
+	opts := reflection.ServerOptions{Services: gs}
+	if files != nil {
+		opts.DescriptorResolver = resolvers{files, protoregistry.GlobalFiles}
+	}
+	reflectionv1.RegisterServerReflectionServer(gs, reflection.NewServerV1(opts))
+	reflectionv1alpha.RegisterServerReflectionServer(gs, reflection.NewServer(opts))
+}
+
+// resolvers looks descriptors up in each resolver in turn.
+type resolvers []protodesc.Resolver
+
+func (rs resolvers) FindFileByPath(path string) (protoreflect.FileDescriptor, error) {
+	for _, r := range rs {
+		if fd, err := r.FindFileByPath(path); err == nil {
+			return fd, nil
+		}
+	}
+	return nil, protoregistry.NotFound
+}
+
+func (rs resolvers) FindDescriptorByName(name protoreflect.FullName) (protoreflect.Descriptor, error) {
+	for _, r := range rs {
+		if d, err := r.FindDescriptorByName(name); err == nil {
+			return d, nil
+		}
+	}
+	return nil, protoregistry.NotFound
 }
 
 // cutWait bounds how long calls cut off at the end of a drain have to

@@ -26,6 +26,7 @@ import (
 	"github.com/speechgate/speechgate/internal/auth"
 	"github.com/speechgate/speechgate/internal/buildinfo"
 	"github.com/speechgate/speechgate/internal/config"
+	"github.com/speechgate/speechgate/internal/contract"
 	"github.com/speechgate/speechgate/internal/correlation"
 	"github.com/speechgate/speechgate/internal/emulator"
 	"github.com/speechgate/speechgate/internal/metrics"
@@ -139,6 +140,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	docs, err := contract.Descriptors()
+	if err != nil {
+		return fmt.Errorf("the contract's descriptors: %w", err)
+	}
 	srv, err := server.New(server.Config{
 		Logger:                log,
 		Authenticate:          authn.Authenticate,
@@ -152,6 +157,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxConnectionAgeGrace: cfg.MaxConnectionAgeGrace,
 		TLS:                   tlsConfig,
 		CallerStallTimeout:    cfg.CallerStallTimeout,
+		Descriptors:           docs,
 	}, speech.NewSynthesis(up, speechOpts), speech.NewTranscription(up, speechOpts))
 	if err != nil {
 		return err

@@ -27,6 +27,7 @@ import (
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/auth"
+	"github.com/speechgate/speechgate/internal/contract"
 	"github.com/speechgate/speechgate/internal/correlation"
 	"github.com/speechgate/speechgate/internal/emulator"
 	"github.com/speechgate/speechgate/internal/smallest"
@@ -112,8 +113,13 @@ func Start(t testing.TB, upstream http.Handler, o Options) *Gateway {
 		upstreamClient = o.Upstream(client)
 	}
 
+	docs, err := contract.Descriptors()
+	if err != nil {
+		t.Fatal(err)
+	}
 	logs := &Logs{}
 	cfg := server.Config{
+		Descriptors:  docs,
 		Logger:       slog.New(correlation.Handler{Handler: slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})}),
 		Authenticate: authn.Authenticate,
 	}
