@@ -33,8 +33,9 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "speechbench:", err)
 		os.Exit(1)
 	}
@@ -141,7 +142,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		s.gatewayBin = filepath.Join(dir, "speechgate")
 		fmt.Fprintln(stderr, "building ./cmd/speechgate ...")
 		if out, err := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", s.gatewayBin, "./cmd/speechgate").CombinedOutput(); err != nil {
-			return fmt.Errorf("go build: %v\n%s", err, out)
+			return fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	}
 
@@ -217,7 +218,8 @@ type upstream struct {
 // child is a process the bench started; it dies with the bench.
 type child struct {
 	cmd    *exec.Cmd
-	exited chan error
+	exited chan struct{} // closed when it has exited, after err is set
+	err    error         // how it exited
 }
 
 // start starts cmd as a child.
@@ -226,19 +228,23 @@ func start(cmd *exec.Cmd) (*child, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	c := &child{cmd: cmd, exited: make(chan error, 1)}
-	go func() { c.exited <- cmd.Wait() }()
+	c := &child{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		c.err = cmd.Wait()
+		close(c.exited)
+	}()
 	return c, nil
 }
 
 // stop asks the child to end, as an orchestrator would, and kills it if it
 // has not within grace.
 func (c *child) stop(grace time.Duration) {
-	c.cmd.Process.Signal(syscall.SIGTERM)
+	// An error means the child has exited already, which c.exited tells.
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.exited:
 	case <-time.After(grace):
-		c.cmd.Process.Kill()
+		_ = c.cmd.Process.Kill()
 		<-c.exited
 	}
 }
@@ -266,7 +272,7 @@ func startEmulator(opts emulator.Options) (*upstream, error) {
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
 		c.stop(0)
-		return nil, fmt.Errorf("the emulator did not start: %v", err)
+		return nil, fmt.Errorf("the emulator did not start: %w", err)
 	}
 	return &upstream{URL: strings.TrimSpace(line), child: c}, nil
 }
@@ -348,8 +354,8 @@ func startGateway(ctx context.Context, s *settings, baseURL string, extra ...str
 			}
 		}
 		select {
-		case err := <-g.exited:
-			return nil, fmt.Errorf("the gateway exited: %v", err)
+		case <-g.exited:
+			return nil, fmt.Errorf("the gateway exited: %w", g.err)
 		case <-time.After(50 * time.Millisecond):
 		case <-ctx.Done():
 			g.Close()

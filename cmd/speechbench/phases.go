@@ -472,7 +472,9 @@ func throughput(ctx context.Context, s *settings) ([]*result, error) {
 // processCPU returns this process's CPU time in seconds.
 func processCPU() float64 {
 	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0 // cannot happen for RUSAGE_SELF
+	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
@@ -543,7 +545,8 @@ func memoryPerStream(ctx context.Context, s *settings) ([]*result, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				synthesizeGateway(sctx, gc.synth(), req, func(time.Duration) { started.Add(1) }, nil)
+				// The calls are cancelled mid-stream on purpose: only their start counts.
+				_, _ = synthesizeGateway(sctx, gc.synth(), req, func(time.Duration) { started.Add(1) }, nil)
 			}()
 			if i%200 == 199 {
 				time.Sleep(100 * time.Millisecond) // ramp up, as real traffic does
@@ -682,7 +685,8 @@ func upload(ctx context.Context, s *settings) ([]*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	stream.Send(&speechv1.TranscribeUploadRequest{Part: &speechv1.TranscribeUploadRequest_Config{Config: &speechv1.TranscriptionConfig{Language: "en"}}})
+	// A failed Send ends the call, whose status CloseAndRecv returns.
+	_ = stream.Send(&speechv1.TranscribeUploadRequest{Part: &speechv1.TranscribeUploadRequest_Config{Config: &speechv1.TranscriptionConfig{Language: "en"}}})
 	rec := newRecording(s.uploadBytes)
 	piece := make([]byte, 1<<20)
 	for {
@@ -790,18 +794,22 @@ func finalizeLatencies(ctx context.Context, sessions int, pcm []byte, open func(
 			defer sess.close()
 			sent := make(chan time.Time, 64)
 			go func() {
+				defer close(sent)
 				const piece = 3200 // 100 ms of 16 kHz PCM16
 				start := time.Now()
 				for i := 0; i*piece < len(pcm); i++ {
 					time.Sleep(time.Until(start.Add(time.Duration(i) * 100 * time.Millisecond)))
-					sess.audio(pcm[i*piece : min((i+1)*piece, len(pcm))])
+					if sess.audio(pcm[i*piece:min((i+1)*piece, len(pcm))]) != nil {
+						return // the session broke; next reports why
+					}
 					if i%5 == 4 {
 						sent <- time.Now()
-						sess.finalize()
+						if sess.finalize() != nil {
+							return
+						}
 					}
 				}
-				close(sent)
-				sess.end()
+				_ = sess.end() // if it fails, next reports why
 			}()
 			for {
 				final, err := sess.next()

@@ -25,7 +25,7 @@ func liveFlags(fs *flag.FlagSet) func(context.Context, *client, []string) error 
 		if len(args) != 1 {
 			return usageError{errors.New("live takes one FILE (- for stdin)")}
 		}
-		var in io.Reader = c.stdin
+		var in = c.stdin
 		if args[0] != "-" {
 			f, err := os.Open(args[0])
 			if err != nil {
@@ -48,7 +48,7 @@ func liveFlags(fs *flag.FlagSet) func(context.Context, *client, []string) error 
 		case "WAV":
 			f, err := audio.ReadWAVHeader(br)
 			if err != nil {
-				return usageError{fmt.Errorf("%s: %v", args[0], err)}
+				return usageError{fmt.Errorf("%s: %w", args[0], err)}
 			}
 			if f.Tag != 1 || f.Channels != 1 || f.BitsPerSample != 16 {
 				return usageError{fmt.Errorf("%s is not mono 16-bit PCM WAV, which realtime recognition takes", args[0])}
@@ -110,7 +110,7 @@ func live(ctx context.Context, c *client, in io.Reader, cfg *speechv1.LiveTransc
 		if err != nil {
 			p.done()
 			cancel()
-			<-fed
+			<-fed //nolint:errcheck // the feeder's error, if any, follows from this one
 			return err
 		}
 		t := msg.GetTranscript()
@@ -153,7 +153,7 @@ func feed(ctx context.Context, stream speechv1.TranscriptionService_TranscribeLi
 				}
 			}
 			if stream.Send(&speechv1.TranscribeLiveRequest{Part: &speechv1.TranscribeLiveRequest_Audio{Audio: piece[:n]}}) != nil {
-				return nil // the call ended; Recv has its status
+				return nil //nolint:nilerr // the call ended; Recv has its status
 			}
 			sent += n
 		}

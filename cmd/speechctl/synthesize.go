@@ -129,7 +129,7 @@ func extension(enc speechv1.AudioEncoding) string {
 // once the stream completed: a failed or interrupted run leaves out as it
 // was, and creates nothing.
 func synthesize(ctx context.Context, c *client, req *speechv1.SynthesizeRequest, out string) error {
-	var w io.Writer = c.stdout
+	var w = c.stdout
 	var f *os.File
 	if out != "-" {
 		var err error

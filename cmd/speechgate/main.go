@@ -39,11 +39,12 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
 	// The first signal starts the drain; the second, with the default
 	// handling restored, ends the process at once.
 	context.AfterFunc(ctx, stop)
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "speechgate:", err)
 		os.Exit(1)
 	}
@@ -79,7 +80,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		tr.Shutdown(sctx) // flush the spans not yet exported
+		if err := tr.Shutdown(sctx); err != nil { // flush the spans not yet exported
+			log.Warn("flushing traces", "err", err)
+		}
 	}()
 
 	// The upstream: Smallest's cloud, its self-hosted server, or the
@@ -181,7 +184,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		adminSrv := &http.Server{Handler: admin.Handler(admin.Config{Gatherer: reg, Ready: srv.Ready, Pprof: cfg.Pprof}),
 			ReadHeaderTimeout: 10 * time.Second}
-		go adminSrv.Serve(adminLis)
+		go func() {
+			if err := adminSrv.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin HTTP stopped", "err", err)
+			}
+		}()
 		defer adminSrv.Close() // after the drain, so that /metrics and /readyz answer through it
 		log.Info("serving admin HTTP", "addr", adminLis.Addr().String(), "pprof", cfg.Pprof)
 	}
@@ -220,7 +227,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 type upstream struct {
 	speech.Upstream
 	// close releases the client's pooled connections.
-	close func() error
+	close func()
 	// healthy checks the upstream's health endpoint; nil: nothing to follow.
 	healthy func(context.Context) error
 }
@@ -263,7 +270,7 @@ func newUpstream(cfg *config.Config, hc *http.Client, baseURL, usBaseURL string,
 	if err != nil {
 		return nil, err
 	}
-	return &upstream{Upstream: sh, close: func() error { return nil },
+	return &upstream{Upstream: sh, close: func() {},
 		healthy: func(ctx context.Context) error { return sh.Healthy(ctx, cfg.SelfhostHealthPath) }}, nil
 }
 
@@ -324,7 +331,11 @@ func startEmulator(cfg *config.Config, log *slog.Logger) (*emulatorServer, error
 		return nil, err
 	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(lis)
+	go func() {
+		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("emulator stopped", "err", err)
+		}
+	}()
 	url := "http://" + lis.Addr().String()
 	log.Warn("upstream is the built-in EMULATOR, not Smallest AI: its audio is synthetic, and it transcribes only text it spoke itself",
 		"emulator_url", url, "pace", cfg.EmulatorPace, "faults", cfg.EmulatorFaults)

@@ -40,6 +40,7 @@ var synthesisEncodings = []speechv1.AudioEncoding{
 	speechv1.AudioEncoding_AUDIO_ENCODING_ALAW,
 }
 
+// Voice is a catalog voice in the gateway's form.
 func Voice(v smallest.Voice) *speechv1.Voice {
 	out := &speechv1.Voice{
 		VoiceId:     v.VoiceID,
@@ -112,6 +113,7 @@ func checkText(v *rpcerror.Violations, field, s string, max int) {
 	}
 }
 
+// Dictionary is a pronunciation dictionary in the gateway's form.
 func Dictionary(d *smallest.PronunciationDictionary) *speechv1.PronunciationDictionary {
 	out := &speechv1.PronunciationDictionary{Id: d.ID, CreateTime: timestamp(d.CreatedAt)}
 	for _, it := range d.Items {
@@ -206,6 +208,8 @@ var cloneStatuses = map[string]speechv1.VoiceCloneStatus{
 	"failed":     speechv1.VoiceCloneStatus_VOICE_CLONE_STATUS_FAILED,
 }
 
+// Clone is a voice clone in the gateway's form; a status Smallest adds
+// later reads as unspecified.
 func Clone(c *smallest.VoiceClone) *speechv1.VoiceClone {
 	return &speechv1.VoiceClone{
 		VoiceId:     c.VoiceID,

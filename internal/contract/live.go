@@ -32,6 +32,8 @@ const (
 	defaultLiveRate = 16000
 )
 
+// PlanLive validates a TranscribeLive config, adding what is wrong to v, and
+// returns the session to open in Smallest's form.
 func PlanLive(v *rpcerror.Violations, c *speechv1.LiveTranscriptionConfig) *smallest.LiveRequest {
 	switch c.GetModel() {
 	case speechv1.TranscriptionModel_TRANSCRIPTION_MODEL_UNSPECIFIED, speechv1.TranscriptionModel_TRANSCRIPTION_MODEL_PULSE:

@@ -51,6 +51,8 @@ var synthesisModels = map[speechv1.SynthesisModel]string{
 	speechv1.SynthesisModel_SYNTHESIS_MODEL_LIGHTNING_V3_1_PRO: "lightning_v3.1_pro",
 }
 
+// PlanSynthesis validates a Synthesize request and returns the plan for it:
+// what to ask Smallest for and how to shape its audio for the caller.
 func PlanSynthesis(r *speechv1.SynthesizeRequest) (*Synthesis, error) {
 	var v rpcerror.Violations
 	chars := utf8.RuneCountInString(r.GetText())
@@ -130,7 +132,8 @@ func (p *Synthesis) setEncoding(enc speechv1.AudioEncoding) {
 	}
 }
 
-// format is the first message of a stream.
+// Format is the first message of a stream: how its audio is encoded, and
+// the ids that correlate it.
 func (p *Synthesis) Format(voice, requestID, sessionID, upRequestID, upSessionID, expiry string) *speechv1.SynthesisFormat {
 	return &speechv1.SynthesisFormat{
 		Encoding:          p.Encoding,

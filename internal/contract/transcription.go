@@ -227,7 +227,7 @@ func utteranceMessages(utterances []smallest.Utterance) []*speechv1.Utterance {
 	return out
 }
 
-// ms converts seconds to whole milliseconds, rounding to the nearest.
+// MS converts seconds to whole milliseconds, rounding to the nearest.
 func MS(seconds float64) uint32 {
 	if seconds <= 0 || math.IsNaN(seconds) {
 		return 0

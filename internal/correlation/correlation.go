@@ -88,7 +88,7 @@ func (s *stream) Context() context.Context { return s.ctx }
 func (s *stream) SendMsg(m any) error {
 	if !s.sent {
 		s.sent = true
-		s.ServerStream.SetHeader(s.md)
+		s.SetHeader(s.md)
 	}
 	return s.ServerStream.SendMsg(m)
 }

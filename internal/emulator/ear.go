@@ -128,8 +128,7 @@ func (s *lsbScanner) write(p []byte) {
 
 func (s *lsbScanner) bit(b byte) {
 	s.samples++
-	switch s.state {
-	case 0:
+	if s.state == 0 { // looking for the magic
 		s.reg = s.reg<<1 | uint32(b)
 		if s.reg == magic {
 			s.state, s.bits, s.cur, s.length, s.start = 1, 0, 0, nil, s.samples-32

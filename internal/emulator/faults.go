@@ -192,7 +192,7 @@ func httpFault(kind string, r *http.Request) (int, any, bool) {
 func reset(w http.ResponseWriter) {
 	if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 		if tc, ok := conn.(interface{ SetLinger(int) error }); ok {
-			tc.SetLinger(0) // an RST, not a FIN
+			_ = tc.SetLinger(0) // an RST, not a FIN; without it, a FIN still ends the response
 		}
 		conn.Close()
 		return

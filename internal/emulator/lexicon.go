@@ -149,7 +149,7 @@ func (e *Emulator) createClone(w http.ResponseWriter, r *http.Request) {
 		bad("Invalid multipart body")
 		return
 	}
-	defer r.MultipartForm.RemoveAll()
+	defer func() { _ = r.MultipartForm.RemoveAll() }() // temporary files only
 	name := r.FormValue("displayName")
 	model := r.FormValue("model")
 	if model == "" {

@@ -143,7 +143,7 @@ func (s *liveSession) run(ctx context.Context) {
 		var msg struct {
 			Type string `json:"type"`
 		}
-		json.Unmarshal(data, &msg)
+		_ = json.Unmarshal(data, &msg) // not JSON: no type, ignored like an unknown one
 		switch msg.Type {
 		case "finalize":
 			s.finish(ctx, true, false)
@@ -183,7 +183,7 @@ func (s *liveSession) hear(ctx context.Context, audio []byte) {
 		s.send(ctx, map[string]any{"type": "speech_started", "session_id": s.id, "timestamp": 0.0})
 	}
 	if s.enc == "linear16" {
-		s.ear.Write(audio)
+		_, _ = s.ear.Write(audio) // an ear's Write never fails
 	}
 	s.bytes += int64(len(audio))
 	s.spoken = s.wordsSpokenBy(s.elapsed())

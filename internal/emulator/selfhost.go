@@ -3,6 +3,7 @@ package emulator
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -35,8 +36,8 @@ func (e *Emulator) listenV1(w http.ResponseWriter, r *http.Request) {
 	opts := map[string]string{}
 	heard := &ear{}
 	mediaType, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	switch {
-	case mediaType == "application/json":
+	switch mediaType {
+	case "application/json":
 		var body map[string]any
 		if json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body) != nil || body["url"] == nil || body["url"] == "" {
 			selfHostError(w, http.StatusBadRequest, "Missing required parameter: url or audio file", "MISSING_PARAMETER", nil)
@@ -48,11 +49,11 @@ func (e *Emulator) listenV1(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		heard.n = 5 * 32000 // the emulator cannot fetch: it hears 5 s
-	case mediaType == "multipart/form-data":
+	case "multipart/form-data":
 		mr := multipart.NewReader(r.Body, params["boundary"])
 		for {
 			part, err := mr.NextPart()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {

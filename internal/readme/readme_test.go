@@ -182,11 +182,11 @@ var volatile = map[string]bool{"upstreamRequestId": true, "upstreamSessionId": t
 func matchOutput(want, got string) error {
 	wantVals, err := jsonValues(want)
 	if err != nil {
-		return fmt.Errorf("the README's sample: %v", err)
+		return fmt.Errorf("the README's sample: %w", err)
 	}
 	gotVals, err := jsonValues(got)
 	if err != nil {
-		return fmt.Errorf("the output: %v", err)
+		return fmt.Errorf("the output: %w", err)
 	}
 	return matchSeq(wantVals, gotVals)
 }
@@ -288,8 +288,7 @@ func matchValue(key string, want, got any) error {
 		if !ok {
 			return fmt.Errorf("%s: got %v, want a list", key, got)
 		}
-		var wantList, gotList []any = w, g
-		return matchSeq(replaceEllipses(wantList), gotList)
+		return matchSeq(replaceEllipses(w), g)
 	}
 	if fmt.Sprint(want) != fmt.Sprint(got) {
 		return fmt.Errorf("%s: got %v, want %v", key, got, want)

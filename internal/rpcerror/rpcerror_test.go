@@ -15,8 +15,6 @@ import (
 	"github.com/speechgate/speechgate/internal/rpcerror"
 )
 
-const tts = "POST /waves/v1/tts/live"
-
 func TestViolations(t *testing.T) {
 	t.Parallel()
 	var v rpcerror.Violations

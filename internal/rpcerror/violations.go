@@ -74,7 +74,9 @@ func BadRequest(all []*errdetails.BadRequest_FieldViolation) *errdetails.BadRequ
 	if len(all) <= maxViolations {
 		return &errdetails.BadRequest{FieldViolations: all}
 	}
-	listed := append(all[:maxViolations-1:maxViolations-1], &errdetails.BadRequest_FieldViolation{
+	listed := make([]*errdetails.BadRequest_FieldViolation, 0, maxViolations)
+	listed = append(listed, all[:maxViolations-1]...)
+	listed = append(listed, &errdetails.BadRequest_FieldViolation{
 		Reason:      ReasonInvalidRequest,
 		Description: fmt.Sprintf("and %d more violations, not listed", len(all)-(maxViolations-1)),
 	})

@@ -139,10 +139,7 @@ func (c *Client) Capabilities() Capabilities {
 func (c *Client) Unsupported(*TranscribeRequest) []string { return nil }
 
 // Close releases the pooled WebSocket sockets. Calls in flight are not affected.
-func (c *Client) Close() error {
-	c.tts.close()
-	return nil
-}
+func (c *Client) Close() { c.tts.close() }
 
 func parseBase(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)

@@ -48,8 +48,11 @@ func (c *Client) CreateVoiceClone(ctx context.Context, r *CloneRequest) (*VoiceC
 	form := multipart.NewWriter(&body)
 	for _, f := range [][2]string{{"displayName", r.DisplayName}, {"model", r.Model}, {"language", r.Language},
 		{"description", r.Description}, {"accent", r.Accent}, {"tags", strings.Join(r.Tags, ",")}} {
-		if f[1] != "" {
-			form.WriteField(f[0], f[1])
+		if f[1] == "" {
+			continue
+		}
+		if err := form.WriteField(f[0], f[1]); err != nil {
+			return nil, err
 		}
 	}
 	h := textproto.MIMEHeader{}
@@ -59,7 +62,9 @@ func (c *Client) CreateVoiceClone(ctx context.Context, r *CloneRequest) (*VoiceC
 	if err != nil {
 		return nil, err
 	}
-	part.Write(r.Audio)
+	if _, err := part.Write(r.Audio); err != nil {
+		return nil, err
+	}
 	if err := form.Close(); err != nil {
 		return nil, err
 	}

@@ -134,8 +134,11 @@ func (c *Client) Listen(ctx context.Context, r *LiveRequest) (*LiveSession, erro
 	conn, resp, err := websocket.Dial(cl.traced(ctx), u.String(), &websocket.DialOptions{HTTPClient: c.hc, HTTPHeader: header})
 	if err != nil {
 		defer cancel(nil)
-		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			return nil, responseError(cl.endpoint, resp, cl.secret)
+		if resp != nil {
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				return nil, responseError(cl.endpoint, resp, cl.secret)
+			}
 		}
 		return nil, cl.transportError(ctx, err)
 	}

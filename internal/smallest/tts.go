@@ -89,7 +89,7 @@ func (c *Client) StreamSpeech(ctx context.Context, r *SpeechRequest) (*SpeechStr
 		// The idle timer also bounds the wait for response headers.
 		s.idle = time.AfterFunc(s.idleD, func() { cancel(errIdle) })
 	}
-	resp, err := c.do(req, cl)
+	resp, err := c.do(req, cl) //nolint:bodyclose // SpeechStream.Close closes it
 	if err != nil {
 		s.Close()
 		return nil, err

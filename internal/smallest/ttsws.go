@@ -157,8 +157,11 @@ func (s *SpeechSession) dial() (*ttsConn, error) {
 	cl := newCall(s.call.endpoint, s.call.secret) // each handshake is sent, or not, on its own
 	ws, resp, err := websocket.Dial(cl.traced(s.ctx), u.String(), &websocket.DialOptions{HTTPClient: s.c.hc, HTTPHeader: header})
 	if err != nil {
-		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			return nil, responseError(cl.endpoint, resp, cl.secret)
+		if resp != nil {
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				return nil, responseError(cl.endpoint, resp, cl.secret)
+			}
 		}
 		return nil, cl.transportError(s.ctx, err)
 	}

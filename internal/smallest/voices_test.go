@@ -60,7 +60,6 @@ func TestSharedVoicesFetchFollowsItsWaiters(t *testing.T) {
 	if err := <-patientDone; err != nil {
 		t.Fatalf("patient caller: %v", err)
 	}
-
 }
 
 // TestAbandonedVoicesFetchIsCancelled: a caller alone that gives up stops

@@ -10,6 +10,8 @@ import (
 	"github.com/speechgate/speechgate/internal/rpcerror"
 )
 
+// ListVoices filters the voice catalog, which the upstream client caches
+// and fetches once for all callers waiting on it.
 func (s *Synthesis) ListVoices(ctx context.Context, req *speechv1.ListVoicesRequest) (*speechv1.ListVoicesResponse, error) {
 	if err := s.check(); err != nil {
 		return nil, err
@@ -37,6 +39,7 @@ func (s *Synthesis) ListVoices(ctx context.Context, req *speechv1.ListVoicesRequ
 	return resp, nil
 }
 
+// ListPronunciationDictionaries lists the account's dictionaries.
 func (s *Synthesis) ListPronunciationDictionaries(ctx context.Context, _ *speechv1.ListPronunciationDictionariesRequest) (*speechv1.ListPronunciationDictionariesResponse, error) {
 	if err := s.check(); err != nil {
 		return nil, err
@@ -52,6 +55,8 @@ func (s *Synthesis) ListPronunciationDictionaries(ctx context.Context, _ *speech
 	return resp, nil
 }
 
+// CreatePronunciationDictionary validates every entry before creating the
+// dictionary upstream.
 func (s *Synthesis) CreatePronunciationDictionary(ctx context.Context, req *speechv1.CreatePronunciationDictionaryRequest) (*speechv1.CreatePronunciationDictionaryResponse, error) {
 	if err := s.check(); err != nil {
 		return nil, err
@@ -68,6 +73,7 @@ func (s *Synthesis) CreatePronunciationDictionary(ctx context.Context, req *spee
 	return &speechv1.CreatePronunciationDictionaryResponse{Dictionary: contract.Dictionary(d)}, nil
 }
 
+// UpdatePronunciationDictionary replaces a dictionary's entries.
 func (s *Synthesis) UpdatePronunciationDictionary(ctx context.Context, req *speechv1.UpdatePronunciationDictionaryRequest) (*speechv1.UpdatePronunciationDictionaryResponse, error) {
 	if err := s.check(); err != nil {
 		return nil, err
@@ -88,6 +94,7 @@ func (s *Synthesis) UpdatePronunciationDictionary(ctx context.Context, req *spee
 	return &speechv1.UpdatePronunciationDictionaryResponse{Dictionary: contract.Dictionary(d)}, nil
 }
 
+// DeletePronunciationDictionary deletes a dictionary by id.
 func (s *Synthesis) DeletePronunciationDictionary(ctx context.Context, req *speechv1.DeletePronunciationDictionaryRequest) (*speechv1.DeletePronunciationDictionaryResponse, error) {
 	if err := s.check(); err != nil {
 		return nil, err
@@ -103,6 +110,8 @@ func (s *Synthesis) DeletePronunciationDictionary(ctx context.Context, req *spee
 	return &speechv1.DeletePronunciationDictionaryResponse{Id: req.GetId()}, nil
 }
 
+// CreateVoiceClone checks the sample (type, size, and length for WAV)
+// before uploading it for an instant clone.
 func (s *Synthesis) CreateVoiceClone(ctx context.Context, req *speechv1.CreateVoiceCloneRequest) (*speechv1.CreateVoiceCloneResponse, error) {
 	if err := s.check(); err != nil {
 		return nil, err
@@ -121,6 +130,7 @@ func (s *Synthesis) CreateVoiceClone(ctx context.Context, req *speechv1.CreateVo
 	return &speechv1.CreateVoiceCloneResponse{VoiceClone: contract.Clone(c)}, nil
 }
 
+// ListVoiceClones lists the account's clones.
 func (s *Synthesis) ListVoiceClones(ctx context.Context, _ *speechv1.ListVoiceClonesRequest) (*speechv1.ListVoiceClonesResponse, error) {
 	if err := s.check(); err != nil {
 		return nil, err

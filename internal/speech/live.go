@@ -15,6 +15,8 @@ import (
 
 type liveStream = grpc.BidiStreamingServer[speechv1.TranscribeLiveRequest, speechv1.TranscribeLiveResponse]
 
+// TranscribeLive relays audio to a Pulse realtime session as it arrives and
+// its transcripts back, until either side ends; see uplink for the caller's half.
 func (s *Transcription) TranscribeLive(stream liveStream) error {
 	if !s.caps.Live {
 		return rpcerror.Unimplemented(s.caps.LiveMissing)
@@ -79,7 +81,7 @@ func uplink(stream liveStream, session *smallest.LiveSession, done chan<- error,
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			session.CloseStream()
+			_ = session.CloseStream() // if it fails, the session has ended; reading it says why
 			done <- nil
 			return
 		}

@@ -18,6 +18,8 @@ import (
 	"github.com/speechgate/speechgate/internal/smallest"
 )
 
+// Synthesize streams the audio of one text: long texts are split into
+// pieces synthesized ahead of playback, within the lookahead bound.
 func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.ServerStreamingServer[speechv1.SynthesizeResponse]) error {
 	if err := s.check(); err != nil {
 		return err
@@ -84,6 +86,8 @@ func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.Serv
 
 type textStream = grpc.BidiStreamingServer[speechv1.SynthesizeStreamRequest, speechv1.SynthesizeStreamResponse]
 
+// SynthesizeStream relays text pieces to one Lightning WebSocket session
+// and its audio back, segment by segment, as each flush is spoken.
 func (s *Synthesis) SynthesizeStream(stream textStream) error {
 	if err := s.check(); err != nil {
 		return err
@@ -244,7 +248,7 @@ func (u *textUplink) run() {
 		msg, err := u.stream.Recv()
 		if errors.Is(err, io.EOF) {
 			u.flushes.Add(1)
-			u.session.End()
+			_ = u.session.End() // if it fails, the session has ended; reading it says why
 			u.done <- nil
 			return
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/speechgate/speechgate/internal/rpcerror"
 )
 
+// Transcribe transcribes audio at a URL, which Smallest fetches itself.
 func (s *Transcription) Transcribe(ctx context.Context, req *speechv1.TranscribeRequest) (*speechv1.TranscribeResponse, error) {
 	up, err := contract.PlanTranscribe(req, s.up.Unsupported)
 	if err != nil {
@@ -35,6 +36,8 @@ func (s *Transcription) Transcribe(ctx context.Context, req *speechv1.Transcribe
 
 type uploadStream = grpc.ClientStreamingServer[speechv1.TranscribeUploadRequest, speechv1.TranscribeUploadResponse]
 
+// TranscribeUpload pipes the caller's audio to Smallest as it arrives,
+// never holding the whole upload, and returns the transcript.
 func (s *Transcription) TranscribeUpload(stream uploadStream) error {
 	ctx := stream.Context()
 	first, err := firstConfig(stream.Recv, (*speechv1.TranscribeUploadRequest).GetConfig, "audio")
@@ -131,7 +134,7 @@ func (u *upload) next() ([]byte, error) {
 func (u *upload) feed(pipe *io.PipeWriter, first []byte) error {
 	for audio := first; ; {
 		if _, err := pipe.Write(audio); err != nil {
-			return nil // the upstream stopped reading; its answer says why
+			return nil //nolint:nilerr // the upstream stopped reading; its answer says why
 		}
 		var err error
 		audio, err = u.next()

@@ -3,6 +3,7 @@ package sse_test
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"testing"
@@ -30,7 +31,7 @@ func BenchmarkReader(b *testing.B) {
 	for b.Loop() {
 		r := sse.NewReader(&pieces{b: body, n: 4096}, 1<<20)
 		for {
-			if _, err := r.Next(); err == io.EOF {
+			if _, err := r.Next(); errors.Is(err, io.EOF) {
 				break
 			}
 		}

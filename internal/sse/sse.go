@@ -85,11 +85,11 @@ func (r *Reader) next(read bool) (Event, bool, error) {
 	}
 	for {
 		line, err := r.line(read)
-		if err == errWouldBlock {
+		if errors.Is(err, errWouldBlock) {
 			return Event{}, false, nil
 		}
 		if err != nil {
-			if err == io.EOF && r.hasData {
+			if errors.Is(err, io.EOF) && r.hasData {
 				ev := r.event()
 				ev.Unterminated = true
 				return ev, true, nil
