@@ -21,7 +21,7 @@ import (
 )
 
 // selfHostStandIn is an independent stand-in for Smallest's self-hosted
-// server (contract §4.1): it answers POST /v1/listen with whatever it is set
+// server (docs/upstream.md §4.1): it answers POST /v1/listen with whatever it is set
 // to, records the Authorization header, and answers GET /health.
 type selfHostStandIn struct {
 	mu      sync.Mutex

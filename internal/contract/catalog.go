@@ -130,7 +130,7 @@ func timestamp(t *time.Time) *timestamppb.Timestamp {
 }
 
 // cloneModels maps the synthesis models to the hyphenated names voice
-// cloning takes (contract §1.6).
+// cloning takes (docs/upstream.md §1.6).
 var cloneModels = map[speechv1.SynthesisModel]string{
 	speechv1.SynthesisModel_SYNTHESIS_MODEL_UNSPECIFIED:        "lightning-v3.1",
 	speechv1.SynthesisModel_SYNTHESIS_MODEL_LIGHTNING_V3_1:     "lightning-v3.1",

@@ -7,17 +7,17 @@ import (
 	"github.com/speechgate/speechgate/internal/rpcerror"
 )
 
-// synthesisLanguages are the language codes Lightning accepts (contract §1.2).
+// synthesisLanguages are the language codes Lightning accepts (docs/upstream.md §1.2).
 var synthesisLanguages = []string{"auto", "en", "hi", "mr", "kn", "ta", "bn", "gu", "te", "ml", "pa", "or", "es", "de",
 	"fr", "it", "nl", "sv", "pt", "ru", "el", "fi", "no", "pl", "ar", "zh", "id", "ja", "ko", "ms", "tr", "vi"}
 
 // transcriptionLanguages are the languages of Pulse's pre-recorded endpoint
-// (contract §2.2), without da, lv, et and mt, which the newest changelog says
+// (docs/upstream.md §2.2), without da, lv, et and mt, which the newest changelog says
 // batch transcription does not offer.
 var transcriptionLanguages = []string{"en", "hi", "de", "es", "ru", "it", "fr", "nl", "pt", "uk", "pl", "cs", "sk",
 	"ro", "fi", "sv", "bg", "hu", "lt", "zh", "ja", "ko", "multi-eu", "multi-asian", "multi-indic"}
 
-// liveLanguages are the languages of Pulse's realtime endpoint (contract §2.4).
+// liveLanguages are the languages of Pulse's realtime endpoint (docs/upstream.md §2.4).
 var liveLanguages = []string{"en", "hi", "de", "es", "ru", "it", "fr", "nl", "pt", "zh", "yue", "ja", "ko", "gu", "mr",
 	"or", "bn", "ta", "te", "kn", "ml", "north_indic", "multi-asian", "multi-south-indic"}
 

@@ -165,7 +165,7 @@ func CheckTextPiece(v *rpcerror.Violations, text string) int {
 }
 
 // wordTimestampVoices are the "base-queue" voices for which Lightning sends
-// word timings (contract §1.5); for other voices it silently sends none, so
+// word timings (docs/upstream.md §1.5); for other voices it silently sends none, so
 // the gateway says so up front instead.
 var wordTimestampVoices = []string{"avery", "devansh", "kartik", "liam", "maithili", "meher"}
 

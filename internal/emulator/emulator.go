@@ -1,7 +1,7 @@
 // Package emulator is a stand-in for Smallest AI's Waves API, so that the
 // gateway can be tried, tested and benchmarked with no key and no network.
 //
-// It speaks the documented wire formats (shared/smallest-api.md): Lightning
+// It speaks the documented wire formats (docs/upstream.md): Lightning
 // synthesis as SSE frames of base64 audio at the requested rate and encoding,
 // the voice catalog, Pulse transcription JSON and its realtime WebSocket, the
 // self-hosted server's endpoints, and the documented error bodies. It accepts
@@ -96,14 +96,14 @@ func New(opts Options) *Emulator {
 	// under this prefix: point the gateway's US base URL at it.
 	e.mux.HandleFunc("GET "+USPrefix+"/waves/v1/stt/live", e.authed(e.live(true)))
 	e.mux.HandleFunc("GET /waves/v1/health", e.health)
-	// The self-hosted server's routes (contract §4), side by side with the
+	// The self-hosted server's routes (docs/upstream.md §4), side by side with the
 	// cloud's, so that one emulator serves either backend.
 	e.mux.HandleFunc("POST /v1/listen", e.selfHostAuthed(e.listenV1))
 	e.mux.HandleFunc("POST /api/v1/lightning/get_text", e.getText) // Smallest's own test script sends no key
 	for _, p := range []string{"/health", "/api/v1/health", "/healthz"} {
 		e.mux.HandleFunc("GET "+p, e.selfHostHealth)
 	}
-	// Retired routes answer as the real API documents (contract §1.1).
+	// Retired routes answer as the real API documents (docs/upstream.md §1.1).
 	for _, model := range []string{"lightning-v2", "lightning-large", "prof-voice-cloning"} {
 		e.mux.HandleFunc("/waves/v1/"+model+"/", e.retired)
 	}

@@ -117,7 +117,7 @@ func (e *Emulator) deleteDict(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"id": body.ID, "deleted": true})
 }
 
-// cloneMaxBytes is the documented sample limit (contract §1.9).
+// cloneMaxBytes is the documented sample limit (docs/upstream.md §1.9).
 const cloneMaxBytes = 5 << 20
 
 type clone struct {

@@ -24,7 +24,7 @@ var (
 // interimEvery is how much audio passes between interim transcripts.
 const interimEvery = 500 * time.Millisecond
 
-// live serves wss://…/waves/v1/stt/live (contract §2.4). us says whether the
+// live serves wss://…/waves/v1/stt/live (docs/upstream.md §2.4). us says whether the
 // request came to the emulated US host, which alone serves some languages.
 func (e *Emulator) live(us bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

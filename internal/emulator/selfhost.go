@@ -11,7 +11,7 @@ import (
 	"strings"
 )
 
-// SelfHostMaxUpload is the self-hosted server's documented file limit (contract §4.1).
+// SelfHostMaxUpload is the self-hosted server's documented file limit (docs/upstream.md §4.1).
 const SelfHostMaxUpload = 100 << 20
 
 var selfHostFormats = []string{"wav", "mp3", "flac", "ogg", "m4a"}

@@ -10,7 +10,7 @@ import (
 	"strings"
 )
 
-// MaxUpload is Pulse's documented payload limit (contract §2.2).
+// MaxUpload is Pulse's documented payload limit (docs/upstream.md §2.2).
 const MaxUpload = 250 << 20
 
 var (
@@ -19,7 +19,7 @@ var (
 	sttEncodings = []string{"linear16", "linear32", "alaw", "mulaw", "opus", "ogg_opus"}
 )
 
-// transcribe serves POST /waves/v1/stt/ (contract §2.2, §2.3).
+// transcribe serves POST /waves/v1/stt/ (docs/upstream.md §2.2, §2.3).
 func (e *Emulator) transcribe(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	reqID := w.Header().Get("X-Request-Id")

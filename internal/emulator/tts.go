@@ -17,7 +17,7 @@ import (
 	"github.com/speechgate/speechgate/internal/audio"
 )
 
-// ttsRequest is the TtsRequest body (contract §1.2). Pointers tell absent from zero.
+// ttsRequest is the TtsRequest body (docs/upstream.md §1.2). Pointers tell absent from zero.
 type ttsRequest struct {
 	Text         *string  `json:"text"`
 	VoiceID      *string  `json:"voice_id"`
@@ -114,7 +114,7 @@ func (e *Emulator) parseTTS(r *http.Request) (synthesis, any) {
 	return s, nil
 }
 
-// ttsLive serves POST /waves/v1/tts/live: SSE frames of base64 audio (contract §1.4).
+// ttsLive serves POST /waves/v1/tts/live: SSE frames of base64 audio (docs/upstream.md §1.4).
 func (e *Emulator) ttsLive(w http.ResponseWriter, r *http.Request) {
 	s, problem := e.parseTTS(r)
 	if problem != nil {
@@ -299,7 +299,7 @@ func silentMP3Frame(rate int) ([]byte, int) {
 	return frame, spf
 }
 
-// voices serves GET /waves/v1/lightning-v3.1/get_voices (contract §1.7).
+// voices serves GET /waves/v1/lightning-v3.1/get_voices (docs/upstream.md §1.7).
 func (e *Emulator) voices(w http.ResponseWriter, _ *http.Request) {
 	type tags struct {
 		Language []string `json:"language"`

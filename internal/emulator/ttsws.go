@@ -16,7 +16,7 @@ import (
 )
 
 // wordTimestampVoices are the "base-queue" voices for which Lightning sends
-// word timings (contract §1.5); other voices silently send none.
+// word timings (docs/upstream.md §1.5); other voices silently send none.
 var wordTimestampVoices = []string{"meher", "devansh", "kartik", "maithili", "liam", "avery"}
 
 // wsMessage is a client message on the synthesis WebSocket.
@@ -31,7 +31,7 @@ type wsMessage struct {
 	RequestID      string   `json:"request_id"`
 }
 
-// ttsWS serves wss://…/waves/v1/tts/live (contract §1.5): text in with
+// ttsWS serves wss://…/waves/v1/tts/live (docs/upstream.md §1.5): text in with
 // continue/flush, chunk and word_timestamp frames out, complete after the
 // last message, and an error then a close after ?timeout seconds (default
 // 60) without a client message.

@@ -10,4 +10,7 @@
 // string that starts the same, a line of "…" stands for any number of
 // messages, and fields that differ from run to run (ids, first-byte times)
 // are not compared.
+//
+// A second test keeps docs/upstream.md's citations true: every
+// "docs/upstream.md §N" in the code names a section the document has.
 package readme

@@ -1,7 +1,7 @@
 // Package smallest is the gateway's client of Smallest AI's Waves API: Lightning
 // text-to-speech over SSE, the voice catalog, and Pulse speech-to-text.
 //
-// It speaks the wire formats as the upstream contract (shared/smallest-api.md)
+// It speaks the wire formats as the upstream contract (docs/upstream.md)
 // documents them and tolerates every documented variant of frames and error
 // bodies. Streams are read incrementally: nothing buffers a whole response.
 // Every request lives in the caller's context, so cancelling the context ends

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// VoiceClone is one of the account's voice clones (contract §1.9).
+// VoiceClone is one of the account's voice clones (docs/upstream.md §1.9).
 type VoiceClone struct {
 	ID           string     `json:"_id"`
 	VoiceID      string     `json:"voiceId"`

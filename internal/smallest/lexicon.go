@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// PronunciationDictionary is one of the account's dictionaries (contract §1.8).
+// PronunciationDictionary is one of the account's dictionaries (docs/upstream.md §1.8).
 type PronunciationDictionary struct {
 	ID        string              `json:"id"`
 	Items     []PronunciationItem `json:"items"`

@@ -17,7 +17,7 @@ import (
 )
 
 // LiveRequest configures a realtime recognition session on Pulse's WebSocket
-// (contract §2.4). Every option travels in the query string; nil and zero
+// (docs/upstream.md §2.4). Every option travels in the query string; nil and zero
 // values are left out so that Smallest applies its defaults.
 type LiveRequest struct {
 	Model, Language, Encoding string

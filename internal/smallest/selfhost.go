@@ -17,7 +17,7 @@ import (
 // UploadFormat is how a self-hosted server takes a recording.
 type UploadFormat string
 
-// The formats seen in Smallest's self-host material (contract §4).
+// The formats seen in Smallest's self-host material (docs/upstream.md §4).
 const (
 	// UploadMultipart posts a multipart form with the file in field "audio"
 	// and the options as form fields, or JSON {"url"} for a URL: the
@@ -247,7 +247,7 @@ func (s *SelfHost) post(ctx context.Context, q url.Values, body io.Reader, conte
 
 // Healthy asks the server's unauthenticated health endpoint at path whether
 // it can serve: a 2xx answer is healthy, unless its body is the bare word
-// false or says "status":"unhealthy" (the endpoints in contract §4 differ).
+// false or says "status":"unhealthy" (the endpoints in docs/upstream.md §4 differ).
 func (s *SelfHost) Healthy(ctx context.Context, path string) error {
 	u := *s.c.base
 	u.Path += path

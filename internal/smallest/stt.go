@@ -15,7 +15,7 @@ import (
 )
 
 // TranscribeRequest is a pre-recorded transcription on POST /waves/v1/stt/
-// (contract §2.2): the audio as the raw body, or a URL as JSON, with every
+// (docs/upstream.md §2.2): the audio as the raw body, or a URL as JSON, with every
 // option in the query string.
 type TranscribeRequest struct {
 	// Audio is the recording, streamed as the request body; AudioSize is its
@@ -76,7 +76,7 @@ func (r *TranscribeRequest) query() url.Values {
 	return q
 }
 
-// Transcript is Pulse's answer (contract §2.3, §4), normalized across the
+// Transcript is Pulse's answer (docs/upstream.md §2.3, §4), normalized across the
 // shapes Smallest has used: "transcription" or "transcript" or "text" for the
 // text, "words" or "word_timestamps" for the words, "utterances" or the
 // self-host's "speakers" for the turns, speakers as numbers or "speaker_N" /

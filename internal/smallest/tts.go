@@ -14,7 +14,7 @@ import (
 )
 
 // VoiceOptions are the voice and settings every Lightning request carries,
-// over SSE or the WebSocket (contract §1.2). Zero values are left out so that
+// over SSE or the WebSocket (docs/upstream.md §1.2). Zero values are left out so that
 // Smallest applies its own defaults.
 type VoiceOptions struct {
 	VoiceID                     string   `json:"voice_id"`

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Voice is one entry of Lightning's voice catalog (contract §1.7).
+// Voice is one entry of Lightning's voice catalog (docs/upstream.md §1.7).
 type Voice struct {
 	VoiceID     string    `json:"voiceId"`
 	DisplayName string    `json:"displayName"`
