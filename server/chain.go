@@ -39,10 +39,12 @@ import (
 //     each the context its handler works in;
 //  4. auth: every call but health and reflection, which probes and grpcurl
 //     make without credentials;
-//  5. translation: upstream failures become statuses with details;
-//  6. recovery: a panic becomes an INTERNAL status (innermost, so that the
+//  5. quota, when set: the caller's quotas (after auth, which names the
+//     caller), with their state in the response headers;
+//  6. translation: upstream failures become statuses with details;
+//  7. recovery: a panic becomes an INTERNAL status (innermost, so that the
 //     layers above still see and log the call).
-func chain(log *slog.Logger, authenticate func(context.Context) (context.Context, error), drain *drainer, m *metrics.Calls) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+func chain(log *slog.Logger, authenticate func(context.Context) (context.Context, error), q Quota, drain *drainer, m *metrics.Calls) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
@@ -75,9 +77,14 @@ func chain(log *slog.Logger, authenticate func(context.Context) (context.Context
 		out.unary,
 		drain.unary(exempt),
 		selector.UnaryServerInterceptor(authmw.UnaryServerInterceptor(authFunc), needsAuth),
+	}
+	if q != nil {
+		unary = append(unary, quotaUnary(q, exempt))
+	}
+	unary = append(unary,
 		translate.UnaryServerInterceptor(),
 		recovery.UnaryServerInterceptor(panicked),
-	}
+	)
 	stream := []grpc.StreamServerInterceptor{
 		correlation.StreamServerInterceptor(),
 		m.GRPC.StreamServerInterceptor(),
@@ -87,9 +94,14 @@ func chain(log *slog.Logger, authenticate func(context.Context) (context.Context
 		out.stream,
 		drain.stream(exempt),
 		selector.StreamServerInterceptor(authmw.StreamServerInterceptor(authFunc), needsAuth),
+	}
+	if q != nil {
+		stream = append(stream, quotaStream(q, exempt))
+	}
+	stream = append(stream,
 		translate.StreamServerInterceptor(),
 		recovery.StreamServerInterceptor(panicked),
-	}
+	)
 	return unary, stream
 }
 

@@ -79,6 +79,8 @@ type Config struct {
 	// with source info carry the .proto's comments, so that `grpcurl
 	// describe` shows the documentation.
 	Descriptors *protoregistry.Files
+	// Quota, when set, holds each caller to its quotas.
+	Quota Quota
 	// CallerStallTimeout is how long a caller may leave a stream unread
 	// before the call's upstream work stops and the call ends with ABORTED,
 	// reason CALLER_TOO_SLOW. Zero: no limit.
@@ -127,7 +129,7 @@ func New(cfg Config, services ...Service) (*Server, error) {
 	calls := metrics.NewCalls(reg)
 
 	drain := newDrainer(cfg.CallerStallTimeout)
-	unary, stream := chain(cfg.Logger, cfg.Authenticate, drain, calls)
+	unary, stream := chain(cfg.Logger, cfg.Authenticate, cfg.Quota, drain, calls)
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/speechgate/speechgate/internal/gatewaytest"
+	"github.com/speechgate/speechgate/internal/smallest"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -64,7 +65,8 @@ func TestPublishedServiceConfigRetries(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			g := gatewaytest.Start(t, tt.upstream, gatewaytest.Options{})
+			// The gateway's own retries are off: this is about the client's.
+			g := gatewaytest.Start(t, tt.upstream, gatewaytest.Options{Client: func(c *smallest.Config) { c.MaxAttempts = 1 }})
 			opts := []grpc.DialOption{
 				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return g.DialRaw(ctx) }),
 				grpc.WithTransportCredentials(insecure.NewCredentials()),

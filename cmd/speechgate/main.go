@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -23,14 +24,17 @@ import (
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/admin"
+	"github.com/speechgate/speechgate/internal/admission"
 	"github.com/speechgate/speechgate/internal/auth"
 	"github.com/speechgate/speechgate/internal/buildinfo"
 	"github.com/speechgate/speechgate/internal/config"
 	"github.com/speechgate/speechgate/internal/contract"
 	"github.com/speechgate/speechgate/internal/correlation"
 	"github.com/speechgate/speechgate/internal/emulator"
+	"github.com/speechgate/speechgate/internal/fleet"
 	"github.com/speechgate/speechgate/internal/metrics"
 	"github.com/speechgate/speechgate/internal/probe"
+	"github.com/speechgate/speechgate/internal/quota"
 	"github.com/speechgate/speechgate/internal/smallest"
 	"github.com/speechgate/speechgate/internal/speech"
 	"github.com/speechgate/speechgate/internal/tracing"
@@ -125,13 +129,38 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer func() { stopWatch(); <-watched }()
 	}
 
+	// What the replicas share: budgets of the Smallest account and the
+	// clients' quotas, in Redis when there is one, else in this process.
+	var store fleet.Store = fleet.NewLocal()
+	if cfg.RedisURL != "" {
+		shared, err := fleet.NewRedis(fleet.RedisConfig{URL: cfg.RedisURL, FleetSize: cfg.FleetSize,
+			Log: log.With("component", "fleet"), Metrics: metrics.NewFleet(reg)})
+		if err != nil {
+			return err
+		}
+		defer shared.Close()
+		store = shared
+	}
+	admissionMetrics := metrics.NewAdmission(reg)
+	gate := admission.New(admission.Config{
+		Budgets: map[string]int{
+			smallest.UseSynthesis: cfg.BudgetSynthesis, smallest.UseWebSocket: cfg.BudgetWebSockets,
+			smallest.UseLive: cfg.BudgetLiveSessions, smallest.UseTranscription: cfg.BudgetTranscriptions,
+		},
+		MaxWait: cfg.AdmissionMaxWait, Store: store, Metrics: admissionMetrics,
+	})
+	var quotas server.Quota
+	if cfg.Auth == auth.ModeKeys {
+		quotas = quota.New(quota.Config{Limits: authn.Limits, Store: store, Metrics: metrics.NewQuota(reg)})
+	}
+
 	// The client of the upstream. Its transport records upstream latency by
 	// endpoint and carries the caller's trace context.
 	httpClient := &http.Client{Transport: metrics.NewUpstream(reg).Transport(otelhttp.NewTransport(
 		smallest.NewTransport(cfg.UpstreamTimeout, cfg.UpstreamIdleConnTimeout),
 		otelhttp.WithTracerProvider(tr.Provider), otelhttp.WithPropagators(tr.Propagator),
 		otelhttp.WithMeterProvider(noopmetric.NewMeterProvider())))}
-	up, err := newUpstream(cfg, httpClient, baseURL, usBaseURL, authn.UpstreamKey)
+	up, err := newUpstream(cfg, httpClient, baseURL, usBaseURL, authn.UpstreamKey, gate, admissionMetrics.Retried)
 	if err != nil {
 		return err
 	}
@@ -161,6 +190,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		TLS:                   tlsConfig,
 		CallerStallTimeout:    cfg.CallerStallTimeout,
 		Descriptors:           docs,
+		Quota:                 quotas,
 	}, speech.NewSynthesis(up, speechOpts), speech.NewTranscription(up, speechOpts))
 	if err != nil {
 		return err
@@ -173,7 +203,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log.Info("serving gRPC", "addr", lis.Addr().String(), "tls", tlsConfig != nil, "upstream", cfg.Upstream,
-		"smallest_base_url", baseURL, "auth", cfg.Auth, "tracing", tr.Exporting, "version", buildinfo.Read(version).String())
+		"smallest_base_url", baseURL, "auth", cfg.Auth, "tracing", tr.Exporting, "version", buildinfo.Read(version).String(),
+		"budgets", fmt.Sprintf("synthesis=%d websockets=%d live=%d transcriptions=%d (0: unlimited)",
+			cfg.BudgetSynthesis, cfg.BudgetWebSockets, cfg.BudgetLiveSessions, cfg.BudgetTranscriptions),
+		"shared_state", sharedState(cfg.RedisURL))
 
 	// The admin server: metrics, probes, and pprof when asked for.
 	if cfg.AdminAddr != "" {
@@ -223,6 +256,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
+// sharedState names where budgets and quotas are kept, for the log: the
+// Redis server's address, never its URL, which may hold a password.
+func sharedState(redisURL string) string {
+	if redisURL == "" {
+		return "this process"
+	}
+	if u, err := url.Parse(redisURL); err == nil {
+		return "redis at " + u.Host
+	}
+	return "redis"
+}
+
 // upstream is the configured Smallest's client.
 type upstream struct {
 	speech.Upstream
@@ -234,7 +279,8 @@ type upstream struct {
 
 // newUpstream returns the client of the configured Smallest: its cloud (or
 // the emulator, which speaks the cloud's API), or its self-hosted server.
-func newUpstream(cfg *config.Config, hc *http.Client, baseURL, usBaseURL string, credential func(context.Context) string) (*upstream, error) {
+func newUpstream(cfg *config.Config, hc *http.Client, baseURL, usBaseURL string, credential func(context.Context) string,
+	gate smallest.Gate, onRetry func(endpoint, reason string)) (*upstream, error) {
 	if cfg.Upstream != config.UpstreamSelfhost {
 		client, err := smallest.New(smallest.Config{
 			BaseURL:           baseURL,
@@ -247,6 +293,9 @@ func newUpstream(cfg *config.Config, hc *http.Client, baseURL, usBaseURL string,
 			StreamPoolSize:    cfg.StreamPoolSize,
 			VoicesTTL:         cfg.VoicesCacheTTL,
 			UserAgent:         "speechgate/" + version,
+			Gate:              gate,
+			MaxAttempts:       cfg.UpstreamMaxAttempts,
+			OnRetry:           onRetry,
 		})
 		if err != nil {
 			return nil, err
@@ -266,6 +315,7 @@ func newUpstream(cfg *config.Config, hc *http.Client, baseURL, usBaseURL string,
 		Format:         smallest.UploadFormat(cfg.SelfhostUploadFormat),
 		UserAgent:      "speechgate/" + version,
 		MaxUploadBytes: int64(cfg.SelfhostMaxUploadBytes),
+		Gate:           gate,
 	})
 	if err != nil {
 		return nil, err
@@ -325,7 +375,8 @@ func startEmulator(cfg *config.Config, log *slog.Logger) (*emulatorServer, error
 	if err != nil {
 		return nil, fmt.Errorf("--emulator-faults: %w", err)
 	}
-	handler := emulator.New(emulator.Options{Pace: cfg.EmulatorPace, FirstByteDelay: cfg.EmulatorFirstByteDelay, Faults: faults, Logger: log})
+	handler := emulator.New(emulator.Options{Pace: cfg.EmulatorPace, FirstByteDelay: cfg.EmulatorFirstByteDelay, Faults: faults,
+		Concurrency: cfg.EmulatorConcurrency, Logger: log})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -338,6 +389,6 @@ func startEmulator(cfg *config.Config, log *slog.Logger) (*emulatorServer, error
 	}()
 	url := "http://" + lis.Addr().String()
 	log.Warn("upstream is the built-in EMULATOR, not Smallest AI: its audio is synthetic, and it transcribes only text it spoke itself",
-		"emulator_url", url, "pace", cfg.EmulatorPace, "faults", cfg.EmulatorFaults)
+		"emulator_url", url, "pace", cfg.EmulatorPace, "faults", cfg.EmulatorFaults, "concurrency", cfg.EmulatorConcurrency)
 	return &emulatorServer{URL: url, srv: srv}, nil
 }

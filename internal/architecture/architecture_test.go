@@ -84,6 +84,9 @@ func TestPackageRules(t *testing.T) {
 		{"rpcerror is a leaf", len(ours(get("internal/rpcerror").Deps)) == 0},
 		{"auth depends on nothing of the module's but rpcerror", isSubset(ours(get("internal/auth").Deps), []string{"internal/rpcerror"})},
 		{"config depends on nothing of the module's but auth and rpcerror", isSubset(ours(get("internal/config").Deps), []string{"internal/auth", "internal/rpcerror"})},
+		{"the fleet's state depends on nothing of the module's but metrics", isSubset(ours(get("internal/fleet").Deps), []string{"internal/metrics"})},
+		{"admission knows the fleet, not the upstream client it gates", isSubset(ours(get("internal/admission").Deps), []string{"internal/fleet", "internal/metrics", "internal/rpcerror"})},
+		{"quotas know callers and the fleet, not the upstream", !dependsOn("internal/quota", module+"/internal/smallest") && !dependsOn("internal/quota", module+"/internal/speech")},
 		{"config and auth stay small (under 200 packages with the standard library)", len(get("internal/config").Deps) < 200 && len(get("internal/auth").Deps) < 200},
 	}
 	for _, r := range rules {

@@ -24,6 +24,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,29 @@ type ClientKey struct {
 	Name string
 	// Key is the secret the caller presents as a bearer token.
 	Key string
+	// Limits are the caller's quotas.
+	Limits Limits
+}
+
+// Limits are a client's quotas, from its line of the keys file. Zero is
+// unlimited.
+type Limits struct {
+	// RequestsPerMinute counts every call.
+	RequestsPerMinute int
+	// CharactersPerMinute counts the text given to synthesis.
+	CharactersPerMinute int
+	// AudioSecondsPerMinute counts the audio given to transcription.
+	AudioSecondsPerMinute int
+	// ConcurrentStreams counts the streaming calls in progress.
+	ConcurrentStreams int
+}
+
+// limitOptions are the keys file's names for Limits' fields.
+var limitOptions = map[string]func(*Limits) *int{
+	"requests_per_minute":      func(l *Limits) *int { return &l.RequestsPerMinute },
+	"characters_per_minute":    func(l *Limits) *int { return &l.CharactersPerMinute },
+	"audio_seconds_per_minute": func(l *Limits) *int { return &l.AudioSecondsPerMinute },
+	"concurrent_streams":       func(l *Limits) *int { return &l.ConcurrentStreams },
 }
 
 // Authenticator checks callers and chooses the upstream key. It is safe for
@@ -68,10 +92,11 @@ type Authenticator struct {
 	keys        atomic.Pointer[keySet] // replaced whole by SetKeys
 }
 
-// keySet is the client keys of keys mode, as digests.
+// keySet is the client keys of keys mode, as digests, with their limits.
 type keySet struct {
 	names   []string
 	digests [][sha256.Size]byte
+	limits  []Limits
 }
 
 // New returns an Authenticator. upstreamKey is required in keys and none
@@ -107,12 +132,27 @@ func newKeySet(keys []ClientKey) *keySet {
 		// Digests have a fixed length, so the comparison in match takes the
 		// same time whatever the presented token's length.
 		ks.digests = append(ks.digests, sha256.Sum256([]byte(k.Key)))
+		ks.limits = append(ks.limits, k.Limits)
 	}
 	return ks
 }
 
 func (ks *keySet) equal(o *keySet) bool {
-	return slices.Equal(ks.names, o.names) && slices.Equal(ks.digests, o.digests)
+	return slices.Equal(ks.names, o.names) && slices.Equal(ks.digests, o.digests) && slices.Equal(ks.limits, o.limits)
+}
+
+// Limits returns the quotas of the client named name, as the keys file
+// says now: a reload changes them for the calls that start after it. A
+// caller with no limits (or not in keys mode) has the zero Limits.
+func (a *Authenticator) Limits(name string) Limits {
+	ks := a.keys.Load()
+	if ks == nil {
+		return Limits{}
+	}
+	if i := slices.Index(ks.names, name); i >= 0 {
+		return ks.limits[i]
+	}
+	return Limits{}
 }
 
 // SetKeys replaces the client keys of keys mode at once: a call checked
@@ -296,8 +336,11 @@ var namePattern = regexp.MustCompile(`^[A-Za-z0-9_.@-]{1,64}$`)
 
 // ReadKeys parses a keys file: one "<name> <key>" pair per line, with blank
 // lines and lines starting with '#' ignored. Names are 1 to 64 characters from
-// [A-Za-z0-9_.@-]; keys are at least 16 characters without spaces. Errors name
-// the line but never echo a key.
+// [A-Za-z0-9_.@-]; keys are at least 16 characters without spaces. A pair may
+// be followed by the client's limits, as name=value with a positive whole
+// number: requests_per_minute, characters_per_minute,
+// audio_seconds_per_minute, concurrent_streams. Errors name the line but
+// never echo a key.
 func ReadKeys(r io.Reader) ([]ClientKey, error) {
 	var keys []ClientKey
 	names := map[string]bool{}
@@ -310,8 +353,8 @@ func ReadKeys(r io.Reader) ([]ClientKey, error) {
 		}
 		fields := strings.Fields(line)
 		switch {
-		case len(fields) != 2:
-			return nil, fmt.Errorf("keys file line %d: want '<name> <key>'", n)
+		case len(fields) < 2:
+			return nil, fmt.Errorf("keys file line %d: want '<name> <key> [limit=value ...]'", n)
 		case !namePattern.MatchString(fields[0]):
 			return nil, fmt.Errorf("keys file line %d: name must be 1 to 64 characters from [A-Za-z0-9_.@-]", n)
 		case len(fields[1]) < minKeyLen:
@@ -321,13 +364,41 @@ func ReadKeys(r io.Reader) ([]ClientKey, error) {
 		case secrets[fields[1]]:
 			return nil, fmt.Errorf("keys file line %d: the key of %q is also another name's key", n, fields[0])
 		}
+		limits, err := readLimits(fields[2:])
+		if err != nil {
+			return nil, fmt.Errorf("keys file line %d: %w", n, err)
+		}
 		names[fields[0]], secrets[fields[1]] = true, true
-		keys = append(keys, ClientKey{Name: fields[0], Key: fields[1]})
+		keys = append(keys, ClientKey{Name: fields[0], Key: fields[1], Limits: limits})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("keys file: %w", err)
 	}
 	return keys, nil
+}
+
+// readLimits parses a line's limit options.
+func readLimits(opts []string) (Limits, error) {
+	var l Limits
+	seen := map[string]bool{}
+	for i, o := range opts {
+		name, value, ok := strings.Cut(o, "=")
+		field, known := limitOptions[name]
+		switch {
+		case !ok || !known:
+			// Not repeated: it may be a key pasted in the wrong place.
+			return Limits{}, fmt.Errorf("option %d after the key is not a limit: want requests_per_minute=N, characters_per_minute=N, audio_seconds_per_minute=N or concurrent_streams=N", i+1)
+		case seen[name]:
+			return Limits{}, fmt.Errorf("the limit %s appears twice", name)
+		}
+		v, err := strconv.Atoi(value)
+		if err != nil || v <= 0 || v > 1_000_000_000 {
+			return Limits{}, fmt.Errorf("the limit %s must be a whole number from 1 to 1000000000", name)
+		}
+		seen[name] = true
+		*field(&l) = v
+	}
+	return l, nil
 }
 
 // ReadKeysFile reads a keys file from path (see ReadKeys).

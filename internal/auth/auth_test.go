@@ -138,7 +138,12 @@ func TestReadKeys(t *testing.T) {
 	}{
 		{name: "valid with comments", in: "# team keys\n\nbilling  0123456789abcdef0123\nsearch\tfedcba9876543210fedc\n", want: 2},
 		{name: "short key", in: "billing short\n", wantErr: "line 1: the key of \"billing\" is shorter than 16"},
-		{name: "three fields", in: "a b c\n", wantErr: "line 1: want '<name> <key>'"},
+		{name: "one field", in: "a\n", wantErr: "line 1: want '<name> <key> [limit=value ...]'"},
+		{name: "limits", in: "a 0123456789abcdef requests_per_minute=60 concurrent_streams=2\nb fedcba9876543210 characters_per_minute=5000 audio_seconds_per_minute=600\n", want: 2},
+		{name: "unknown limit", in: "a 0123456789abcdef rpm=60\n", wantErr: "line 1: option 1 after the key is not a limit"},
+		{name: "a key pasted as a limit is not echoed", in: "a 0123456789abcdef fedcba9876543210fedc\n", wantErr: "option 1 after the key is not a limit"},
+		{name: "bad limit value", in: "a 0123456789abcdef concurrent_streams=0\n", wantErr: "concurrent_streams must be a whole number from 1"},
+		{name: "limit twice", in: "a 0123456789abcdef concurrent_streams=1 concurrent_streams=2\n", wantErr: "concurrent_streams appears twice"},
 		{name: "bad name", in: "bad/name 0123456789abcdef\n", wantErr: "line 1: name must be"},
 		{name: "duplicate name", in: "a 0123456789abcdef\na fedcba9876543210\n", wantErr: "line 2: name \"a\" appears twice"},
 		{name: "duplicate key", in: "a 0123456789abcdef\nb 0123456789abcdef\n", wantErr: "line 2: the key of \"b\" is also"},
@@ -151,7 +156,7 @@ func TestReadKeys(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
 				}
-				if strings.Contains(err.Error(), "0123456789abcdef") {
+				if strings.Contains(err.Error(), "0123456789abcdef") || strings.Contains(err.Error(), "fedcba9876543210") {
 					t.Fatalf("error %q echoes a key", err)
 				}
 				return
@@ -184,13 +189,15 @@ func FuzzReadKeys(f *testing.F) {
 	f.Add("a 0123456789abcdef\nb 0123456789abcdef\n")
 	f.Add("bad name! 0123456789abcdef\n")
 	// A key may appear in an error by chance, as part of its fixed text.
-	template := "keys file line : want '<name> <key>' name must be 1 to 64 characters from [A-Za-z0-9_.@-]"
+	template := "keys file line : want '<name> <key> [limit=value ...]' name must be 1 to 64 characters from [A-Za-z0-9_.@-] " +
+		"option after the key is not a limit: want requests_per_minute=N, characters_per_minute=N, audio_seconds_per_minute=N or concurrent_streams=N " +
+		"must be a whole number from 1 to 1000000000 appears twice"
 	f.Fuzz(func(t *testing.T, file string) {
 		keys, err := auth.ReadKeys(strings.NewReader(file))
 		if err != nil {
 			for _, line := range strings.Split(file, "\n") {
 				fields := strings.Fields(line)
-				if len(fields) == 2 && len(fields[1]) >= 16 && !strings.Contains(fields[0], fields[1]) &&
+				if len(fields) >= 2 && len(fields[1]) >= 16 && !strings.Contains(fields[0], fields[1]) &&
 					!strings.Contains(template, fields[1]) &&
 					strings.Contains(err.Error(), fields[1]) {
 					t.Fatalf("the error %q repeats a key", err)
@@ -206,4 +213,33 @@ func FuzzReadKeys(f *testing.F) {
 			names[k.Name] = true
 		}
 	})
+}
+
+// TestLimitsFollowTheKeysFile: a client's limits are read from its line,
+// and a reload changes them.
+func TestLimitsFollowTheKeysFile(t *testing.T) {
+	t.Parallel()
+	read := func(file string) []auth.ClientKey {
+		keys, err := auth.ReadKeys(strings.NewReader(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	a, err := auth.New(auth.ModeKeys, upstream, read("billing 0123456789abcdef requests_per_minute=60 characters_per_minute=5000\nsearch fedcba9876543210\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := a.Limits("billing"), (auth.Limits{RequestsPerMinute: 60, CharactersPerMinute: 5000}); got != want {
+		t.Errorf("billing's limits = %+v, want %+v", got, want)
+	}
+	if got := a.Limits("search"); got != (auth.Limits{}) {
+		t.Errorf("a line without limits has %+v", got)
+	}
+	if err := a.SetKeys(read("billing 0123456789abcdef concurrent_streams=2 audio_seconds_per_minute=600\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := a.Limits("billing"), (auth.Limits{ConcurrentStreams: 2, AudioSecondsPerMinute: 600}); got != want {
+		t.Errorf("after a reload billing's limits = %+v, want %+v", got, want)
+	}
 }

@@ -85,7 +85,21 @@ type Config struct {
 	StreamIdleTimeout   time.Duration
 	StreamPoolSize      int
 
-	EmulatorPace           float64
+	// Budgets are the concurrency budgets per Smallest account, by use
+	// (0: unlimited).
+	BudgetSynthesis      int
+	BudgetWebSockets     int
+	BudgetLiveSessions   int
+	BudgetTranscriptions int
+	AdmissionMaxWait     time.Duration
+	UpstreamMaxAttempts  int
+	// RedisURL, when set, shares budgets and quotas across replicas.
+	RedisURL  string
+	FleetSize int
+
+	EmulatorPace float64
+	// EmulatorConcurrency is the emulated account's concurrency limit (0: none).
+	EmulatorConcurrency    int
 	EmulatorFirstByteDelay time.Duration
 	// EmulatorFaults is a list of faults and rates, "http-503=0.02,...",
 	// read by the emulator package.
@@ -271,8 +285,17 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	l.duration(&c.VoicesCacheTTL, "voices-cache-ttl", "SPEECHGATE_VOICES_CACHE_TTL", "60s", "how long ListVoices answers from its cache, per Smallest key (0: no cache)")
 	l.duration(&c.StreamIdleTimeout, "stream-idle-timeout", "SPEECHGATE_STREAM_IDLE_TIMEOUT", "300s", "the idle timeout asked of Lightning's WebSocket for SynthesizeStream (upstream default 60s); longer pauses reopen it")
 	l.count(&c.StreamPoolSize, "stream-pool-size", "SPEECHGATE_STREAM_POOL_SIZE", "4", "idle Lightning WebSocket connections kept per Smallest key for reuse (0: none)")
+	l.count(&c.BudgetSynthesis, "budget-synthesis", "SPEECHGATE_BUDGET_SYNTHESIS", "0", "synthesis streams over HTTP (Synthesize) at once per Smallest account; more wait their turn (0: unlimited)")
+	l.count(&c.BudgetWebSockets, "budget-websockets", "SPEECHGATE_BUDGET_WEBSOCKETS", "0", "Lightning WebSocket connections (SynthesizeStream), idle pooled ones included, per Smallest account (0: unlimited)")
+	l.count(&c.BudgetLiveSessions, "budget-live-sessions", "SPEECHGATE_BUDGET_LIVE_SESSIONS", "0", "realtime recognition sessions (TranscribeLive) at once per Smallest account (0: unlimited)")
+	l.count(&c.BudgetTranscriptions, "budget-transcriptions", "SPEECHGATE_BUDGET_TRANSCRIPTIONS", "0", "recordings being transcribed (Transcribe, TranscribeUpload) at once per Smallest account (0: unlimited)")
+	l.duration(&c.AdmissionMaxWait, "admission-max-wait", "SPEECHGATE_ADMISSION_MAX_WAIT", "10s", "the longest a call waits for a budget's slot; a call's deadline can make it shorter")
+	l.integer(&c.UpstreamMaxAttempts, "upstream-max-attempts", "SPEECHGATE_UPSTREAM_MAX_ATTEMPTS", "3", "requests made to Smallest for one call at most, retries of refusals (429, 503) and unsent requests included (1: no retries)")
+	l.str(&c.RedisURL, "redis-url", "SPEECHGATE_REDIS_URL", "", "Redis shared by the replicas, for budgets and quotas, as redis://[:password@]host:port[/db] (empty: this process alone; prefer the variable for a URL with a password)")
+	l.integer(&c.FleetSize, "fleet-size", "SPEECHGATE_FLEET_SIZE", "1", "with --redis-url: how many replicas share the budgets; while Redis is unreachable each keeps to 1/fleet-size of every budget and quota")
 	l.float(&c.EmulatorPace, "emulator-pace", "SPEECHGATE_EMULATOR_PACE", "0", "with --upstream=emulator: audio speed relative to real time (1 streams as long as the audio lasts; 0: as fast as possible)")
 	l.duration(&c.EmulatorFirstByteDelay, "emulator-first-byte-delay", "SPEECHGATE_EMULATOR_FIRST_BYTE_DELAY", "0s", "with --upstream=emulator: simulated time to first audio byte")
+	l.count(&c.EmulatorConcurrency, "emulator-concurrency", "SPEECHGATE_EMULATOR_CONCURRENCY", "0", "with --upstream=emulator: the emulated account's concurrency limit, as Smallest enforces one: HTTP syntheses and transcriptions beyond it get 429, realtime sessions close with 1008, WebSocket handshakes beyond 5 per unit get 429 (0: none)")
 	l.str(&c.EmulatorFaults, "emulator-faults", "SPEECHGATE_EMULATOR_FAULTS", "", "with --upstream=emulator: faults injected at random, as <fault>=<rate>,... (for example http-503=0.02,reset-after-3=0.01); a caller can also pick one with the key fault-<fault>")
 	l.value("log-level", "SPEECHGATE_LOG_LEVEL", "info", "debug, info, warn or error", func(s string) error { return c.LogLevel.UnmarshalText([]byte(s)) })
 	l.value("log-format", "SPEECHGATE_LOG_FORMAT", "json", "json or text", oneOf(&c.LogFormat, "json", "text"))
@@ -321,6 +344,9 @@ func (c *Config) check() error {
 	}
 	if !strings.HasPrefix(c.SelfhostTranscribePath, "/") || !strings.HasPrefix(c.SelfhostHealthPath, "/") {
 		errs = append(errs, errors.New("--selfhost-transcribe-path and --selfhost-health-path must start with /"))
+	}
+	if c.FleetSize > 1 && c.RedisURL == "" {
+		errs = append(errs, errors.New("--fleet-size is only used with --redis-url"))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))

@@ -29,6 +29,7 @@ func TestDefaults(t *testing.T) {
 		SmallestUSBaseURL: "https://api.us.smallest.ai", SelfhostAuthScheme: "Token", SelfhostTranscribePath: "/v1/listen",
 		SelfhostUploadFormat: "multipart", SelfhostHealthPath: "/health", SelfhostHealthInterval: 5 * time.Second, SelfhostMaxUploadBytes: 100 << 20,
 		SynthesisPieceChars: 250, SynthesisLookahead: 1, VoicesCacheTTL: time.Minute, StreamIdleTimeout: 300 * time.Second, StreamPoolSize: 4,
+		AdmissionMaxWait: 10 * time.Second, UpstreamMaxAttempts: 3, FleetSize: 1,
 	}
 	if d := cmp.Diff(want, c); d != "" {
 		t.Fatalf("defaults (-want +got):\n%s", d)

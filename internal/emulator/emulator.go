@@ -44,8 +44,14 @@ type Options struct {
 	// it stays open for another synthesis, as LiveKit's plugin finds.
 	CloseAfterComplete bool
 	// MaxLiveSessions caps concurrent realtime sessions; one more is closed
-	// with code 1008, as Smallest does. Zero: no cap.
+	// with code 1008, as Smallest does. Zero: Concurrency's.
 	MaxLiveSessions int
+	// Concurrency is each account's (each key's) concurrency limit, as
+	// Smallest enforces one: HTTP syntheses and transcriptions beyond it
+	// get 429, realtime sessions are closed with 1008, and synthesis
+	// WebSocket handshakes beyond 5 per unit get 429. Zero: no limit; the
+	// use is counted either way (see Stats).
+	Concurrency int
 	// Faults are injected at random into a share of requests (see faults.go);
 	// a request can also name its own fault in its key.
 	Faults []FaultRate
@@ -62,10 +68,11 @@ type Emulator struct {
 	log  *slog.Logger
 	mux  *http.ServeMux
 
-	mu           sync.Mutex
-	liveSessions int
-	dicts        map[string]*dictionary
-	clones       []*clone
+	accounts *accounts
+
+	mu     sync.Mutex
+	dicts  map[string]*dictionary
+	clones []*clone
 }
 
 // New returns an Emulator.
@@ -80,9 +87,10 @@ func New(opts Options) *Emulator {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &Emulator{opts: opts, log: log.With("component", "emulator"), mux: http.NewServeMux(), dicts: map[string]*dictionary{}}
-	e.mux.HandleFunc("POST /waves/v1/tts/live", e.authed(e.ttsLive))
-	e.mux.HandleFunc("GET /waves/v1/tts/live", e.authed(e.ttsWS))
+	e := &Emulator{opts: opts, log: log.With("component", "emulator"), mux: http.NewServeMux(), dicts: map[string]*dictionary{},
+		accounts: newAccounts(opts)}
+	e.mux.HandleFunc("POST /waves/v1/tts/live", e.authed(e.limited(useSynthesis, ttsBusy, e.ttsLive)))
+	e.mux.HandleFunc("GET /waves/v1/tts/live", e.authed(e.limited(useWebSocket, ttsBusy, e.ttsWS)))
 	e.mux.HandleFunc("GET /waves/v1/pronunciation-dicts", e.authed(e.listDicts))
 	e.mux.HandleFunc("POST /waves/v1/pronunciation-dicts", e.authed(e.createDict))
 	e.mux.HandleFunc("PUT /waves/v1/pronunciation-dicts", e.authed(e.updateDict))
@@ -90,12 +98,13 @@ func New(opts Options) *Emulator {
 	e.mux.HandleFunc("POST /waves/v1/voice-cloning", e.authed(e.createClone))
 	e.mux.HandleFunc("GET /waves/v1/voice-cloning", e.authed(e.listClones))
 	e.mux.HandleFunc("GET /waves/v1/lightning-v3.1/get_voices", e.authed(e.voices))
-	e.mux.HandleFunc("POST /waves/v1/stt/", e.authed(e.transcribe))
+	e.mux.HandleFunc("POST /waves/v1/stt/", e.authed(e.limited(useTranscription, sttBusy, e.transcribe)))
 	e.mux.HandleFunc("GET /waves/v1/stt/live", e.authed(e.live(false)))
 	// The US host, which alone serves some realtime languages, is emulated
 	// under this prefix: point the gateway's US base URL at it.
 	e.mux.HandleFunc("GET "+USPrefix+"/waves/v1/stt/live", e.authed(e.live(true)))
 	e.mux.HandleFunc("GET /waves/v1/health", e.health)
+	e.mux.HandleFunc("/_emulator/stats", e.stats)
 	// The self-hosted server's routes (docs/upstream.md §4), side by side with the
 	// cloud's, so that one emulator serves either backend.
 	e.mux.HandleFunc("POST /v1/listen", e.selfHostAuthed(e.listenV1))

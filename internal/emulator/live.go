@@ -58,9 +58,10 @@ func (e *Emulator) live(us bool) http.HandlerFunc {
 		}
 		// Counted before the handshake completes, so that a session the
 		// client sees open is already counted.
-		admitted := e.admit()
+		key := keyOf(r)
+		admitted := e.accounts.enter(key, useLive)
 		if admitted {
-			defer e.release()
+			defer e.accounts.leave(key, useLive)
 		}
 		conn, err := websocket.Accept(w, r, nil)
 		if err != nil {
@@ -90,23 +91,6 @@ func (e *Emulator) live(us bool) http.HandlerFunc {
 		}
 		s.run(r.Context())
 	}
-}
-
-// admit counts a live session against Options.MaxLiveSessions.
-func (e *Emulator) admit() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.opts.MaxLiveSessions > 0 && e.liveSessions >= e.opts.MaxLiveSessions {
-		return false
-	}
-	e.liveSessions++
-	return true
-}
-
-func (e *Emulator) release() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.liveSessions--
 }
 
 // liveSession recognizes one stream. The "speech" it hears is the text the

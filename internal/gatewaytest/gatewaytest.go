@@ -30,6 +30,8 @@ import (
 	"github.com/speechgate/speechgate/internal/contract"
 	"github.com/speechgate/speechgate/internal/correlation"
 	"github.com/speechgate/speechgate/internal/emulator"
+	"github.com/speechgate/speechgate/internal/fleet"
+	"github.com/speechgate/speechgate/internal/quota"
 	"github.com/speechgate/speechgate/internal/smallest"
 	"github.com/speechgate/speechgate/internal/speech"
 	"github.com/speechgate/speechgate/server"
@@ -57,11 +59,16 @@ type Options struct {
 	Server func(*server.Config)
 	// Speech adjusts the services' options.
 	Speech func(*speech.Options)
+	// Client adjusts the upstream client's settings (its Gate, retries).
+	Client func(*smallest.Config)
 	// Upstream, when set, wraps the upstream client: a decorator, or a
 	// fake that misbehaves.
 	Upstream func(speech.Upstream) speech.Upstream
 	// Loopback serves on a loopback TCP port (Addr) instead of in memory.
 	Loopback bool
+	// Store keeps the quotas of keys mode (which always applies them, as
+	// the gateway does). Default: a new fleet.Local.
+	Store fleet.Store
 }
 
 // Gateway is a running test gateway and a client of it.
@@ -100,10 +107,14 @@ func Start(t testing.TB, upstream http.Handler, o Options) *Gateway {
 		hc = &http.Client{Transport: smallest.NewTransport(o.UpstreamTimeout, 0)}
 		t.Cleanup(hc.CloseIdleConnections)
 	}
-	client, err := smallest.New(smallest.Config{
+	clientCfg := smallest.Config{
 		BaseURL: up.URL, USBaseURL: up.URL + emulator.USPrefix, HTTPClient: hc, Credential: authn.UpstreamKey,
 		IdleTimeout: o.IdleTimeout, ResponseTimeout: o.UpstreamTimeout, VoicesTTL: o.VoicesTTL, StreamPoolSize: 2,
-	})
+	}
+	if o.Client != nil {
+		o.Client(&clientCfg)
+	}
+	client, err := smallest.New(clientCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +133,13 @@ func Start(t testing.TB, upstream http.Handler, o Options) *Gateway {
 		Descriptors:  docs,
 		Logger:       slog.New(correlation.Handler{Handler: slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})}),
 		Authenticate: authn.Authenticate,
+	}
+	if o.Auth == auth.ModeKeys {
+		store := o.Store
+		if store == nil {
+			store = fleet.NewLocal()
+		}
+		cfg.Quota = quota.New(quota.Config{Limits: authn.Limits, Store: store})
 	}
 	if o.Server != nil {
 		o.Server(&cfg)

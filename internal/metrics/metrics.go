@@ -1,11 +1,13 @@
 // Package metrics defines every Prometheus metric the gateway exports, in
-// three groups, each registered on a registry the caller passes in (nothing
-// is global): Calls, the standard grpc_server_* families with failures by
+// groups, each registered on a registry the caller passes in (nothing is
+// global): Calls, the standard grpc_server_* families with failures by
 // reason and active streams, kept by the server's interceptor chain;
 // Speech, the measures of the speech itself (time to first audio, gaps
-// between chunks, audio relayed), kept by the speech services; and
-// Upstream, Smallest's latency by endpoint, kept by the upstream client's
-// HTTP transport.
+// between chunks, audio relayed), kept by the speech services; Upstream,
+// Smallest's latency by endpoint, kept by the upstream client's HTTP
+// transport; and the governance of the account (governance.go): Admission
+// (the queue, budgets in force, refusals, retries), Fleet (Redis's state)
+// and Quota (clients' refusals).
 package metrics
 
 import (

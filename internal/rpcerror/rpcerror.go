@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // Domain is the ErrorInfo domain of every error the gateway returns.
@@ -46,6 +47,11 @@ const (
 	ReasonDraining                   = "DRAINING"
 	ReasonCallerTooSlow              = "CALLER_TOO_SLOW"
 	ReasonInternal                   = "INTERNAL"
+	// ReasonUpstreamBusy: the account's concurrency budget stayed full for
+	// as long as the call could wait.
+	ReasonUpstreamBusy = "UPSTREAM_BUSY"
+	// ReasonQuotaExceeded: the caller's own quota (keys mode) is spent.
+	ReasonQuotaExceeded = "QUOTA_EXCEEDED"
 )
 
 // New makes a status with an ErrorInfo (reason, metadata) and any further
@@ -99,6 +105,19 @@ func DeadlineExceeded() error {
 // Unimplemented returns the status for a feature the configured upstream does not offer.
 func Unimplemented(msg string) error {
 	return New(codes.Unimplemented, msg, ReasonUnimplemented, nil)
+}
+
+// Exhausted returns a RESOURCE_EXHAUSTED status for a limit the gateway
+// enforces: an ErrorInfo with reason and meta, a QuotaFailure naming the
+// limit's subject (never a key) and what was exceeded, and, when retryAfter
+// is positive, a RetryInfo saying when to try again.
+func Exhausted(msg, reason string, meta map[string]string, subject, description string, retryAfter time.Duration) error {
+	details := []protoadapt.MessageV1{&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
+		Subject: subject, Description: description}}}}
+	if retryAfter > 0 {
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
+	}
+	return New(codes.ResourceExhausted, msg, reason, meta, details...)
 }
 
 // Summary is what the log line, the metrics and the retry pushback of a

@@ -23,6 +23,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // Config configures a Client.
@@ -60,6 +62,18 @@ type Config struct {
 	StreamPoolSize int
 	// VoicesTTL is how long a key's voice list is cached. Zero: no cache.
 	VoicesTTL time.Duration
+	// Gate, when set, admits every use of the account before it starts:
+	// a synthesis stream, a WebSocket (for as long as it is open, pooled
+	// or not), a realtime session, a transcription.
+	Gate Gate
+	// MaxAttempts bounds the requests made for one call, retries included
+	// (see attempt). Default DefaultMaxAttempts; 1 makes no retries.
+	MaxAttempts int
+	// RetryBudget limits retries across the process. Default: one of the
+	// client's own.
+	RetryBudget *RetryBudget
+	// OnRetry, when set, is told of each retry, with the endpoint and why.
+	OnRetry func(endpoint, reason string)
 }
 
 // Client calls Smallest's API. It is safe for concurrent use.
@@ -75,6 +89,10 @@ type Client struct {
 	userAgent       string
 	tts             *ttsPool
 	voices          *voiceCache
+	gate            Gate
+	maxAttempts     int
+	retryBudget     *RetryBudget
+	onRetry         func(endpoint, reason string)
 }
 
 // New returns a Client for cfg.
@@ -104,8 +122,15 @@ func New(cfg Config) (*Client, error) {
 		idleTimeout:     cfg.IdleTimeout,
 		responseTimeout: cfg.ResponseTimeout,
 		userAgent:       cfg.UserAgent,
-		tts:             &ttsPool{idle: map[string][]*ttsConn{}, perKey: cfg.StreamPoolSize, idleTimeout: cfg.StreamIdleTimeout},
+		tts:             newTTSPool(cfg.StreamPoolSize, cfg.StreamIdleTimeout, cfg.Gate),
 		voices:          newVoiceCache(cfg.VoicesTTL),
+		gate:            cfg.Gate,
+		maxAttempts:     cmp.Or(max(cfg.MaxAttempts, 0), DefaultMaxAttempts),
+		retryBudget:     cfg.RetryBudget,
+		onRetry:         cfg.OnRetry,
+	}
+	if c.retryBudget == nil {
+		c.retryBudget = NewRetryBudget()
 	}
 	if c.scheme == "" {
 		c.scheme = "Bearer"
@@ -202,14 +227,37 @@ func (c *Client) newRequest(ctx context.Context, method, path string, query url.
 	if err != nil {
 		return nil, cl, err
 	}
-	if cl.secret != "" {
-		req.Header.Set("Authorization", c.scheme+" "+cl.secret)
+	req.Header = c.header(cl.secret)
+	return req, cl, nil
+}
+
+// header returns the headers every request carries: the key, and who sends it.
+func (c *Client) header(secret string) http.Header {
+	h := http.Header{}
+	if secret != "" {
+		h.Set("Authorization", c.scheme+" "+secret)
 	}
 	if c.userAgent != "" {
-		req.Header.Set("User-Agent", c.userAgent)
-		req.Header.Set("X-Source", c.userAgent)
+		h.Set("User-Agent", c.userAgent)
+		h.Set("X-Source", c.userAgent)
 	}
-	return req, cl, nil
+	return h
+}
+
+// dialWS opens the WebSocket at u for cl. A refusal of the upgrade is an
+// *Error made from Smallest's answer.
+func (c *Client) dialWS(ctx context.Context, cl call, u string, header http.Header) (*websocket.Conn, error) {
+	ws, resp, err := websocket.Dial(cl.traced(ctx), u, &websocket.DialOptions{HTTPClient: c.hc, HTTPHeader: header})
+	if err != nil {
+		if resp != nil {
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				return nil, responseError(cl.endpoint, resp, cl.secret)
+			}
+		}
+		return nil, cl.transportError(ctx, err)
+	}
+	return ws, nil
 }
 
 // do sends req and returns the response if its status is 2xx. Any other
@@ -263,29 +311,38 @@ func rootCause(err error) string {
 // sendJSON makes a JSON request (body may be nil) and decodes the JSON
 // answer into out (which may be nil).
 func (c *Client) sendJSON(ctx context.Context, method, path string, body, out any) error {
-	var r io.Reader
+	var payload []byte
 	if body != nil {
-		b, err := json.Marshal(body)
+		var err error
+		if payload, err = json.Marshal(body); err != nil {
+			return err
+		}
+	}
+	var resp *http.Response
+	var cl call
+	// Reads are retried; requests that create or change something are not.
+	_, err := c.attempt(ctx, use{endpoint: method + " " + path, retries: method == http.MethodGet}, func() error {
+		var r io.Reader
+		if payload != nil {
+			r = bytes.NewReader(payload)
+		}
+		req, reqCall, err := c.newRequest(ctx, method, path, nil, r)
 		if err != nil {
 			return err
 		}
-		r = bytes.NewReader(b)
-	}
-	req, cl, err := c.newRequest(ctx, method, path, nil, r)
-	if err != nil {
+		cl = reqCall
+		req.Header.Set("Accept", "application/json")
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err = c.do(req, cl) //nolint:bodyclose // closed below, or by decodeJSON
 		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.do(req, cl)
+	})
 	if err != nil {
 		return err
 	}
 	if out == nil {
-		resp.Body.Close()
-		return nil
+		return resp.Body.Close()
 	}
 	return cl.decodeJSON(resp, maxCatalog, out)
 }

@@ -68,13 +68,21 @@ func (c *Client) CreateVoiceClone(ctx context.Context, r *CloneRequest) (*VoiceC
 	if err := form.Close(); err != nil {
 		return nil, err
 	}
-	req, cl, err := c.newRequest(ctx, http.MethodPost, clonesPath, nil, &body)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", form.FormDataContentType())
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.do(req, cl)
+	var resp *http.Response
+	var cl call
+	// Never retried: a clone Smallest made from a request that seemed to
+	// fail would be made twice.
+	_, err = c.attempt(ctx, use{endpoint: "POST " + clonesPath}, func() error {
+		req, reqCall, err := c.newRequest(ctx, http.MethodPost, clonesPath, nil, &body)
+		if err != nil {
+			return err
+		}
+		cl = reqCall
+		req.Header.Set("Content-Type", form.FormDataContentType())
+		req.Header.Set("Accept", "application/json")
+		resp, err = c.do(req, cl) //nolint:bodyclose // decodeJSON closes it
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

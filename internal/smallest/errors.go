@@ -94,6 +94,9 @@ type Error struct {
 	// Details holds further facts from the error body that a caller can act on
 	// (expires_at, max_size_mb, supported_formats, language, region, ...).
 	Details map[string]string
+	// Attempts is how many requests the call made, retries included; 0
+	// when the failure came after the request was answered (in a stream).
+	Attempts int
 
 	cause error
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -97,6 +96,11 @@ const maxLiveMessage = 4 << 20
 // CloseStream from one goroutine and read with Next from another; Close ends
 // the session from either.
 type LiveSession struct {
+	// Attempts is how many handshakes it took, retries included; Waited
+	// is the time they waited for a slot of the account's realtime budget.
+	Attempts int
+	Waited   time.Duration
+
 	conn        *websocket.Conn
 	ctx         context.Context
 	cancel      context.CancelCauseFunc
@@ -104,6 +108,7 @@ type LiveSession struct {
 	last        bool
 	idleTimeout time.Duration
 	closing     atomic.Pointer[time.Timer] // set by CloseStream, stopped by Close
+	refused     func()                     // tells the Gate of a close 1008
 }
 
 // Listen opens a realtime session. Languages only Smallest's US host serves
@@ -117,36 +122,35 @@ func (c *Client) Listen(ctx context.Context, r *LiveRequest) (*LiveSession, erro
 	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
 	u.Path += "/waves/v1/stt/live"
 	u.RawQuery = r.query().Encode()
-	cl := newCall("WS "+u.Path, c.credential(ctx))
-	header := http.Header{}
-	if cl.secret != "" {
-		header.Set("Authorization", c.scheme+" "+cl.secret)
-	}
-	if c.userAgent != "" {
-		header.Set("User-Agent", c.userAgent)
-		header.Set("X-Source", c.userAgent)
-	}
+	secret := c.credential(ctx)
+	header := c.header(secret)
 	if r.ExpireContent {
 		header.Set("x-expire-content", "true")
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
-	conn, resp, err := websocket.Dial(cl.traced(ctx), u.String(), &websocket.DialOptions{HTTPClient: c.hc, HTTPHeader: header})
+	var conn *websocket.Conn
+	var cl call
+	g, err := c.attempt(ctx, use{endpoint: "WS " + u.Path, gated: UseLive, retries: true}, func() error {
+		cl = newCall("WS "+u.Path, secret)
+		var err error
+		conn, err = c.dialWS(ctx, cl, u.String(), header)
+		return err
+	})
 	if err != nil {
-		defer cancel(nil)
-		if resp != nil {
-			defer resp.Body.Close()
-			if resp.StatusCode != http.StatusSwitchingProtocols {
-				return nil, responseError(cl.endpoint, resp, cl.secret)
-			}
-		}
-		return nil, cl.transportError(ctx, err)
+		cancel(nil)
+		return nil, err
 	}
 	conn.SetReadLimit(maxLiveMessage)
 	// Whatever ends the context (the caller's cancel or deadline, Close, the
-	// idle timer) closes the socket at once, so Smallest sees the session end.
-	context.AfterFunc(ctx, func() { conn.CloseNow() })
-	return &LiveSession{conn: conn, ctx: ctx, cancel: cancel, call: cl, idleTimeout: c.idleTimeout}, nil
+	// idle timer) closes the socket at once, so Smallest sees the session
+	// end, and gives its slot back.
+	context.AfterFunc(ctx, func() {
+		conn.CloseNow()
+		g.release()
+	})
+	return &LiveSession{conn: conn, ctx: ctx, cancel: cancel, call: cl, idleTimeout: c.idleTimeout,
+		Attempts: g.attempts, Waited: g.waited, refused: func() { c.refused(secret, UseLive) }}, nil
 }
 
 // SendAudio sends one piece of audio. b is not retained.
@@ -305,6 +309,7 @@ func (s *LiveSession) readError(err error) error {
 			msg += ": " + scrub(ce.Reason, s.call.secret)
 		}
 		if ce.Code == websocket.StatusPolicyViolation {
+			s.refused()
 			return &Error{Kind: KindStreamError, Endpoint: s.call.endpoint, CloseCode: int(ce.Code),
 				Message: msg + " (too many concurrent sessions)", cause: err}
 		}

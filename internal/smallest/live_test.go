@@ -86,13 +86,17 @@ func (f *fakeLive) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func liveClient(t *testing.T, f *fakeLive) *smallest.Client {
+func liveClient(t *testing.T, f *fakeLive, opts ...func(*smallest.Config)) *smallest.Client {
 	t.Helper()
 	f.closed = make(chan struct{})
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
-	c, err := smallest.New(smallest.Config{BaseURL: srv.URL, USBaseURL: srv.URL + "/us", HTTPClient: srv.Client(),
-		Credential: func(context.Context) string { return testKey }, IdleTimeout: 200 * time.Millisecond})
+	cfg := smallest.Config{BaseURL: srv.URL, USBaseURL: srv.URL + "/us", HTTPClient: srv.Client(),
+		Credential: func(context.Context) string { return testKey }, IdleTimeout: 200 * time.Millisecond}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c, err := smallest.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +186,7 @@ func TestLiveSessionFailures(t *testing.T) {
 		{
 			name: "handshake refused",
 			f:    &fakeLive{reject: 401},
-			want: smallest.Error{Kind: smallest.KindHTTP, HTTPStatus: 401, Message: "Invalid API key; unauthorized"},
+			want: smallest.Error{Kind: smallest.KindHTTP, HTTPStatus: 401, Message: "Invalid API key; unauthorized", Attempts: 1},
 		},
 		{
 			name: "coded error message",

@@ -48,6 +48,9 @@ type SelfHostConfig struct {
 	// MaxUploadBytes is the largest recording the server accepts. Default
 	// SelfHostMaxUpload, its documented limit.
 	MaxUploadBytes int64
+	// Gate, when set, admits each transcription (the server's documented
+	// default is 10 at once).
+	Gate Gate
 }
 
 // SelfHostMaxUpload is the self-hosted server's documented file limit: 100 MB.
@@ -89,7 +92,7 @@ func NewSelfHost(cfg SelfHostConfig) (*SelfHost, error) {
 		return nil, fmt.Errorf("smallest: self-host transcription path %q must start with /", cfg.TranscribePath)
 	}
 	c, err := New(Config{BaseURL: cfg.BaseURL, HTTPClient: cfg.HTTPClient, Credential: cfg.Credential,
-		AuthScheme: cfg.AuthScheme, UserAgent: cfg.UserAgent})
+		AuthScheme: cfg.AuthScheme, UserAgent: cfg.UserAgent, Gate: cfg.Gate})
 	if err != nil {
 		return nil, err
 	}
@@ -124,9 +127,24 @@ func (s *SelfHost) Unsupported(r *TranscribeRequest) []string {
 	return out
 }
 
-// Transcribe sends one recording. The audio is streamed from r.Audio into
-// the request body, multipart or raw, without being held whole.
+// Transcribe sends one recording, holding a slot of the server's
+// transcription budget. The audio is streamed from r.Audio into the request
+// body, multipart or raw, without being held whole; so it is not retried.
 func (s *SelfHost) Transcribe(ctx context.Context, r *TranscribeRequest) (*Transcript, error) {
+	var t *Transcript
+	g, err := s.c.attempt(ctx, use{endpoint: "POST " + s.path, gated: UseTranscription}, func() error {
+		var err error
+		t, err = s.transcribe(ctx, r)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.release()
+	return t, nil
+}
+
+func (s *SelfHost) transcribe(ctx context.Context, r *TranscribeRequest) (*Transcript, error) {
 	if s.format == UploadRaw {
 		return s.transcribeRaw(ctx, r)
 	}

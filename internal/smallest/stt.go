@@ -199,19 +199,36 @@ func (b *transcriptBody) transcript() *Transcript {
 // timings and diarization stay well under it.
 const maxTranscript = 64 << 20
 
-// Transcribe sends one recording to POST /waves/v1/stt/. The audio is streamed
-// from r.Audio into the request body as it is read; it is never held whole.
+// Transcribe sends one recording to POST /waves/v1/stt/, holding a slot of
+// the account's transcription budget. The audio is streamed from r.Audio
+// into the request body as it is read; it is never held whole, and so a
+// request with audio is not retried, while one with a URL may be.
 func (c *Client) Transcribe(ctx context.Context, r *TranscribeRequest) (*Transcript, error) {
-	var body io.Reader
-	contentType := "application/octet-stream"
+	var payload []byte
 	if r.URL != "" {
-		payload, err := json.Marshal(map[string]string{"url": r.URL})
-		if err != nil {
+		var err error
+		if payload, err = json.Marshal(map[string]string{"url": r.URL}); err != nil {
 			return nil, err
 		}
+	}
+	var t *Transcript
+	g, err := c.attempt(ctx, use{endpoint: "POST /waves/v1/stt/", gated: UseTranscription, retries: r.URL != ""}, func() error {
+		var err error
+		t, err = c.transcribe(ctx, r, payload)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.release()
+	return t, nil
+}
+
+// transcribe makes one request for a transcription.
+func (c *Client) transcribe(ctx context.Context, r *TranscribeRequest, payload []byte) (*Transcript, error) {
+	body, contentType := r.Audio, "application/octet-stream"
+	if r.URL != "" {
 		body, contentType = bytes.NewReader(payload), "application/json"
-	} else {
-		body = r.Audio
 	}
 	req, cl, err := c.newRequest(ctx, http.MethodPost, "/waves/v1/stt/", r.query(), body)
 	if err != nil {

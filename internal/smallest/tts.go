@@ -51,28 +51,49 @@ type SpeechStream struct {
 	RequestID, SessionID string
 	// ContentExpiry is Smallest's x-content-expiry answer, if any.
 	ContentExpiry string
+	// Attempts is how many requests it took, retries included; Waited is
+	// the time they waited for a slot of the account's budget.
+	Attempts int
+	Waited   time.Duration
 
-	call   call
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	body   io.ReadCloser
-	events *sse.Reader
-	idle   *time.Timer
-	idleD  time.Duration
-	sent   time.Time
-	first  time.Duration
-	done   bool  // Smallest's final frame has been read
-	err    error // what Next returns from now on
+	release func() // gives back the budget's slot
+	call    call
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	body    io.ReadCloser
+	events  *sse.Reader
+	idle    *time.Timer
+	idleD   time.Duration
+	sent    time.Time
+	first   time.Duration
+	done    bool  // Smallest's final frame has been read
+	err     error // what Next returns from now on
 }
 
 // StreamSpeech starts a synthesis on POST /waves/v1/tts/live and returns once
-// Smallest has accepted it (a 2xx status with headers). Audio is then read
-// with Next.
+// Smallest has accepted it (a 2xx status with headers), after a slot of the
+// account's synthesis budget was granted and retries where they are safe
+// (see attempt). Audio is then read with Next.
 func (c *Client) StreamSpeech(ctx context.Context, r *SpeechRequest) (*SpeechStream, error) {
 	payload, err := json.Marshal(r)
 	if err != nil {
 		return nil, err
 	}
+	var s *SpeechStream
+	g, err := c.attempt(ctx, use{endpoint: "POST /waves/v1/tts/live", gated: UseSynthesis, retries: true}, func() error {
+		var err error
+		s, err = c.openSpeech(ctx, r, payload)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.release, s.Attempts, s.Waited = g.release, g.attempts, g.waited
+	return s, nil
+}
+
+// openSpeech makes one request for a synthesis.
+func (c *Client) openSpeech(ctx context.Context, r *SpeechRequest, payload []byte) (*SpeechStream, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	req, cl, err := c.newRequest(ctx, http.MethodPost, "/waves/v1/tts/live", nil, bytes.NewReader(payload))
 	if err != nil {
@@ -199,6 +220,9 @@ func (s *SpeechStream) Close() error {
 		t.Stop()
 	}
 	s.cancel(context.Canceled)
+	if s.release != nil {
+		s.release()
+	}
 	if s.body != nil {
 		return s.body.Close()
 	}

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -68,6 +66,13 @@ type WordTiming struct {
 // message; older pages describe one complete only after the end of the
 // input. The session follows either (see onComplete).
 type SpeechSession struct {
+	// Attempts is how many handshakes opening its sockets took, retries
+	// included; Waited is the time they waited for a slot of the account's
+	// WebSocket budget. Read them after Next has returned io.EOF or an
+	// error, or before the first Next.
+	Attempts int
+	Waited   time.Duration
+
 	c      *Client
 	call   call
 	opts   *StreamOptions
@@ -139,6 +144,8 @@ func (c *Client) StreamSpeechText(ctx context.Context, opts *StreamOptions) (*Sp
 
 func (s *SpeechSession) poolKey() string { return keyOf(s.call.secret) }
 
+// dial opens a socket, holding a slot of the account's WebSocket budget
+// for as long as the socket is open, in the pool or not.
 func (s *SpeechSession) dial() (*ttsConn, error) {
 	u := *s.c.base
 	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
@@ -146,27 +153,20 @@ func (s *SpeechSession) dial() (*ttsConn, error) {
 	if t := s.c.tts.idleTimeout; t > 0 {
 		u.RawQuery = url.Values{"timeout": {strconv.Itoa(int(t / time.Second))}}.Encode()
 	}
-	header := http.Header{}
-	if s.call.secret != "" {
-		header.Set("Authorization", s.c.scheme+" "+s.call.secret)
-	}
-	if s.c.userAgent != "" {
-		header.Set("User-Agent", s.c.userAgent)
-		header.Set("X-Source", s.c.userAgent)
-	}
-	cl := newCall(s.call.endpoint, s.call.secret) // each handshake is sent, or not, on its own
-	ws, resp, err := websocket.Dial(cl.traced(s.ctx), u.String(), &websocket.DialOptions{HTTPClient: s.c.hc, HTTPHeader: header})
+	var ws *websocket.Conn
+	g, err := s.c.attempt(s.ctx, use{endpoint: s.call.endpoint, gated: UseWebSocket, retries: true}, func() error {
+		cl := newCall(s.call.endpoint, s.call.secret) // each handshake is sent, or not, on its own
+		var err error
+		ws, err = s.c.dialWS(s.ctx, cl, u.String(), s.c.header(s.call.secret))
+		return err
+	})
+	s.Attempts += g.attempts
+	s.Waited += g.waited
 	if err != nil {
-		if resp != nil {
-			defer resp.Body.Close()
-			if resp.StatusCode != http.StatusSwitchingProtocols {
-				return nil, responseError(cl.endpoint, resp, cl.secret)
-			}
-		}
-		return nil, cl.transportError(s.ctx, err)
+		return nil, err
 	}
 	ws.SetReadLimit(maxFrame)
-	return newTTSConn(ws), nil
+	return newTTSConn(ws, g.release), nil
 }
 
 // Send sends a piece of text; flush asks for audio of everything sent so
@@ -420,13 +420,6 @@ func (s *SpeechSession) progress() {
 // once, one session otherwise opened hundreds in a fraction of a second.
 const maxReopens = 3
 
-// reopenBackoff is the wait before reopen n (1, 2, ...): 100 ms doubling,
-// with jitter, so that sessions closed together do not return together.
-func reopenBackoff(n int) time.Duration {
-	d := 100 * time.Millisecond << (n - 1)
-	return d/2 + time.Duration(rand.Int64N(int64(d)))
-}
-
 // recover handles a socket that ended under the session. It reports whether
 // the session continues on a new socket: when a pooled socket turned out to
 // be closed before answering (its messages are replayed), or when Smallest
@@ -453,7 +446,7 @@ func (s *SpeechSession) recover(conn *ttsConn, frameErr error) (bool, error) {
 		return false, &Error{Kind: KindStreamBroken, Endpoint: s.call.endpoint, cause: frameErr,
 			Message: fmt.Sprintf("Smallest closed the session for inactivity %d times in a row without answering; the gateway stopped reopening it", s.reopens)}
 	}
-	wait := reopenBackoff(s.reopens)
+	wait := backoff(s.reopens)
 	if dl, ok := s.ctx.Deadline(); ok && time.Until(dl) < wait {
 		return false, &Error{Kind: KindStreamBroken, Endpoint: s.call.endpoint, cause: frameErr,
 			Message: "Smallest closed the session for inactivity, and the call's deadline leaves no time to reopen it"}
@@ -526,6 +519,7 @@ func (s *SpeechSession) closeError(err error) error {
 	var ce websocket.CloseError
 	if errors.As(err, &ce) {
 		if ce.Code == websocket.StatusPolicyViolation {
+			s.c.refused(s.call.secret, UseWebSocket)
 			return &Error{Kind: KindStreamError, Endpoint: s.call.endpoint, CloseCode: int(ce.Code),
 				Message: "Smallest closed the session (too many concurrent sessions)", cause: err}
 		}
@@ -560,14 +554,16 @@ func (s *SpeechSession) Close() error {
 // ttsConn is one WebSocket with the goroutine that reads it for its whole
 // life, so that a socket waiting in the pool still notices a close.
 type ttsConn struct {
-	ws     *websocket.Conn
-	frames chan connFrame
-	ctx    context.Context // the socket's life, independent of any one call
-	cancel context.CancelFunc
-	dead   atomic.Bool
-	reused bool
-	idle   time.Time // when it went into the pool
-	pumped chan struct{}
+	ws      *websocket.Conn
+	release func() // gives back the budget's slot, once the socket is closed
+	freed   sync.Once
+	frames  chan connFrame
+	ctx     context.Context // the socket's life, independent of any one call
+	cancel  context.CancelFunc
+	dead    atomic.Bool
+	reused  bool
+	idle    time.Time // when it went into the pool
+	pumped  chan struct{}
 }
 
 type connFrame struct {
@@ -575,12 +571,15 @@ type connFrame struct {
 	err  error
 }
 
-func newTTSConn(ws *websocket.Conn) *ttsConn {
+func newTTSConn(ws *websocket.Conn, release func()) *ttsConn {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &ttsConn{ws: ws, frames: make(chan connFrame, 64), ctx: ctx, cancel: cancel, pumped: make(chan struct{})}
+	c := &ttsConn{ws: ws, release: release, frames: make(chan connFrame, 64), ctx: ctx, cancel: cancel, pumped: make(chan struct{})}
 	go c.pump()
 	return c
 }
+
+// free gives the socket's slot back, once, when it is closed.
+func (c *ttsConn) free() { c.freed.Do(c.release) }
 
 func (c *ttsConn) pump() {
 	defer close(c.pumped)
@@ -609,18 +608,87 @@ func (c *ttsConn) close() {
 	c.cancel()
 	c.ws.CloseNow()
 	<-c.pumped
+	c.free()
 }
 
 // ttsPool keeps sockets that completed a synthesis for reuse: the upstream
 // may keep them open (LiveKit's plugin reuses them for up to an hour), which
 // saves the next session a handshake. Sockets the server closes, or that
 // have idled near Smallest's idle timeout, are dropped.
+//
+// With a Gate, an idle socket still holds its slot of the account's
+// WebSocket budget, as Smallest counts it. So that it does not keep a slot
+// from a call that waits for one, here or on another replica, a socket is
+// not pooled while calls wait, and the pool's janitor closes idle sockets
+// while they do (and sockets Smallest has closed).
 type ttsPool struct {
 	mu          sync.Mutex
 	idle        map[string][]*ttsConn
 	perKey      int
 	idleTimeout time.Duration // the ?timeout asked of Smallest; pooled sockets are dropped before it
 	closed      bool
+
+	// waiting reports whether calls wait for a WebSocket slot of a key's
+	// account; nil without a Gate.
+	waiting func(key string) bool
+	stop    chan struct{} // closed by close, to end the janitor
+	swept   chan struct{} // closed when the janitor has ended
+}
+
+// newTTSPool returns a pool of up to perKey idle sockets per key. With a
+// Gate it starts the janitor, which close ends.
+func newTTSPool(perKey int, idleTimeout time.Duration, gate Gate) *ttsPool {
+	p := &ttsPool{idle: map[string][]*ttsConn{}, perKey: perKey, idleTimeout: idleTimeout}
+	if gate != nil && perKey > 0 {
+		p.waiting = func(key string) bool { return gate.Waiting(accountOfKey(key), UseWebSocket) }
+		p.stop, p.swept = make(chan struct{}), make(chan struct{})
+		go p.janitor()
+	}
+	return p
+}
+
+// janitorEvery is how often the janitor looks at the idle sockets.
+const janitorEvery = time.Second
+
+func (p *ttsPool) janitor() {
+	defer close(p.swept)
+	t := time.NewTicker(janitorEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		keys := make([]string, 0, len(p.idle))
+		for k := range p.idle {
+			keys = append(keys, k)
+		}
+		p.mu.Unlock()
+		for _, k := range keys {
+			shed := p.waiting(k)
+			var gone []*ttsConn
+			p.mu.Lock()
+			kept := p.idle[k][:0]
+			for _, c := range p.idle[k] {
+				if c.dead.Load() || shed {
+					gone = append(gone, c)
+					continue
+				}
+				kept = append(kept, c)
+			}
+			if len(kept) == 0 {
+				delete(p.idle, k)
+			} else {
+				p.idle[k] = kept
+			}
+			p.mu.Unlock()
+			for _, c := range gone {
+				c.close()
+			}
+		}
+	}
 }
 
 func (p *ttsPool) get(key string) *ttsConn {
@@ -646,6 +714,10 @@ func (p *ttsPool) get(key string) *ttsConn {
 }
 
 func (p *ttsPool) put(key string, c *ttsConn) {
+	if p.waiting != nil && p.waiting(key) {
+		c.close() // its slot goes to a call that waits for one
+		return
+	}
 	p.mu.Lock()
 	keep := !p.closed && p.perKey > 0 && len(p.idle[key]) < p.perKey
 	if keep {
@@ -660,6 +732,10 @@ func (p *ttsPool) put(key string, c *ttsConn) {
 
 func (p *ttsPool) close() {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
 	var all []*ttsConn
 	for k, conns := range p.idle {
 		all = append(all, conns...)
@@ -667,6 +743,10 @@ func (p *ttsPool) close() {
 	}
 	p.closed = true
 	p.mu.Unlock()
+	if p.stop != nil {
+		close(p.stop)
+		<-p.swept
+	}
 	for _, c := range all {
 		c.close()
 	}

@@ -1,19 +1,29 @@
 package speech
 
 import (
+	"context"
 	"errors"
 	"io"
+	"time"
 
 	"google.golang.org/grpc"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/contract"
 	"github.com/speechgate/speechgate/internal/metrics"
+	"github.com/speechgate/speechgate/internal/quota"
 	"github.com/speechgate/speechgate/internal/rpcerror"
 	"github.com/speechgate/speechgate/internal/smallest"
 )
 
 type liveStream = grpc.BidiStreamingServer[speechv1.TranscribeLiveRequest, speechv1.TranscribeLiveResponse]
+
+// bytesPerSecond is the rate of a session's audio, by its encoding; 0 for
+// compressed audio, whose rate varies.
+func bytesPerSecond(r *smallest.LiveRequest) float64 {
+	per := map[string]float64{"linear16": 2, "linear32": 4, "alaw": 1, "mulaw": 1}[r.Encoding]
+	return per * float64(r.SampleRate)
+}
 
 // TranscribeLive relays audio to a Pulse realtime session as it arrives and
 // its transcripts back, until either side ends; see uplink for the caller's half.
@@ -31,17 +41,27 @@ func (s *Transcription) TranscribeLive(stream liveStream) error {
 	if err := v.Err(); err != nil {
 		return err
 	}
+	if err := quota.Check(ctx, quota.AudioSeconds); err != nil {
+		return err
+	}
 	session, err := s.up.Listen(ctx, req)
 	if err != nil {
 		return err
 	}
 	defer session.Close()
+	if bytesPerSecond(req) == 0 {
+		// Compressed audio has no fixed rate: its length is the session's,
+		// as a realtime session takes it.
+		defer func(start time.Time) {
+			_ = quota.Debit(context.WithoutCancel(ctx), quota.AudioSeconds, time.Since(start).Seconds())
+		}(time.Now())
+	}
 
 	// The caller's audio and commands go upstream on their own goroutine
 	// while this one relays Smallest's answers. When this handler returns,
 	// gRPC ends the call, which ends that goroutine's Recv.
 	uplinkErr := make(chan error, 1)
-	go uplink(stream, session, uplinkErr, s.metrics)
+	go uplink(stream, session, uplinkErr, s.metrics, bytesPerSecond(req))
 
 	interim := config.GetInterimResults()
 	for {
@@ -77,7 +97,7 @@ func (s *Transcription) TranscribeLive(stream liveStream) error {
 // half-closes (then it asks Smallest to finish) or goes away, and then sends
 // one value on done: nil, or the status of a message that broke the protocol,
 // which it sends before ending the session so that the handler finds it.
-func uplink(stream liveStream, session *smallest.LiveSession, done chan<- error, m *metrics.Speech) {
+func uplink(stream liveStream, session *smallest.LiveSession, done chan<- error, m *metrics.Speech, rate float64) {
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -93,6 +113,13 @@ func uplink(stream liveStream, session *smallest.LiveSession, done chan<- error,
 		switch part := msg.GetPart().(type) {
 		case *speechv1.TranscribeLiveRequest_Audio:
 			m.AudioIn("TranscribeLive", len(part.Audio))
+			if rate > 0 {
+				if err := quota.Charge(stream.Context(), quota.AudioSeconds, float64(len(part.Audio))/rate); err != nil {
+					done <- err
+					session.Close()
+					return
+				}
+			}
 			werr = session.SendAudio(part.Audio)
 		case *speechv1.TranscribeLiveRequest_Finalize:
 			werr = session.Finalize()

@@ -13,6 +13,7 @@ import (
 	"github.com/speechgate/speechgate/internal/audio"
 	"github.com/speechgate/speechgate/internal/contract"
 	"github.com/speechgate/speechgate/internal/correlation"
+	"github.com/speechgate/speechgate/internal/quota"
 	"github.com/speechgate/speechgate/internal/rpcerror"
 	"github.com/speechgate/speechgate/internal/sentence"
 	"github.com/speechgate/speechgate/internal/smallest"
@@ -26,6 +27,9 @@ func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.Serv
 	}
 	plan, err := contract.PlanSynthesis(req)
 	if err != nil {
+		return err
+	}
+	if err := quota.Charge(stream.Context(), quota.Characters, float64(plan.Characters)); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(stream.Context())
@@ -45,12 +49,15 @@ func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.Serv
 		return stream.Send(&m.resp)
 	}, s.metrics.Stream("Synthesize"), plan.BytesPerSample, plan.Rate)
 	var first, last *fetch
+	var attempts int
+	var waited time.Duration
 	for i := range pl.pieces {
 		f, err := pl.piece(i)
 		if err != nil {
 			return pl.locate(f, err)
 		}
 		pl.ahead(i)
+		attempts, waited = attempts+f.stream.Attempts, waited+f.stream.Waited
 		noteUpstreamID(ctx, f.stream.RequestID)
 		if i == 0 {
 			first = f
@@ -81,6 +88,7 @@ func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.Serv
 	totals.UpstreamFirstByteMs = uint32(first.stream.FirstByte() / time.Millisecond)
 	totals.UpstreamRequestId = last.stream.RequestID
 	totals.TextPieces = uint32(len(pl.pieces))
+	totals.UpstreamAttempts, totals.AdmissionWaitMs = uint32(attempts), uint32(waited/time.Millisecond)
 	return stream.Send(&speechv1.SynthesizeResponse{Event: &speechv1.SynthesizeResponse_Totals{Totals: totals}})
 }
 
@@ -191,12 +199,20 @@ func (s *Synthesis) SynthesizeStream(stream textStream) error {
 			pieces++
 		}
 	}
+	select {
+	case uerr := <-up.done:
+		if uerr != nil {
+			return uerr // a quota refusal: the audio of the text before it was delivered
+		}
+	default:
+	}
 	totals := out.totals()
 	totals.Characters = uint32(up.characters.Load())
 	totals.UpstreamFirstByteMs = uint32(firstByte / time.Millisecond)
 	totals.UpstreamRequestId = requestID
 	totals.TextPieces = max(pieces, uint32(up.flushes.Load()))
 	totals.Words = wordCount
+	totals.UpstreamAttempts, totals.AdmissionWaitMs = uint32(session.Attempts), uint32(session.Waited/time.Millisecond)
 	return stream.Send(&speechv1.SynthesizeStreamResponse{Event: &speechv1.SynthesizeStreamResponse_Totals{Totals: totals}})
 }
 
@@ -268,6 +284,14 @@ func (u *textUplink) run() {
 			}
 			if text == "" && !part.Text.GetFlush() {
 				continue // nothing to say
+			}
+			if err := quota.Charge(u.stream.Context(), quota.Characters, float64(n)); err != nil {
+				// What was accepted before is still spoken; the call then
+				// ends with the refusal (the handler reads it at the end).
+				u.done <- err
+				u.flushes.Add(1)
+				_ = u.session.End() // if it fails, the session has ended; reading it says why
+				return
 			}
 			u.characters.Add(int64(n))
 			if part.Text.GetFlush() {

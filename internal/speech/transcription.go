@@ -13,6 +13,7 @@ import (
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/contract"
 	"github.com/speechgate/speechgate/internal/metrics"
+	"github.com/speechgate/speechgate/internal/quota"
 	"github.com/speechgate/speechgate/internal/rpcerror"
 )
 
@@ -26,8 +27,16 @@ func (s *Transcription) Transcribe(ctx context.Context, req *speechv1.Transcribe
 		up.Audio, up.AudioSize = bytes.NewReader(audio), int64(len(audio))
 		s.metrics.AudioIn("Transcribe", len(audio))
 	}
+	// A recording's length is known from its transcript: the quota is
+	// checked before and charged after.
+	if err := quota.Check(ctx, quota.AudioSeconds); err != nil {
+		return nil, err
+	}
 	t, err := s.up.Transcribe(ctx, up)
 	if err != nil {
+		return nil, err
+	}
+	if err := quota.Debit(ctx, quota.AudioSeconds, t.Duration); err != nil {
 		return nil, err
 	}
 	noteUpstreamID(ctx, t.RequestID)
@@ -46,6 +55,9 @@ func (s *Transcription) TranscribeUpload(stream uploadStream) error {
 	}
 	up, err := contract.PlanUpload(first, s.up.Unsupported)
 	if err != nil {
+		return err
+	}
+	if err := quota.Check(ctx, quota.AudioSeconds); err != nil {
 		return err
 	}
 	// Smallest is asked only once there is audio to send: an upload that
@@ -82,6 +94,9 @@ func (s *Transcription) TranscribeUpload(stream uploadStream) error {
 			}
 		default:
 		}
+		return err
+	}
+	if err := quota.Debit(ctx, quota.AudioSeconds, t.Duration); err != nil {
 		return err
 	}
 	noteUpstreamID(ctx, t.RequestID)

@@ -190,6 +190,9 @@ func fromUpstream(e *smallest.Error, part *rpcerror.PartError) error {
 	if e.Code != "" {
 		meta["upstreamCode"] = e.Code
 	}
+	if e.Attempts > 0 {
+		meta["attempts"] = strconv.Itoa(e.Attempts) // requests made, retries included
+	}
 	if e.RequestID != "" {
 		meta["upstreamRequestId"] = e.RequestID
 	}

@@ -689,9 +689,18 @@ type SynthesisTotals struct {
 	// split into on Synthesize, the flushes on SynthesizeStream.
 	TextPieces uint32 `protobuf:"varint,7,opt,name=text_pieces,json=textPieces,proto3" json:"text_pieces,omitempty"`
 	// Number of word timing messages sent.
-	Words         uint32 `protobuf:"varint,8,opt,name=words,proto3" json:"words,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Words uint32 `protobuf:"varint,8,opt,name=words,proto3" json:"words,omitempty"`
+	// Requests made to Smallest for this call, retries included: one per text
+	// piece (Synthesize) or per socket opened (SynthesizeStream), more when a
+	// request was refused (429, 503) or could not be sent, and was made again
+	// before any of its audio arrived. Audio is never sent twice.
+	UpstreamAttempts uint32 `protobuf:"varint,9,opt,name=upstream_attempts,json=upstreamAttempts,proto3" json:"upstream_attempts,omitempty"`
+	// Milliseconds this call waited, in all, for a slot of the Smallest
+	// account's concurrency budget (see the README's "Running several
+	// replicas"); 0 when the budget had room, or none is set.
+	AdmissionWaitMs uint32 `protobuf:"varint,10,opt,name=admission_wait_ms,json=admissionWaitMs,proto3" json:"admission_wait_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SynthesisTotals) Reset() {
@@ -776,6 +785,20 @@ func (x *SynthesisTotals) GetTextPieces() uint32 {
 func (x *SynthesisTotals) GetWords() uint32 {
 	if x != nil {
 		return x.Words
+	}
+	return 0
+}
+
+func (x *SynthesisTotals) GetUpstreamAttempts() uint32 {
+	if x != nil {
+		return x.UpstreamAttempts
+	}
+	return 0
+}
+
+func (x *SynthesisTotals) GetAdmissionWaitMs() uint32 {
+	if x != nil {
+		return x.AdmissionWaitMs
 	}
 	return 0
 }
@@ -2485,7 +2508,7 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"durationMs\x88\x01\x01B\f\n" +
 	"\n" +
 	"_offset_msB\x0e\n" +
-	"\f_duration_ms\"\xd8\x02\n" +
+	"\f_duration_ms\"\xb1\x03\n" +
 	"\x0fSynthesisTotals\x12/\n" +
 	"\x11audio_duration_ms\x18\x01 \x01(\rH\x00R\x0faudioDurationMs\x88\x01\x01\x12\x1f\n" +
 	"\vaudio_bytes\x18\x02 \x01(\x04R\n" +
@@ -2498,7 +2521,10 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\x13upstream_request_id\x18\x06 \x01(\tR\x11upstreamRequestId\x12\x1f\n" +
 	"\vtext_pieces\x18\a \x01(\rR\n" +
 	"textPieces\x12\x14\n" +
-	"\x05words\x18\b \x01(\rR\x05wordsB\x14\n" +
+	"\x05words\x18\b \x01(\rR\x05words\x12+\n" +
+	"\x11upstream_attempts\x18\t \x01(\rR\x10upstreamAttempts\x12*\n" +
+	"\x11admission_wait_ms\x18\n" +
+	" \x01(\rR\x0fadmissionWaitMsB\x14\n" +
 	"\x12_audio_duration_ms\"\x83\x01\n" +
 	"\x17SynthesizeStreamRequest\x124\n" +
 	"\x06config\x18\x01 \x01(\v2\x1a.speech.v1.SynthesisConfigH\x00R\x06config\x12*\n" +
