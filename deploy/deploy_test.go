@@ -4,6 +4,10 @@ package deploy_test
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/speechgate/speechgate/internal/config"
 	"github.com/speechgate/speechgate/server"
 )
 
@@ -187,5 +192,92 @@ func TestServiceConfigIsValidJSON(t *testing.T) {
 	}
 	if err := json.Unmarshal(b, &sc); err != nil || len(sc.MethodConfig) == 0 {
 		t.Fatalf("service-config.json: %v", err)
+	}
+}
+
+// loadAll reads every document of a multi-document YAML file.
+func loadAll(t *testing.T, name string) []doc {
+	t.Helper()
+	f, err := os.Open(filepath.Join("kubernetes", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []doc
+	dec := yaml.NewDecoder(f)
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			return out
+		} else if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		out = append(out, doc(m))
+	}
+}
+
+// TestRedisComponent: the optional Redis of the fleet overlay is one the
+// gateway can use: the gateway's variables point at its Service, the share
+// each replica keeps without it matches the replicas usually run, it keeps
+// leases rather than evicting them, and only the gateway reaches it.
+func TestRedisComponent(t *testing.T) {
+	t.Parallel()
+	comp := load(t, "components/redis/kustomization.yaml")
+	if comp.get("kind") != "Component" {
+		t.Fatalf("components/redis is a %v, want a kustomize Component", comp.get("kind"))
+	}
+	overlay := load(t, "overlays/fleet/kustomization.yaml")
+	if overlay.get("components.0") != "../../components/redis" || overlay.get("resources.0") != "../.." {
+		t.Errorf("the fleet overlay must take the base and the Redis component: %v", overlay)
+	}
+
+	patch := load(t, "components/redis/gateway-env.yaml")
+	base := load(t, "deployment.yaml")
+	if patch.get("metadata.name") != base.get("metadata.name") ||
+		patch.get("spec.template.spec.containers.0.name") != base.get("spec.template.spec.containers.0.name") {
+		t.Fatal("the env patch does not target the gateway's Deployment and container")
+	}
+	c := doc(patch.get("spec.template.spec.containers.0").(map[string]any))
+	vars := map[string]string{"SPEECHGATE_REDIS_URL": env(c, "SPEECHGATE_REDIS_URL"), "SPEECHGATE_FLEET_SIZE": env(c, "SPEECHGATE_FLEET_SIZE")}
+	cfg, err := config.Load(nil, func(k string) string { return vars[k] }, io.Discard)
+	if err != nil {
+		t.Fatalf("the gateway refuses the component's settings: %v", err)
+	}
+	hpa := load(t, "horizontalpodautoscaler.yaml")
+	if cfg.FleetSize != hpa.get("spec.minReplicas") {
+		t.Errorf("SPEECHGATE_FLEET_SIZE %d; want the autoscaler's minimum, %v", cfg.FleetSize, hpa.get("spec.minReplicas"))
+	}
+
+	byKind := map[string]doc{}
+	for _, d := range loadAll(t, "components/redis/redis.yaml") {
+		byKind[d.get("kind").(string)] = d
+	}
+	svc, dep, policy := byKind["Service"], byKind["Deployment"], byKind["NetworkPolicy"]
+	if svc == nil || dep == nil || policy == nil {
+		t.Fatalf("redis.yaml needs a Deployment, a Service and a NetworkPolicy: has %v", slices.Collect(maps.Keys(byKind)))
+	}
+	if want := fmt.Sprintf("redis://%s:%d", svc.get("metadata.name"), svc.get("spec.ports.0.port")); cfg.RedisURL != want {
+		t.Errorf("SPEECHGATE_REDIS_URL %q; the Service is %s", cfg.RedisURL, want)
+	}
+	r := doc(dep.get("spec.template.spec.containers.0").(map[string]any))
+	args := fmt.Sprint(r.get("args"))
+	for _, want := range []string{"--save ", "--appendonly no", "--maxmemory-policy noeviction"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("redis args %s lack %q", args, want)
+		}
+	}
+	for path, want := range map[string]any{
+		"securityContext.allowPrivilegeEscalation": false, "securityContext.readOnlyRootFilesystem": true,
+		"securityContext.capabilities.drop.0": "ALL",
+	} {
+		if got := r.get(path); got != want {
+			t.Errorf("redis container %s = %v, want %v", path, got, want)
+		}
+	}
+	podLabels := base.get("spec.template.metadata.labels").(map[string]any)
+	for k, v := range policy.get("spec.ingress.0.from.0.podSelector.matchLabels").(map[string]any) {
+		if podLabels[k] != v {
+			t.Errorf("the NetworkPolicy admits %s=%v, which the gateway's pods do not carry", k, v)
+		}
 	}
 }

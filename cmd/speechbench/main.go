@@ -97,7 +97,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.SetOutput(stderr)
 	s := &settings{log: stderr}
 	fs.StringVar(&s.gatewayBin, "gateway-bin", "", "the speechgate binary to measure (default: built from ./cmd/speechgate)")
-	phases := fs.String("phases", "ttfa,throughput,memory,longstream,upload,live,chaos", "phases to run, comma-separated")
+	phases := fs.String("phases", "ttfa,throughput,memory,longstream,upload,live,chaos,fleet", "phases to run, comma-separated")
 	fs.StringVar(&s.jsonOut, "json", "bench.json", "where to write the results as JSON")
 	fs.IntVar(&s.chunkBytes, "chunk-bytes", 960, "decoded audio per upstream SSE frame (Smallest sends about 960)")
 	fs.DurationVar(&s.firstByteDelay, "first-byte-delay", 0, "simulated upstream time to first byte")
@@ -162,6 +162,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		{"upload", upload},
 		{"live", liveLatency},
 		{"chaos", chaos},
+		{"fleet", fleetPhase},
 	} {
 		if !s.phases[ph.name] {
 			continue
@@ -259,7 +260,8 @@ func startEmulator(opts emulator.Options) (*upstream, error) {
 		"--chunk-bytes="+strconv.Itoa(opts.ChunkBytes),
 		"--pace="+strconv.FormatFloat(opts.Pace, 'g', -1, 64),
 		"--first-byte-delay="+opts.FirstByteDelay.String(),
-		"--audio-per-char="+opts.AudioPerChar.String())
+		"--audio-per-char="+opts.AudioPerChar.String(),
+		"--concurrency="+strconv.Itoa(opts.Concurrency))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -290,6 +292,7 @@ func serveEmulator(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.Float64Var(&opts.Pace, "pace", 0, "audio seconds sent per second; 0: as fast as possible")
 	fs.DurationVar(&opts.FirstByteDelay, "first-byte-delay", 0, "wait before the first audio frame")
 	fs.DurationVar(&opts.AudioPerChar, "audio-per-char", 0, "audio per character of text")
+	fs.IntVar(&opts.Concurrency, "concurrency", 0, "the emulated account's concurrency limit (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -210,8 +210,17 @@ func synthesize(ctx context.Context, c *client, req *speechv1.SynthesizeRequest,
 	if totals.AudioDurationMs != nil {
 		length = fmt.Sprintf("%.2f s", float64(totals.GetAudioDurationMs())/1000)
 	}
-	fmt.Fprintf(c.stderr, "%s: %s of %d Hz %s, %d bytes; first audio after %d ms (Smallest's first byte: %d ms); Smallest request %s\n",
+	// The wait for the account's budget and the gateway's retries are said
+	// only when there were any: they explain a slow first audio.
+	var waited string
+	if ms := totals.GetAdmissionWaitMs(); ms > 0 {
+		waited += fmt.Sprintf(", %d ms of it queued for the account's budget", ms)
+	}
+	if n := totals.GetUpstreamAttempts(); n > max(1, totals.GetTextPieces()) {
+		waited += fmt.Sprintf(", %d requests to Smallest (retries included)", n)
+	}
+	fmt.Fprintf(c.stderr, "%s: %s of %d Hz %s, %d bytes; first audio after %d ms (Smallest's first byte: %d ms%s); Smallest request %s\n",
 		out, length, format.GetSampleRateHz(), extension(format.GetEncoding()), totals.GetAudioBytes(),
-		firstAudio.Milliseconds(), totals.GetUpstreamFirstByteMs(), totals.GetUpstreamRequestId())
+		firstAudio.Milliseconds(), totals.GetUpstreamFirstByteMs(), waited, totals.GetUpstreamRequestId())
 	return nil
 }

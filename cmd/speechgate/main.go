@@ -133,6 +133,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// clients' quotas, in Redis when there is one, else in this process.
 	var store fleet.Store = fleet.NewLocal()
 	if cfg.RedisURL != "" {
+		fleet.SetLibraryLogger(log.With("component", "redis"))
 		shared, err := fleet.NewRedis(fleet.RedisConfig{URL: cfg.RedisURL, FleetSize: cfg.FleetSize,
 			Log: log.With("component", "fleet"), Metrics: metrics.NewFleet(reg)})
 		if err != nil {

@@ -16,7 +16,11 @@ import (
 	"github.com/speechgate/speechgate/internal/redistest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// Redis killed on purpose makes go-redis log its dial failures.
+	fleet.SetLibraryLogger(slog.New(slog.DiscardHandler))
+	goleak.VerifyTestMain(m)
+}
 
 // stores runs a test against every Store: in process, and in a real Redis.
 func stores(t *testing.T, test func(t *testing.T, s fleet.Store)) {
@@ -261,7 +265,9 @@ func TestRedisDownFallsBackToShare(t *testing.T) {
 	if err != nil || st.Allowed {
 		t.Errorf("11 of a rate of 30 shared by 3 was allowed while Redis was down: %+v", st)
 	}
-	srv.Restart(t.Context())
+	if err := srv.Restart(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for !r.Shared() {
 		if time.Now().After(deadline) {
@@ -306,5 +312,25 @@ func TestContextCancelled(t *testing.T) {
 	}
 	if !r.Shared() {
 		t.Error("the caller's cancel was taken for Redis being down")
+	}
+}
+
+// TestFallbackCountsLeasesHeld: leases a replica took in Redis before it
+// went down still count against its share, until they are released.
+func TestFallbackCountsLeasesHeld(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	r := newRedis(t, srv.URL, 2, nil, nil)
+	var held []fleet.Grant
+	for range 3 {
+		held = append(held, acquire(t, r, "acct:synthesis", 6, fleet.Ticket{}, false))
+	}
+	srv.Kill()
+	if g := acquire(t, r, "acct:synthesis", 6, fleet.Ticket{}, false); g.Granted() {
+		t.Fatalf("with 3 leases still held, a share of 3 of 6 granted another: %+v", g)
+	}
+	r.Release(held[0].Lease)
+	if g := acquire(t, r, "acct:synthesis", 6, fleet.Ticket{}, false); !g.Granted() {
+		t.Errorf("after one of the 3 was released, its slot was not: %+v", g)
 	}
 }

@@ -58,7 +58,13 @@ func (l *Local) next() string {
 }
 
 // Acquire implements Store.
-func (l *Local) Acquire(_ context.Context, key string, limit int, t Ticket, queue bool) (Grant, error) {
+func (l *Local) Acquire(ctx context.Context, key string, limit int, t Ticket, queue bool) (Grant, error) {
+	return l.acquire(ctx, key, limit, 0, t, queue)
+}
+
+// acquire is Acquire with held slots taken already, outside this store:
+// the leases a replica still holds in Redis when it falls back.
+func (l *Local) acquire(_ context.Context, key string, limit, held int, t Ticket, queue bool) (Grant, error) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -72,15 +78,15 @@ func (l *Local) Acquire(_ context.Context, key string, limit int, t Ticket, queu
 	if at >= 0 {
 		ahead = at
 	}
-	if limit == 0 || len(s.leases)+ahead < limit {
+	if limit == 0 || held+len(s.leases)+ahead < limit {
 		if at >= 0 {
 			s.queue = slices.Delete(s.queue, at, at+1)
 		}
 		id := l.next()
 		s.leases[id] = struct{}{}
-		return Grant{Lease: Lease{key: key, id: id}, InUse: len(s.leases), Ahead: ahead, Limit: limit}, nil
+		return Grant{Lease: Lease{key: key, id: id}, InUse: held + len(s.leases), Ahead: ahead, Limit: limit}, nil
 	}
-	g := Grant{Ahead: ahead, InUse: len(s.leases), Limit: limit}
+	g := Grant{Ahead: ahead, InUse: held + len(s.leases), Limit: limit}
 	if !queue {
 		return g, nil
 	}
@@ -161,12 +167,17 @@ func (l *Local) notifyLocked(s *slots) {
 }
 
 // Refused implements Store.
-func (l *Local) Refused(_ context.Context, key string) (int, error) {
+func (l *Local) Refused(ctx context.Context, key string) (int, error) {
+	return l.refused(ctx, key, 0)
+}
+
+// refused is Refused with held slots taken outside this store (see acquire).
+func (l *Local) refused(_ context.Context, key string, held int) (int, error) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.slot(key)
-	s.learned, s.learnedAt = learn(len(s.leases), inForce(0, s.learned, s.learnedAt, now)), now
+	s.learned, s.learnedAt = learn(held+len(s.leases), inForce(0, s.learned, s.learnedAt, now)), now
 	return s.learned, nil
 }
 

@@ -80,6 +80,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	opts.ReadTimeout = 500 * time.Millisecond
 	opts.WriteTimeout = 500 * time.Millisecond
 	opts.MaxRetries = 1
+	opts.DialerRetries = 1
 	opts.ClientName = "speechgate"
 	opts.DisableIdentity = true
 	r := &Redis{
@@ -98,10 +99,32 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	if err := r.rdb.Ping(ctx).Err(); err != nil {
 		r.fail(err)
 	}
+	// Subscribed before the store is used, so that no release is missed;
+	// with Redis down, go-redis subscribes once it can.
+	ps := r.rdb.Subscribe(ctx, changedChannel)
+	if !r.down.Load() {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		if _, err := ps.Receive(sctx); err != nil {
+			r.fail(err)
+		}
+		cancel()
+	}
 	r.finished.Add(2)
-	go r.subscribe(ctx)
+	go r.subscribe(ctx, ps)
 	go r.renew(ctx)
 	return r, nil
+}
+
+// SetLibraryLogger routes go-redis's own log lines (dial failures while
+// Redis is down, which the store reports once by itself) into log, at
+// debug level. go-redis has one logger for the whole process, so this is
+// for a program's main to call, once.
+func SetLibraryLogger(log *slog.Logger) { redis.SetLogger(libraryLogger{log}) }
+
+type libraryLogger struct{ log *slog.Logger }
+
+func (l libraryLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...))
 }
 
 // Close stops the store's goroutines and closes its connections. Leases
@@ -177,6 +200,13 @@ func (r *Redis) probe(stop chan struct{}) {
 	}
 }
 
+// heldIn returns how many leases of key this replica holds in Redis.
+func (r *Redis) heldIn(key string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.held[key])
+}
+
 // share is this replica's part of limit while Redis is unreachable.
 func (r *Redis) share(limit int) int {
 	if limit == 0 {
@@ -206,7 +236,9 @@ func (r *Redis) Acquire(ctx context.Context, key string, limit int, t Ticket, qu
 		if t.shared {
 			t = Ticket{} // its place was in Redis: it queues again here
 		}
-		return r.local.Acquire(ctx, key, r.share(limit), t, queue)
+		// The leases this replica took in Redis before it went down are
+		// still in use: they count against its share.
+		return r.local.acquire(ctx, key, r.share(limit), r.heldIn(key), t, queue)
 	}
 	if t.id != "" && !t.shared {
 		// It queued here while Redis was down: it queues again there.
@@ -284,21 +316,7 @@ func (r *Redis) Leave(key string, t Ticket) {
 	r.mu.Lock()
 	remove(r.waiting, key, t.id)
 	r.mu.Unlock()
-	if r.down.Load() {
-		return // it expires there
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	k := keys(key)
-	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZRem(ctx, k[1], t.id)
-		p.ZRem(ctx, k[2], t.id)
-		p.Publish(ctx, changedChannel, key)
-		return nil
-	})
-	if err != nil {
-		r.fail(err)
-	}
+	r.release(key, "", t.id)
 }
 
 // Release implements Store.
@@ -310,17 +328,21 @@ func (r *Redis) Release(l Lease) {
 	r.mu.Lock()
 	remove(r.held, l.key, l.id)
 	r.mu.Unlock()
+	r.release(l.key, l.id, "")
+}
+
+// release removes a lease or a ticket from key in Redis, waking the
+// fleet's waiters if there are any. With Redis down it expires there, and
+// this replica's waiters, whose share it counted against, are woken.
+func (r *Redis) release(key, lease, ticket string) {
 	if r.down.Load() {
-		return // it expires there
+		r.local.notify(key)
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZRem(ctx, keys(l.key)[0], l.id)
-		p.Publish(ctx, changedChannel, l.key)
-		return nil
-	})
-	if err != nil {
+	k := keys(key)
+	if err := releaseScript.Run(ctx, r.rdb, k[:3], lease, ticket, changedChannel, key).Err(); err != nil {
 		r.fail(err)
 	}
 }
@@ -348,7 +370,7 @@ func (r *Redis) Changed(key string) <-chan struct{} { return r.local.Changed(key
 // Refused implements Store.
 func (r *Redis) Refused(ctx context.Context, key string) (int, error) {
 	if r.down.Load() {
-		return r.local.Refused(ctx, key)
+		return r.local.refused(ctx, key, r.heldIn(key))
 	}
 	k := keys(key)
 	n, err := refusedScript.Run(ctx, r.rdb, []string{k[0], k[4]}, RecoverEvery.Milliseconds(), LearnFor.Milliseconds()).Int()
@@ -356,7 +378,7 @@ func (r *Redis) Refused(ctx context.Context, key string) (int, error) {
 		if !r.fail(err) {
 			return 0, err
 		}
-		return r.local.Refused(ctx, key)
+		return r.local.refused(ctx, key, r.heldIn(key))
 	}
 	return n, nil
 }
@@ -393,9 +415,8 @@ func (r *Redis) Rate(ctx context.Context, key string, rate Rate, cost float64, f
 
 // subscribe wakes this replica's waiters when a slot frees anywhere in
 // the fleet. go-redis resubscribes by itself after a reconnect.
-func (r *Redis) subscribe(ctx context.Context) {
+func (r *Redis) subscribe(ctx context.Context, ps *redis.PubSub) {
 	defer r.finished.Done()
-	ps := r.rdb.Subscribe(ctx, changedChannel)
 	defer ps.Close()
 	ch := ps.Channel(redis.WithChannelHealthCheckInterval(5 * time.Second))
 	for {

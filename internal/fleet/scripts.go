@@ -60,6 +60,22 @@ for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
 return {0, used, limit, ahead, ticket}
 `)
 
+// releaseScript ends a lease, or a waiter's place, and wakes the fleet's
+// waiters, if the key has any.
+// KEYS: leases, queue, alive. ARGV: the lease id or "", the ticket or "",
+// the channel, the key.
+var releaseScript = redis.NewScript(`
+if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
+if ARGV[2] ~= '' then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[2])
+end
+if redis.call('ZCARD', KEYS[2]) > 0 then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+return 0
+`)
+
 // refusedScript learns a lower limit after a refusal.
 // KEYS: leases, learned. ARGV: recover-every, learn-for.
 // Returns the limit now in force.

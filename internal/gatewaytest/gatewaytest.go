@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
+	"github.com/speechgate/speechgate/internal/admission"
 	"github.com/speechgate/speechgate/internal/auth"
 	"github.com/speechgate/speechgate/internal/contract"
 	"github.com/speechgate/speechgate/internal/correlation"
@@ -66,8 +67,8 @@ type Options struct {
 	Upstream func(speech.Upstream) speech.Upstream
 	// Loopback serves on a loopback TCP port (Addr) instead of in memory.
 	Loopback bool
-	// Store keeps the quotas of keys mode (which always applies them, as
-	// the gateway does). Default: a new fleet.Local.
+	// Store keeps the account's budgets and the quotas of keys mode, which
+	// the gateway always applies. Default: a new fleet.Local.
 	Store fleet.Store
 }
 
@@ -107,9 +108,15 @@ func Start(t testing.TB, upstream http.Handler, o Options) *Gateway {
 		hc = &http.Client{Transport: smallest.NewTransport(o.UpstreamTimeout, 0)}
 		t.Cleanup(hc.CloseIdleConnections)
 	}
+	if o.Store == nil {
+		o.Store = fleet.NewLocal()
+	}
+	// Admission as the gateway wires it: no budget set, limits learned from
+	// the upstream's refusals.
 	clientCfg := smallest.Config{
 		BaseURL: up.URL, USBaseURL: up.URL + emulator.USPrefix, HTTPClient: hc, Credential: authn.UpstreamKey,
 		IdleTimeout: o.IdleTimeout, ResponseTimeout: o.UpstreamTimeout, VoicesTTL: o.VoicesTTL, StreamPoolSize: 2,
+		Gate: admission.New(admission.Config{Store: o.Store}),
 	}
 	if o.Client != nil {
 		o.Client(&clientCfg)
@@ -135,11 +142,7 @@ func Start(t testing.TB, upstream http.Handler, o Options) *Gateway {
 		Authenticate: authn.Authenticate,
 	}
 	if o.Auth == auth.ModeKeys {
-		store := o.Store
-		if store == nil {
-			store = fleet.NewLocal()
-		}
-		cfg.Quota = quota.New(quota.Config{Limits: authn.Limits, Store: store})
+		cfg.Quota = quota.New(quota.Config{Limits: authn.Limits, Store: o.Store})
 	}
 	if o.Server != nil {
 		o.Server(&cfg)

@@ -1,12 +1,14 @@
-// Package redistest runs a real redis-server for tests: on a free loopback
-// port, with nothing saved to disk, stopped when the test ends. Where
-// redis-server is not installed, the test is skipped with the command that
-// installs it; CI installs it, so there the tests always run.
+// Package redistest runs a real redis-server for tests and the bench: on a
+// free loopback port, with nothing saved to disk. Start stops it when the
+// test ends and, where redis-server is not installed, skips the test with
+// the command that installs it; CI installs it, so there the tests always
+// run.
 package redistest
 
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -20,12 +22,14 @@ import (
 // Install is how to get redis-server on the Debian machines CI runs on.
 const Install = "sudo apt-get install -y redis-server"
 
+// ErrNotInstalled is Launch's error when redis-server is not in PATH.
+var ErrNotInstalled = errors.New("redis-server is not installed; install it with: " + Install)
+
 // Server is a redis-server started by a test.
 type Server struct {
 	// Addr is its host:port on loopback; URL the same as a redis:// URL.
 	Addr, URL string
 
-	t    testing.TB
 	path string
 	port int
 	mu   sync.Mutex
@@ -37,37 +41,49 @@ type Server struct {
 // redis-server is not in PATH.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	path, err := exec.LookPath("redis-server")
+	s, err := Launch()
+	if errors.Is(err, ErrNotInstalled) {
+		t.Skip(err)
+	}
 	if err != nil {
-		t.Skipf("redis-server is not installed (%s); install it with: %s", err, Install)
+		t.Fatal(err)
 	}
-	s := &Server{t: t, path: path}
-	for attempt := 0; ; attempt++ {
-		s.port = freePort(t)
-		err := s.start()
-		if err == nil {
-			break
-		}
-		if attempt == 4 {
-			t.Fatalf("starting redis-server: %v", err)
-		}
-	}
-	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
-	s.URL = "redis://" + s.Addr
 	t.Cleanup(s.Kill)
 	return s
 }
 
+// Launch starts a redis-server; Kill stops it.
+func Launch() (*Server, error) {
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, ErrNotInstalled
+	}
+	s := &Server{path: path}
+	for attempt := 0; ; attempt++ {
+		if s.port, err = freePort(); err != nil {
+			return nil, err
+		}
+		if err = s.start(); err == nil {
+			break
+		}
+		if attempt == 4 {
+			return nil, fmt.Errorf("starting redis-server: %w", err)
+		}
+	}
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+	s.URL = "redis://" + s.Addr
+	return s, nil
+}
+
 // freePort returns a loopback port nothing listens on now. Another process
-// may take it before redis-server does; Start then tries another.
-func freePort(t testing.TB) int {
-	t.Helper()
+// may take it before redis-server does; Launch then tries another.
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // start runs redis-server on s.port and waits until it accepts connections.
@@ -134,16 +150,15 @@ func (s *Server) Kill() {
 
 // Restart starts the server again on the same address, empty, as a Redis
 // without persistence comes back after a crash.
-func (s *Server) Restart(ctx context.Context) {
-	s.t.Helper()
+func (s *Server) Restart(ctx context.Context) error {
 	s.Kill()
-	var err error
+	err := ctx.Err()
 	for ctx.Err() == nil {
 		// The port may still be held briefly by the old process's sockets.
 		if err = s.start(); err == nil {
-			return
+			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	s.t.Fatalf("restarting redis-server on %s: %v", s.Addr, err)
+	return fmt.Errorf("restarting redis-server on %s: %w", s.Addr, err)
 }
