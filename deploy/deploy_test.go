@@ -238,7 +238,8 @@ func TestRedisComponent(t *testing.T) {
 		t.Fatal("the env patch does not target the gateway's Deployment and container")
 	}
 	c := doc(patch.get("spec.template.spec.containers.0").(map[string]any))
-	vars := map[string]string{"SPEECHGATE_REDIS_URL": env(c, "SPEECHGATE_REDIS_URL"), "SPEECHGATE_FLEET_SIZE": env(c, "SPEECHGATE_FLEET_SIZE")}
+	vars := map[string]string{"SPEECHGATE_REDIS_URL": env(c, "SPEECHGATE_REDIS_URL"), "SPEECHGATE_FLEET_SIZE": env(c, "SPEECHGATE_FLEET_SIZE"),
+		"SPEECHGATE_SYNTHESIS_CACHE_REDIS_BYTES": env(c, "SPEECHGATE_SYNTHESIS_CACHE_REDIS_BYTES")}
 	cfg, err := config.Load(nil, func(k string) string { return vars[k] }, io.Discard)
 	if err != nil {
 		t.Fatalf("the gateway refuses the component's settings: %v", err)
@@ -265,6 +266,15 @@ func TestRedisComponent(t *testing.T) {
 		if !strings.Contains(args, want) {
 			t.Errorf("redis args %s lack %q", args, want)
 		}
+	}
+	// The cache keeps within its budget; what is left of maxmemory is for
+	// leases and quotas, which a full Redis would refuse.
+	var maxMB int
+	if _, err := fmt.Sscanf(args[strings.Index(args, "--maxmemory ")+len("--maxmemory "):], "%dmb", &maxMB); err != nil {
+		t.Fatalf("redis args %s: no --maxmemory in mb: %v", args, err)
+	}
+	if cacheMB := cfg.SynthesisCacheRedisBytes >> 20; cacheMB == 0 || cacheMB+64 > maxMB {
+		t.Errorf("the synthesis cache may take %d MiB of a Redis of %d MiB; leave at least 64 MiB for leases and quotas", cacheMB, maxMB)
 	}
 	for path, want := range map[string]any{
 		"securityContext.allowPrivilegeEscalation": false, "securityContext.readOnlyRootFilesystem": true,

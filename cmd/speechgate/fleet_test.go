@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,7 +68,7 @@ func (a *limitedAccount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer done()
 	frames := 5
-	if strings.Contains(string(body), `"text":"long"`) {
+	if strings.Contains(string(body), `"text":"long`) {
 		frames = 100
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -143,6 +144,10 @@ func (r *replica) speak(ctx context.Context, text string) error {
 	return err
 }
 
+// bursts numbers the bursts, so that no two calls ask for the same text:
+// the synthesis cache would serve a repeat without the account.
+var bursts atomic.Int64
+
 // burst makes n calls at once, spread over the replicas, and returns the
 // first failure.
 func burst(ctx context.Context, replicas []*replica, n int) error {
@@ -154,13 +159,14 @@ func burst(ctx context.Context, replicas []*replica, n int) error {
 
 // burstAll is burst returning every failure.
 func burstAll(ctx context.Context, replicas []*replica, n int) []error {
+	b := bursts.Add(1)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := replicas[i%len(replicas)].speak(ctx, fmt.Sprintf("Call %d.", i)); err != nil {
+			if err := replicas[i%len(replicas)].speak(ctx, fmt.Sprintf("Call %d of burst %d.", i, b)); err != nil {
 				errs <- fmt.Errorf("call %d via replica %d: %w", i, i%len(replicas), err)
 			}
 		}()
@@ -265,8 +271,8 @@ func TestFleetSharesOneAccount(t *testing.T) {
 	// A replica killed while it holds every slot: they come back when its
 	// leases expire, within their lifetime, and not before.
 	crashed := fleet[2]
-	for range n {
-		go crashed.speak(ctx, "long")
+	for i := range n {
+		go crashed.speak(ctx, fmt.Sprintf("long %d", i))
 	}
 	waitUntil(t, func() bool { return account.inflight() == n })
 	crashed.cmd.Process.Kill()

@@ -37,6 +37,7 @@ import (
 	"github.com/speechgate/speechgate/internal/quota"
 	"github.com/speechgate/speechgate/internal/smallest"
 	"github.com/speechgate/speechgate/internal/speech"
+	"github.com/speechgate/speechgate/internal/synthcache"
 	"github.com/speechgate/speechgate/internal/tracing"
 	"github.com/speechgate/speechgate/server"
 )
@@ -167,8 +168,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer up.close()
 
+	// The synthesis cache, in the process and, with Redis, shared.
+	cacheRedis := cfg.RedisURL
+	if cfg.SynthesisCacheRedisBytes == 0 {
+		cacheRedis = ""
+	}
+	cache, err := synthcache.New(synthcache.Config{Bytes: cfg.SynthesisCacheBytes, MaxEntryBytes: cfg.SynthesisCacheMaxEntryBytes,
+		TTL: cfg.SynthesisCacheTTL, Shared: cfg.SynthesisCacheShared, RedisURL: cacheRedis, RedisBytes: int64(cfg.SynthesisCacheRedisBytes),
+		Log: log.With("component", "synthesis-cache"), Metrics: metrics.NewCache(reg)})
+	if err != nil {
+		return err
+	}
+	defer cache.Close() // after the drain: no call reads it any more
+
 	// The speech services, and the gRPC server they register on.
-	speechOpts := speech.Options{PieceChars: cfg.SynthesisPieceChars, Lookahead: cfg.SynthesisLookahead, Metrics: metrics.NewSpeech(reg)}
+	speechOpts := speech.Options{PieceChars: cfg.SynthesisPieceChars, Lookahead: cfg.SynthesisLookahead, Metrics: metrics.NewSpeech(reg),
+		Cache: cache}
 	tlsConfig, err := loadTLS(cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
 		return err

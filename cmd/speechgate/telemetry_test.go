@@ -164,7 +164,12 @@ func TestTelemetry(t *testing.T) {
 		{"speechgate_time_to_first_audio_seconds", map[string]string{"method": "Synthesize"}, 3},
 		{"speechgate_audio_bytes_total", map[string]string{"method": "Synthesize", "direction": "out"}, 3 * 4800},
 		{"speechgate_audio_seconds_total", map[string]string{"method": "Synthesize"}, 3 * 0.1},
-		{"speechgate_upstream_request_duration_seconds", map[string]string{"endpoint": "POST /waves/v1/tts/live", "status": "200"}, 3},
+		// The same text three times: synthesized once, then served from the cache.
+		{"speechgate_upstream_request_duration_seconds", map[string]string{"endpoint": "POST /waves/v1/tts/live", "status": "200"}, 1},
+		{"speechgate_synthesis_cache_lookups_total", map[string]string{"outcome": "miss"}, 1},
+		{"speechgate_synthesis_cache_lookups_total", map[string]string{"outcome": "hit_memory"}, 2},
+		{"speechgate_synthesis_cache_time_to_first_audio_seconds", map[string]string{"outcome": "hit_memory"}, 2},
+		{"speechgate_synthesis_cache_time_to_first_audio_seconds", map[string]string{"outcome": "miss"}, 1},
 		{"speechgate_errors_total", map[string]string{"method": "Synthesize", "code": "InvalidArgument", "reason": "INVALID_REQUEST"}, 1},
 	}
 	for _, tt := range tests {

@@ -81,9 +81,16 @@ type Config struct {
 
 	SynthesisPieceChars int
 	SynthesisLookahead  int
-	VoicesCacheTTL      time.Duration
-	StreamIdleTimeout   time.Duration
-	StreamPoolSize      int
+	// The synthesis cache: its in-process budget (0: off), entry limit,
+	// lifetime, sharing across accounts, and budget in Redis.
+	SynthesisCacheBytes         int
+	SynthesisCacheMaxEntryBytes int
+	SynthesisCacheTTL           time.Duration
+	SynthesisCacheShared        bool
+	SynthesisCacheRedisBytes    int
+	VoicesCacheTTL              time.Duration
+	StreamIdleTimeout           time.Duration
+	StreamPoolSize              int
 
 	// Budgets are the concurrency budgets per Smallest account, by use
 	// (0: unlimited).
@@ -282,6 +289,11 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	l.duration(&c.CallerStallTimeout, "caller-stall-timeout", "SPEECHGATE_CALLER_STALL_TIMEOUT", "60s", "how long a caller may leave a stream unread before the gateway stops its upstream request and ends the call with ABORTED/CALLER_TOO_SLOW (0: no limit)")
 	l.integer(&c.SynthesisPieceChars, "synthesis-piece-chars", "SPEECHGATE_SYNTHESIS_PIECE_CHARS", "250", "Synthesize splits longer text at sentence boundaries into pieces of at most this many characters")
 	l.count(&c.SynthesisLookahead, "synthesis-lookahead", "SPEECHGATE_SYNTHESIS_LOOKAHEAD", "1", "how many pieces of a long text are requested ahead of the one streaming (0: none)")
+	l.count(&c.SynthesisCacheBytes, "synthesis-cache-bytes", "SPEECHGATE_SYNTHESIS_CACHE_BYTES", "67108864", "memory for the in-process synthesis cache, in bytes (0: no cache; identical syntheses in flight are still shared)")
+	l.integer(&c.SynthesisCacheMaxEntryBytes, "synthesis-cache-max-entry-bytes", "SPEECHGATE_SYNTHESIS_CACHE_MAX_ENTRY_BYTES", "4194304", "the largest audio of one text piece the synthesis cache keeps, in bytes")
+	l.duration(&c.SynthesisCacheTTL, "synthesis-cache-ttl", "SPEECHGATE_SYNTHESIS_CACHE_TTL", "1h", "how long a synthesis stays cached")
+	l.boolean(&c.SynthesisCacheShared, "synthesis-cache-shared", "SPEECHGATE_SYNTHESIS_CACHE_SHARED", "false", "share cached syntheses across Smallest accounts (by default each account sees only its own: one tenant must not learn what another synthesized)")
+	l.count(&c.SynthesisCacheRedisBytes, "synthesis-cache-redis-bytes", "SPEECHGATE_SYNTHESIS_CACHE_REDIS_BYTES", "134217728", "with --redis-url: the synthesis cache's budget in Redis, in bytes, kept by deleting the oldest entries (0: none in Redis)")
 	l.duration(&c.VoicesCacheTTL, "voices-cache-ttl", "SPEECHGATE_VOICES_CACHE_TTL", "60s", "how long ListVoices answers from its cache, per Smallest key (0: no cache)")
 	l.duration(&c.StreamIdleTimeout, "stream-idle-timeout", "SPEECHGATE_STREAM_IDLE_TIMEOUT", "300s", "the idle timeout asked of Lightning's WebSocket for SynthesizeStream (upstream default 60s); longer pauses reopen it")
 	l.count(&c.StreamPoolSize, "stream-pool-size", "SPEECHGATE_STREAM_POOL_SIZE", "4", "idle Lightning WebSocket connections kept per Smallest key for reuse (0: none)")

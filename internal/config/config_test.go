@@ -30,6 +30,7 @@ func TestDefaults(t *testing.T) {
 		SelfhostUploadFormat: "multipart", SelfhostHealthPath: "/health", SelfhostHealthInterval: 5 * time.Second, SelfhostMaxUploadBytes: 100 << 20,
 		SynthesisPieceChars: 250, SynthesisLookahead: 1, VoicesCacheTTL: time.Minute, StreamIdleTimeout: 300 * time.Second, StreamPoolSize: 4,
 		AdmissionMaxWait: 10 * time.Second, UpstreamMaxAttempts: 3, FleetSize: 1,
+		SynthesisCacheBytes: 64 << 20, SynthesisCacheMaxEntryBytes: 4 << 20, SynthesisCacheTTL: time.Hour, SynthesisCacheRedisBytes: 128 << 20,
 	}
 	if d := cmp.Diff(want, c); d != "" {
 		t.Fatalf("defaults (-want +got):\n%s", d)

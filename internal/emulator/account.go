@@ -22,10 +22,11 @@ const (
 type accounts struct {
 	limits map[string]int // by use; 0: none
 
-	mu      sync.Mutex
-	inUse   map[string]map[string]int // key → use → in progress
-	peak    map[string]int            // use → most at once for one key
-	refused map[string]int            // use → refused for the limit
+	mu       sync.Mutex
+	inUse    map[string]map[string]int // key → use → in progress
+	peak     map[string]int            // use → most at once for one key
+	refused  map[string]int            // use → refused for the limit
+	requests map[string]int            // use → requests made
 }
 
 func newAccounts(o Options) *accounts {
@@ -37,7 +38,7 @@ func newAccounts(o Options) *accounts {
 	return &accounts{
 		// Up to 5 WebSocket connections per concurrency unit.
 		limits: map[string]int{useSynthesis: n, useWebSocket: 5 * n, useLive: live, useTranscription: n},
-		inUse:  map[string]map[string]int{}, peak: map[string]int{}, refused: map[string]int{},
+		inUse:  map[string]map[string]int{}, peak: map[string]int{}, refused: map[string]int{}, requests: map[string]int{},
 	}
 }
 
@@ -49,6 +50,7 @@ func (a *accounts) enter(key, use string) bool {
 	if a.inUse[key] == nil {
 		a.inUse[key] = map[string]int{}
 	}
+	a.requests[use]++
 	n := a.inUse[key][use]
 	if limit := a.limits[use]; limit > 0 && n >= limit {
 		a.refused[use]++
@@ -81,6 +83,8 @@ type Stats struct {
 	Refused map[string]int `json:"refused"`
 	// InUse is what is in progress now, across keys, by use.
 	InUse map[string]int `json:"in_use"`
+	// Requests counts the requests made, refused ones included, by use.
+	Requests map[string]int `json:"requests"`
 }
 
 // Stats returns what the emulated accounts have seen since the start, or
@@ -89,7 +93,7 @@ func (e *Emulator) Stats() Stats {
 	a := e.accounts
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := Stats{Limits: map[string]int{}, Peak: map[string]int{}, Refused: map[string]int{}, InUse: map[string]int{}}
+	s := Stats{Limits: map[string]int{}, Peak: map[string]int{}, Refused: map[string]int{}, InUse: map[string]int{}, Requests: map[string]int{}}
 	for k, v := range a.limits {
 		s.Limits[k] = v
 	}
@@ -99,6 +103,9 @@ func (e *Emulator) Stats() Stats {
 	for k, v := range a.refused {
 		s.Refused[k] = v
 	}
+	for k, v := range a.requests {
+		s.Requests[k] = v
+	}
 	for _, uses := range a.inUse {
 		for u, n := range uses {
 			s.InUse[u] += n
@@ -107,12 +114,12 @@ func (e *Emulator) Stats() Stats {
 	return s
 }
 
-// ResetStats starts counting peaks and refusals afresh.
+// ResetStats starts counting peaks, refusals and requests afresh.
 func (e *Emulator) ResetStats() {
 	a := e.accounts
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.peak, a.refused = map[string]int{}, map[string]int{}
+	a.peak, a.refused, a.requests = map[string]int{}, map[string]int{}, map[string]int{}
 }
 
 // stats serves GET /_emulator/stats, and POST to reset them: the emulator's

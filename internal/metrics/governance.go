@@ -150,3 +150,71 @@ func (m *Quota) Refused(client, quota string) {
 		m.refused.WithLabelValues(client, quota).Inc()
 	}
 }
+
+// Cache measures the synthesis cache. Its methods are safe on a nil *Cache.
+type Cache struct {
+	lookups   *prometheus.CounterVec
+	stored    prometheus.Gauge
+	reserved  prometheus.Gauge
+	evictions prometheus.Counter
+	ttfa      *prometheus.HistogramVec
+}
+
+// NewCache returns the cache metrics, registered on reg.
+func NewCache(reg prometheus.Registerer) *Cache {
+	m := &Cache{
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speechgate_synthesis_cache_lookups_total",
+			Help: "Text pieces looked up in the synthesis cache, by outcome: hit_memory, hit_redis, miss (synthesized, then stored), joined (shared a synthesis in flight), bypass (asked not to use the cache), not_found (cache-only and not cached).",
+		}, []string{"outcome"}),
+		stored: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "speechgate_synthesis_cache_bytes",
+			Help: "Bytes of audio the in-process synthesis cache holds.",
+		}),
+		reserved: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "speechgate_synthesis_cache_reserved_bytes",
+			Help: "Memory the in-process synthesis cache has taken for its blocks; never more than --synthesis-cache-bytes.",
+		}),
+		evictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "speechgate_synthesis_cache_evictions_total",
+			Help: "Entries evicted from the in-process synthesis cache to make room.",
+		}),
+		ttfa: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "speechgate_synthesis_cache_time_to_first_audio_seconds",
+			Help:    "Time from the start of a Synthesize call to its first audio message, by how its first text piece was served (hit, joined, miss, bypass).",
+			Buckets: latencyBuckets,
+		}, []string{"outcome"}),
+	}
+	reg.MustRegister(m.lookups, m.stored, m.reserved, m.evictions, m.ttfa)
+	return m
+}
+
+// Looked counts a lookup by outcome.
+func (m *Cache) Looked(outcome string) {
+	if m != nil {
+		m.lookups.WithLabelValues(outcome).Inc()
+	}
+}
+
+// Usage records the in-process tier's bytes.
+func (m *Cache) Usage(stored, reserved int) {
+	if m != nil {
+		m.stored.Set(float64(stored))
+		m.reserved.Set(float64(reserved))
+	}
+}
+
+// Evicted counts an eviction.
+func (m *Cache) Evicted() {
+	if m != nil {
+		m.evictions.Inc()
+	}
+}
+
+// FirstAudio records a call's time to first audio by the outcome of its
+// first text piece.
+func (m *Cache) FirstAudio(outcome string, d time.Duration) {
+	if m != nil {
+		m.ttfa.WithLabelValues(outcome).Observe(d.Seconds())
+	}
+}

@@ -174,7 +174,7 @@ func startGateway(t *testing.T, bin, dir string) string {
 }
 
 // volatile are fields whose values differ from run to run.
-var volatile = map[string]bool{"upstreamRequestId": true, "upstreamSessionId": true, "upstreamFirstByteMs": true,
+var volatile = map[string]bool{"upstreamRequestId": true, "upstreamSessionId": true, "upstreamFirstByteMs": true, "firstAudioMs": true,
 	"requestId": true, "sessionId": true, "createTime": true, "id": true}
 
 // matchOutput compares what an example printed with the README's sample:

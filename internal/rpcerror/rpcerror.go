@@ -52,6 +52,10 @@ const (
 	ReasonUpstreamBusy = "UPSTREAM_BUSY"
 	// ReasonQuotaExceeded: the caller's own quota (keys mode) is spent.
 	ReasonQuotaExceeded = "QUOTA_EXCEEDED"
+	// ReasonCacheMiss: a cache-only synthesis found nothing cached.
+	ReasonCacheMiss = "CACHE_MISS"
+	// ReasonCacheUnavailable: cached audio could not be read back whole.
+	ReasonCacheUnavailable = "CACHE_UNAVAILABLE"
 )
 
 // New makes a status with an ErrorInfo (reason, metadata) and any further

@@ -31,6 +31,10 @@ type Gate interface {
 	Waiting(account, use string) bool
 }
 
+// Account names the Smallest account a call of ctx uses: a digest of its
+// key, never the key (see accountOf).
+func (c *Client) Account(ctx context.Context) string { return accountOf(c.credential(ctx)) }
+
 // accountOf names the account a key belongs to, without revealing the key:
 // the first 8 bytes of its SHA-256 in hex.
 func accountOf(secret string) string { return accountOfKey(keyOf(secret)) }

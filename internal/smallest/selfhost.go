@@ -99,6 +99,10 @@ func NewSelfHost(cfg SelfHostConfig) (*SelfHost, error) {
 	return &SelfHost{c: c, path: cfg.TranscribePath, format: cfg.Format, maxUpload: cmp.Or(cfg.MaxUploadBytes, SelfHostMaxUpload)}, nil
 }
 
+// Account names the license a call of ctx uses, as the cloud client names
+// accounts.
+func (s *SelfHost) Account(ctx context.Context) string { return s.c.Account(ctx) }
+
 // Unsupported lists the options of r, by their names in Smallest's cloud
 // API, that this server's API has no way to carry, so that a caller can be
 // told rather than having them dropped.

@@ -5,10 +5,13 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"testing"
 
 	"github.com/speechgate/speechgate/internal/gatewaytest"
+	"github.com/speechgate/speechgate/internal/speech"
+	"github.com/speechgate/speechgate/internal/synthcache"
 
 	"google.golang.org/protobuf/proto"
 
@@ -48,19 +51,37 @@ func BenchmarkSynthesize(b *testing.B) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Write(body.Bytes())
 	})
-	g := gatewaytest.Start(b, upstream, gatewaytest.Options{})
-	ctx := gatewaytest.WithKey(b.Context(), callerKey)
-	req := &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery"}
-	b.SetBytes(1000 * 960)
-	b.ReportAllocs()
-	for b.Loop() {
-		got := gatewaytest.Synthesize(ctx, g.Synth, req)
-		n := 0
-		for _, c := range got.Audio {
-			n += len(c.GetData())
-		}
-		if got.Err != nil || n != 1000*960 {
-			b.Fatalf("%v, %d bytes", got.Err, n)
+	run := func(b *testing.B, opts gatewaytest.Options, text func(i int) string, mode speechv1.CacheMode) {
+		g := gatewaytest.Start(b, upstream, opts)
+		ctx := gatewaytest.WithKey(b.Context(), callerKey)
+		b.SetBytes(1000 * 960)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			i++
+			got := gatewaytest.Synthesize(ctx, g.Synth, &speechv1.SynthesizeRequest{Text: text(i), VoiceId: "avery", CacheMode: mode})
+			n := 0
+			for _, c := range got.Audio {
+				n += len(c.GetData())
+			}
+			if got.Err != nil || n != 1000*960 {
+				b.Fatalf("%v, %d bytes", got.Err, n)
+			}
 		}
 	}
+	same := func(int) string { return "hi" }
+	// Each text new: every call a miss, its audio written into the cache.
+	unique := func(i int) string { return fmt.Sprint("hi ", i) }
+	withCache := func(b *testing.B) gatewaytest.Options {
+		cache, err := synthcache.New(synthcache.Config{Bytes: 64 << 20, Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cache.Close() })
+		return gatewaytest.Options{Speech: func(o *speech.Options) { o.Cache = cache }}
+	}
+	b.Run("no cache", func(b *testing.B) { run(b, gatewaytest.Options{}, same, 0) })
+	b.Run("cache miss", func(b *testing.B) { run(b, withCache(b), unique, 0) })
+	b.Run("cache bypass", func(b *testing.B) { run(b, withCache(b), same, speechv1.CacheMode_CACHE_MODE_BYPASS) })
+	b.Run("cache hit", func(b *testing.B) { run(b, withCache(b), same, 0) })
 }

@@ -70,6 +70,7 @@ func (s *Synthesis) CreatePronunciationDictionary(ctx context.Context, req *spee
 	if err != nil {
 		return nil, err
 	}
+	s.dicts.changed(s.up.Account(ctx)) // audio cached with it is not reused
 	return &speechv1.CreatePronunciationDictionaryResponse{Dictionary: contract.Dictionary(d)}, nil
 }
 
@@ -91,6 +92,7 @@ func (s *Synthesis) UpdatePronunciationDictionary(ctx context.Context, req *spee
 	if d.ID == "" {
 		d.ID = req.GetId()
 	}
+	s.dicts.changed(s.up.Account(ctx)) // audio cached with it is not reused
 	return &speechv1.UpdatePronunciationDictionaryResponse{Dictionary: contract.Dictionary(d)}, nil
 }
 
@@ -107,6 +109,7 @@ func (s *Synthesis) DeletePronunciationDictionary(ctx context.Context, req *spee
 	if err := s.up.DeletePronunciationDictionary(ctx, req.GetId()); err != nil {
 		return nil, err
 	}
+	s.dicts.changed(s.up.Account(ctx)) // audio cached with it is not reused
 	return &speechv1.DeletePronunciationDictionaryResponse{Id: req.GetId()}, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/speechgate/speechgate/internal/rpcerror"
 	"github.com/speechgate/speechgate/internal/sentence"
 	"github.com/speechgate/speechgate/internal/smallest"
+	"github.com/speechgate/speechgate/internal/synthcache"
 )
 
 // lookaheadChunks bounds the audio a piece buffers while the one before it
@@ -29,6 +30,8 @@ const lookaheadChunks = 32
 type pipeline struct {
 	ctx       context.Context
 	up        Upstream
+	cache     *synthcache.Cache  // nil: none
+	lookup    synthcache.Request // what the cache needs, but the text
 	base      smallest.SpeechRequest
 	pieces    []sentence.Piece
 	lookahead int
@@ -40,7 +43,7 @@ type pipeline struct {
 type fetch struct {
 	index     int
 	piece     sentence.Piece
-	stream    *smallest.SpeechStream
+	stream    *synthcache.Stream
 	acceptErr error
 	done      chan struct{} // closed when its upstream request has ended
 	endOnce   sync.Once     // closes done of the inline piece
@@ -53,8 +56,17 @@ type fetch struct {
 	after     <-chan struct{} // the done of the piece before it
 }
 
-func newPipeline(ctx context.Context, up Upstream, base smallest.SpeechRequest, pieces []sentence.Piece, lookahead int) *pipeline {
-	return &pipeline{ctx: ctx, up: up, base: base, pieces: pieces, lookahead: lookahead}
+func newPipeline(ctx context.Context, up Upstream, cache *synthcache.Cache, lookup synthcache.Request, base smallest.SpeechRequest,
+	pieces []sentence.Piece, lookahead int) *pipeline {
+	return &pipeline{ctx: ctx, up: up, cache: cache, lookup: lookup, base: base, pieces: pieces, lookahead: lookahead}
+}
+
+// open opens a piece's audio: from the cache, a synthesis in flight, or
+// the upstream.
+func (p *pipeline) open(req *smallest.SpeechRequest) (*synthcache.Stream, error) {
+	r := p.lookup
+	r.Speech = req
+	return p.cache.Open(p.ctx, r, func(ctx context.Context) (*smallest.SpeechStream, error) { return p.up.StreamSpeech(ctx, req) })
 }
 
 // piece returns piece i once Smallest has accepted it, starting it, and any
@@ -63,7 +75,7 @@ func (p *pipeline) piece(i int) (*fetch, error) {
 	p.startUpTo(i)
 	f := p.fetches[i]
 	if f.chunks == nil { // the inline piece
-		f.stream, f.acceptErr = p.up.StreamSpeech(p.ctx, p.request(f))
+		f.stream, f.acceptErr = p.open(p.request(f))
 		if f.acceptErr != nil {
 			f.end()
 		}
@@ -152,13 +164,13 @@ func (p *pipeline) run(f *fetch) {
 		}
 	}()
 	req := p.request(f)
-	st, err := p.up.StreamSpeech(p.ctx, req)
+	st, err := p.open(req)
 	if smallest.IsRateLimited(err) {
 		// A look-ahead request over the account's concurrency limit: wait
 		// for the piece before it to end, then ask again.
 		select {
 		case <-f.after:
-			st, err = p.up.StreamSpeech(p.ctx, req)
+			st, err = p.open(req)
 		case <-p.ctx.Done():
 		}
 	}

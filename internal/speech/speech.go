@@ -24,6 +24,7 @@ import (
 	"github.com/speechgate/speechgate/internal/metrics"
 	"github.com/speechgate/speechgate/internal/rpcerror"
 	"github.com/speechgate/speechgate/internal/smallest"
+	"github.com/speechgate/speechgate/internal/synthcache"
 )
 
 // Upstream is what the speech services need from Smallest: its cloud
@@ -32,6 +33,9 @@ import (
 // services answer the others UNIMPLEMENTED without calling it.
 type Upstream interface {
 	Capabilities() smallest.Capabilities
+	// Account names the upstream account a call of ctx uses, without its
+	// key: what the synthesis cache is scoped by.
+	Account(ctx context.Context) string
 	// Unsupported names, in the upstream's terms, the options of a
 	// transcription it cannot carry.
 	Unsupported(*smallest.TranscribeRequest) []string
@@ -67,6 +71,8 @@ type Options struct {
 	Lookahead int
 	// Metrics records the speech measures; nil: discarded.
 	Metrics *metrics.Speech
+	// Cache keeps synthesized audio for reuse; nil: none.
+	Cache *synthcache.Cache
 }
 
 func (o Options) withDefaults() Options {
@@ -85,12 +91,13 @@ type Synthesis struct {
 	caps    smallest.Capabilities
 	opts    Options
 	metrics *metrics.Speech
+	dicts   *dictVersions
 }
 
 // NewSynthesis returns the synthesis service, calling up.
 func NewSynthesis(up Upstream, opts Options) *Synthesis {
 	opts = opts.withDefaults()
-	return &Synthesis{up: up, caps: up.Capabilities(), opts: opts, metrics: opts.Metrics}
+	return &Synthesis{up: up, caps: up.Capabilities(), opts: opts, metrics: opts.Metrics, dicts: newDictVersions(up)}
 }
 
 // Register registers the service on s.

@@ -3,12 +3,19 @@ package speech
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/audio"
 	"github.com/speechgate/speechgate/internal/contract"
@@ -17,11 +24,14 @@ import (
 	"github.com/speechgate/speechgate/internal/rpcerror"
 	"github.com/speechgate/speechgate/internal/sentence"
 	"github.com/speechgate/speechgate/internal/smallest"
+	"github.com/speechgate/speechgate/internal/synthcache"
 )
 
 // Synthesize streams the audio of one text: long texts are split into
-// pieces synthesized ahead of playback, within the lookahead bound.
+// pieces synthesized ahead of playback, within the lookahead bound, each
+// served from the synthesis cache when it holds it.
 func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.ServerStreamingServer[speechv1.SynthesizeResponse]) error {
+	start := time.Now()
 	if err := s.check(); err != nil {
 		return err
 	}
@@ -36,7 +46,13 @@ func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.Serv
 	if plan.Upstream.RequestID == "" {
 		plan.Upstream.RequestID = correlation.ID(ctx) // so that Smallest's logs can be matched to the gateway's
 	}
-	pl := newPipeline(ctx, s.up, plan.Upstream, sentence.Split(req.GetText(), s.opts.PieceChars), s.opts.Lookahead)
+	pieces := sentence.Split(req.GetText(), s.opts.PieceChars)
+	lookup, err := s.cacheLookup(ctx, req, plan.Upstream, pieces)
+	if err != nil {
+		cancel()
+		return err
+	}
+	pl := newPipeline(ctx, s.up, s.opts.Cache, lookup, plan.Upstream, pieces, s.opts.Lookahead)
 	defer pl.wait()
 	defer cancel() // before wait: it ends the pieces still running
 
@@ -50,7 +66,9 @@ func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.Serv
 	}, s.metrics.Stream("Synthesize"), plan.BytesPerSample, plan.Rate)
 	var first, last *fetch
 	var attempts int
-	var waited time.Duration
+	var waited, firstAudio time.Duration
+	served := &cacheServed{}
+	defer served.note(ctx)
 	for i := range pl.pieces {
 		f, err := pl.piece(i)
 		if err != nil {
@@ -58,6 +76,7 @@ func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.Serv
 		}
 		pl.ahead(i)
 		attempts, waited = attempts+f.stream.Attempts, waited+f.stream.Waited
+		served.add(f.stream.Outcome)
 		noteUpstreamID(ctx, f.stream.RequestID)
 		if i == 0 {
 			first = f
@@ -80,6 +99,10 @@ func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.Serv
 			if err := out.send(chunk, true); err != nil {
 				return err
 			}
+			if firstAudio == 0 {
+				firstAudio = max(time.Since(start), time.Nanosecond)
+				s.opts.Cache.ObserveFirstAudio(first.stream.Outcome, firstAudio)
+			}
 		}
 		last = f
 	}
@@ -89,7 +112,90 @@ func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.Serv
 	totals.UpstreamRequestId = last.stream.RequestID
 	totals.TextPieces = uint32(len(pl.pieces))
 	totals.UpstreamAttempts, totals.AdmissionWaitMs = uint32(attempts), uint32(waited/time.Millisecond)
+	totals.CacheResult, totals.CachedPieces, totals.JoinedPieces = served.result(), served.hits, served.joined
+	totals.FirstAudioMs = uint32(firstAudio / time.Millisecond)
 	return stream.Send(&speechv1.SynthesizeResponse{Event: &speechv1.SynthesizeResponse_Totals{Totals: totals}})
+}
+
+// cacheLookup is what the cache needs to know of a Synthesize call: its
+// account, its mode, and the versions of its dictionaries. With
+// CACHE_MODE_ONLY it checks that every piece can be served without a
+// synthesis, so that a miss is refused before any audio.
+func (s *Synthesis) cacheLookup(ctx context.Context, req *speechv1.SynthesizeRequest, base smallest.SpeechRequest, pieces []sentence.Piece) (synthcache.Request, error) {
+	mode := map[speechv1.CacheMode]synthcache.Mode{
+		speechv1.CacheMode_CACHE_MODE_BYPASS: synthcache.ModeBypass,
+		speechv1.CacheMode_CACHE_MODE_ONLY:   synthcache.ModeOnly,
+	}[req.GetCacheMode()]
+	lookup := synthcache.Request{Account: s.up.Account(ctx), Mode: mode}
+	if s.opts.Cache == nil || mode == synthcache.ModeBypass {
+		return lookup, nil
+	}
+	versions, ok := s.dicts.of(ctx, lookup.Account, base.PronunciationDicts)
+	if !ok {
+		// The dictionaries' content cannot be known now: cached audio
+		// made with an older one must not be served.
+		lookup.Mode = synthcache.ModeBypass
+	}
+	lookup.Dictionaries = versions
+	if mode != synthcache.ModeOnly {
+		return lookup, nil
+	}
+	for i, p := range pieces {
+		r := lookup
+		speech := base
+		speech.Text = p.Text
+		r.Speech = &speech
+		if !ok || !s.opts.Cache.Has(ctx, r) {
+			return lookup, rpcerror.New(codes.NotFound, fmt.Sprintf("text piece %d of %d is not cached, and cache_mode CACHE_MODE_ONLY asked not to synthesize it", i+1, len(pieces)),
+				rpcerror.ReasonCacheMiss, map[string]string{"textPiece": strconv.Itoa(i + 1), "textPieces": strconv.Itoa(len(pieces))})
+		}
+	}
+	return lookup, nil
+}
+
+// cacheServed counts how a call's pieces were served, for its totals, its
+// log line and its trace.
+type cacheServed struct {
+	hits, joined, misses, bypassed uint32
+}
+
+func (c *cacheServed) add(o synthcache.Outcome) {
+	switch {
+	case o.Hit():
+		c.hits++
+	case o == synthcache.Joined:
+		c.joined++
+	case o == synthcache.Miss:
+		c.misses++
+	case o == synthcache.Bypassed:
+		c.bypassed++
+	}
+}
+
+func (c *cacheServed) result() speechv1.CacheResult {
+	switch {
+	case c.misses > 0:
+		return speechv1.CacheResult_CACHE_RESULT_MISS
+	case c.bypassed > 0:
+		return speechv1.CacheResult_CACHE_RESULT_BYPASSED
+	case c.joined > 0:
+		return speechv1.CacheResult_CACHE_RESULT_JOINED
+	case c.hits > 0:
+		return speechv1.CacheResult_CACHE_RESULT_HIT
+	}
+	return speechv1.CacheResult_CACHE_RESULT_UNSPECIFIED
+}
+
+// note puts the outcome in the call's log line and trace.
+func (c *cacheServed) note(ctx context.Context) {
+	r := c.result()
+	if r == speechv1.CacheResult_CACHE_RESULT_UNSPECIFIED {
+		return
+	}
+	name := strings.ToLower(strings.TrimPrefix(r.String(), "CACHE_RESULT_"))
+	logging.AddFields(ctx, logging.Fields{"cache", name})
+	trace.SpanFromContext(ctx).SetAttributes(attribute.String("speechgate.cache", name),
+		attribute.Int("speechgate.cache.hits", int(c.hits)), attribute.Int("speechgate.cache.joined", int(c.joined)))
 }
 
 type textStream = grpc.BidiStreamingServer[speechv1.SynthesizeStreamRequest, speechv1.SynthesizeStreamResponse]

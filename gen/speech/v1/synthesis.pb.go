@@ -75,6 +75,129 @@ func (SynthesisModel) EnumDescriptor() ([]byte, []int) {
 	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{0}
 }
 
+// CacheMode is what the gateway's synthesis cache may do for one request.
+// The cache keeps the audio of syntheses that ended OK, keyed by everything
+// that shapes it (text, voice, model, language, speed, sample rate,
+// encoding, number-pronunciation language, math notation, and the
+// pronunciation dictionaries with their current content), per Smallest
+// account; identical requests in flight share one synthesis. Long texts
+// are cached piece by piece.
+type CacheMode int32
+
+const (
+	// Not set, the default: serve from the cache or a synthesis in flight
+	// when possible, and store what is synthesized.
+	CacheMode_CACHE_MODE_UNSPECIFIED CacheMode = 0
+	// Neither read nor store: a fresh synthesis, as if there were no cache.
+	CacheMode_CACHE_MODE_BYPASS CacheMode = 1
+	// Serve only from the cache or a synthesis in flight; NOT_FOUND, with
+	// reason CACHE_MISS, before any audio when a piece of the text is neither.
+	CacheMode_CACHE_MODE_ONLY CacheMode = 2
+)
+
+// Enum value maps for CacheMode.
+var (
+	CacheMode_name = map[int32]string{
+		0: "CACHE_MODE_UNSPECIFIED",
+		1: "CACHE_MODE_BYPASS",
+		2: "CACHE_MODE_ONLY",
+	}
+	CacheMode_value = map[string]int32{
+		"CACHE_MODE_UNSPECIFIED": 0,
+		"CACHE_MODE_BYPASS":      1,
+		"CACHE_MODE_ONLY":        2,
+	}
+)
+
+func (x CacheMode) Enum() *CacheMode {
+	p := new(CacheMode)
+	*p = x
+	return p
+}
+
+func (x CacheMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CacheMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_speech_v1_synthesis_proto_enumTypes[1].Descriptor()
+}
+
+func (CacheMode) Type() protoreflect.EnumType {
+	return &file_speech_v1_synthesis_proto_enumTypes[1]
+}
+
+func (x CacheMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CacheMode.Descriptor instead.
+func (CacheMode) EnumDescriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{1}
+}
+
+// CacheResult says how a synthesis's audio was found.
+type CacheResult int32
+
+const (
+	// The gateway runs without a synthesis cache.
+	CacheResult_CACHE_RESULT_UNSPECIFIED CacheResult = 0
+	// At least one text piece was synthesized (and stored).
+	CacheResult_CACHE_RESULT_MISS CacheResult = 1
+	// Every text piece came from the cache.
+	CacheResult_CACHE_RESULT_HIT CacheResult = 2
+	// No piece was synthesized for this call: at least one was shared with an
+	// identical synthesis already in flight, the others came from the cache.
+	CacheResult_CACHE_RESULT_JOINED CacheResult = 3
+	// cache_mode (or expire_content) asked not to use the cache.
+	CacheResult_CACHE_RESULT_BYPASSED CacheResult = 4
+)
+
+// Enum value maps for CacheResult.
+var (
+	CacheResult_name = map[int32]string{
+		0: "CACHE_RESULT_UNSPECIFIED",
+		1: "CACHE_RESULT_MISS",
+		2: "CACHE_RESULT_HIT",
+		3: "CACHE_RESULT_JOINED",
+		4: "CACHE_RESULT_BYPASSED",
+	}
+	CacheResult_value = map[string]int32{
+		"CACHE_RESULT_UNSPECIFIED": 0,
+		"CACHE_RESULT_MISS":        1,
+		"CACHE_RESULT_HIT":         2,
+		"CACHE_RESULT_JOINED":      3,
+		"CACHE_RESULT_BYPASSED":    4,
+	}
+)
+
+func (x CacheResult) Enum() *CacheResult {
+	p := new(CacheResult)
+	*p = x
+	return p
+}
+
+func (x CacheResult) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CacheResult) Descriptor() protoreflect.EnumDescriptor {
+	return file_speech_v1_synthesis_proto_enumTypes[2].Descriptor()
+}
+
+func (CacheResult) Type() protoreflect.EnumType {
+	return &file_speech_v1_synthesis_proto_enumTypes[2]
+}
+
+func (x CacheResult) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CacheResult.Descriptor instead.
+func (CacheResult) EnumDescriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{2}
+}
+
 // VoiceCloneStatus is where a clone is in its making.
 type VoiceCloneStatus int32
 
@@ -120,11 +243,11 @@ func (x VoiceCloneStatus) String() string {
 }
 
 func (VoiceCloneStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_speech_v1_synthesis_proto_enumTypes[1].Descriptor()
+	return file_speech_v1_synthesis_proto_enumTypes[3].Descriptor()
 }
 
 func (VoiceCloneStatus) Type() protoreflect.EnumType {
-	return &file_speech_v1_synthesis_proto_enumTypes[1]
+	return &file_speech_v1_synthesis_proto_enumTypes[3]
 }
 
 func (x VoiceCloneStatus) Number() protoreflect.EnumNumber {
@@ -133,7 +256,7 @@ func (x VoiceCloneStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use VoiceCloneStatus.Descriptor instead.
 func (VoiceCloneStatus) EnumDescriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{1}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{3}
 }
 
 // SynthesizeRequest is one text to speak.
@@ -190,6 +313,9 @@ type SynthesizeRequest struct {
 	// accounts; others are ignored, not refused). Default false. The outcome is
 	// reported in SynthesisFormat.content_expiry.
 	ExpireContent bool `protobuf:"varint,13,opt,name=expire_content,json=expireContent,proto3" json:"expire_content,omitempty"`
+	// What the synthesis cache may do for this request (see CacheMode). A
+	// request with expire_content never uses the cache.
+	CacheMode     CacheMode `protobuf:"varint,14,opt,name=cache_mode,json=cacheMode,proto3,enum=speech.v1.CacheMode" json:"cache_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -313,6 +439,13 @@ func (x *SynthesizeRequest) GetExpireContent() bool {
 		return x.ExpireContent
 	}
 	return false
+}
+
+func (x *SynthesizeRequest) GetCacheMode() CacheMode {
+	if x != nil {
+		return x.CacheMode
+	}
+	return CacheMode_CACHE_MODE_UNSPECIFIED
 }
 
 // SynthesizeResponse is one message of a Synthesize stream: first `format`,
@@ -699,8 +832,17 @@ type SynthesisTotals struct {
 	// account's concurrency budget (see the README's "Running several
 	// replicas"); 0 when the budget had room, or none is set.
 	AdmissionWaitMs uint32 `protobuf:"varint,10,opt,name=admission_wait_ms,json=admissionWaitMs,proto3" json:"admission_wait_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// How the audio was found (Synthesize only; unset on SynthesizeStream).
+	CacheResult CacheResult `protobuf:"varint,11,opt,name=cache_result,json=cacheResult,proto3,enum=speech.v1.CacheResult" json:"cache_result,omitempty"`
+	// Text pieces served from the cache, and shared with a synthesis in
+	// flight (Synthesize only).
+	CachedPieces uint32 `protobuf:"varint,12,opt,name=cached_pieces,json=cachedPieces,proto3" json:"cached_pieces,omitempty"`
+	JoinedPieces uint32 `protobuf:"varint,13,opt,name=joined_pieces,json=joinedPieces,proto3" json:"joined_pieces,omitempty"`
+	// Milliseconds from the start of the call to its first audio message, as
+	// the gateway measured it: a hit's is the gateway's own time.
+	FirstAudioMs  uint32 `protobuf:"varint,14,opt,name=first_audio_ms,json=firstAudioMs,proto3" json:"first_audio_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SynthesisTotals) Reset() {
@@ -799,6 +941,34 @@ func (x *SynthesisTotals) GetUpstreamAttempts() uint32 {
 func (x *SynthesisTotals) GetAdmissionWaitMs() uint32 {
 	if x != nil {
 		return x.AdmissionWaitMs
+	}
+	return 0
+}
+
+func (x *SynthesisTotals) GetCacheResult() CacheResult {
+	if x != nil {
+		return x.CacheResult
+	}
+	return CacheResult_CACHE_RESULT_UNSPECIFIED
+}
+
+func (x *SynthesisTotals) GetCachedPieces() uint32 {
+	if x != nil {
+		return x.CachedPieces
+	}
+	return 0
+}
+
+func (x *SynthesisTotals) GetJoinedPieces() uint32 {
+	if x != nil {
+		return x.JoinedPieces
+	}
+	return 0
+}
+
+func (x *SynthesisTotals) GetFirstAudioMs() uint32 {
+	if x != nil {
+		return x.FirstAudioMs
 	}
 	return 0
 }
@@ -2459,7 +2629,7 @@ var File_speech_v1_synthesis_proto protoreflect.FileDescriptor
 
 const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\n" +
-	"\x19speech/v1/synthesis.proto\x12\tspeech.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15speech/v1/audio.proto\"\x85\x04\n" +
+	"\x19speech/v1/synthesis.proto\x12\tspeech.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15speech/v1/audio.proto\"\xba\x04\n" +
 	"\x11SynthesizeRequest\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x19\n" +
 	"\bvoice_id\x18\x02 \x01(\tR\avoiceId\x12/\n" +
@@ -2476,7 +2646,9 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	" \x01(\tR\tsessionId\x12B\n" +
 	"\x1dnumber_pronunciation_language\x18\v \x01(\tR\x1bnumberPronunciationLanguage\x12#\n" +
 	"\rmath_notation\x18\f \x01(\bR\fmathNotation\x12%\n" +
-	"\x0eexpire_content\x18\r \x01(\bR\rexpireContent\"\xb8\x01\n" +
+	"\x0eexpire_content\x18\r \x01(\bR\rexpireContent\x123\n" +
+	"\n" +
+	"cache_mode\x18\x0e \x01(\x0e2\x14.speech.v1.CacheModeR\tcacheMode\"\xb8\x01\n" +
 	"\x12SynthesizeResponse\x124\n" +
 	"\x06format\x18\x01 \x01(\v2\x1a.speech.v1.SynthesisFormatH\x00R\x06format\x12-\n" +
 	"\x05audio\x18\x02 \x01(\v2\x15.speech.v1.AudioChunkH\x00R\x05audio\x124\n" +
@@ -2508,7 +2680,7 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"durationMs\x88\x01\x01B\f\n" +
 	"\n" +
 	"_offset_msB\x0e\n" +
-	"\f_duration_ms\"\xb1\x03\n" +
+	"\f_duration_ms\"\xdc\x04\n" +
 	"\x0fSynthesisTotals\x12/\n" +
 	"\x11audio_duration_ms\x18\x01 \x01(\rH\x00R\x0faudioDurationMs\x88\x01\x01\x12\x1f\n" +
 	"\vaudio_bytes\x18\x02 \x01(\x04R\n" +
@@ -2524,7 +2696,11 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\x05words\x18\b \x01(\rR\x05words\x12+\n" +
 	"\x11upstream_attempts\x18\t \x01(\rR\x10upstreamAttempts\x12*\n" +
 	"\x11admission_wait_ms\x18\n" +
-	" \x01(\rR\x0fadmissionWaitMsB\x14\n" +
+	" \x01(\rR\x0fadmissionWaitMs\x129\n" +
+	"\fcache_result\x18\v \x01(\x0e2\x16.speech.v1.CacheResultR\vcacheResult\x12#\n" +
+	"\rcached_pieces\x18\f \x01(\rR\fcachedPieces\x12#\n" +
+	"\rjoined_pieces\x18\r \x01(\rR\fjoinedPieces\x12$\n" +
+	"\x0efirst_audio_ms\x18\x0e \x01(\rR\ffirstAudioMsB\x14\n" +
 	"\x12_audio_duration_ms\"\x83\x01\n" +
 	"\x17SynthesizeStreamRequest\x124\n" +
 	"\x06config\x18\x01 \x01(\v2\x1a.speech.v1.SynthesisConfigH\x00R\x06config\x12*\n" +
@@ -2643,7 +2819,17 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\x0eSynthesisModel\x12\x1f\n" +
 	"\x1bSYNTHESIS_MODEL_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eSYNTHESIS_MODEL_LIGHTNING_V3_1\x10\x01\x12&\n" +
-	"\"SYNTHESIS_MODEL_LIGHTNING_V3_1_PRO\x10\x02*\xba\x01\n" +
+	"\"SYNTHESIS_MODEL_LIGHTNING_V3_1_PRO\x10\x02*S\n" +
+	"\tCacheMode\x12\x1a\n" +
+	"\x16CACHE_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11CACHE_MODE_BYPASS\x10\x01\x12\x13\n" +
+	"\x0fCACHE_MODE_ONLY\x10\x02*\x8c\x01\n" +
+	"\vCacheResult\x12\x1c\n" +
+	"\x18CACHE_RESULT_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11CACHE_RESULT_MISS\x10\x01\x12\x14\n" +
+	"\x10CACHE_RESULT_HIT\x10\x02\x12\x17\n" +
+	"\x13CACHE_RESULT_JOINED\x10\x03\x12\x19\n" +
+	"\x15CACHE_RESULT_BYPASSED\x10\x04*\xba\x01\n" +
 	"\x10VoiceCloneStatus\x12\"\n" +
 	"\x1eVOICE_CLONE_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aVOICE_CLONE_STATUS_PENDING\x10\x01\x12!\n" +
@@ -2675,98 +2861,102 @@ func file_speech_v1_synthesis_proto_rawDescGZIP() []byte {
 	return file_speech_v1_synthesis_proto_rawDescData
 }
 
-var file_speech_v1_synthesis_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_speech_v1_synthesis_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_speech_v1_synthesis_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_speech_v1_synthesis_proto_goTypes = []any{
 	(SynthesisModel)(0),                           // 0: speech.v1.SynthesisModel
-	(VoiceCloneStatus)(0),                         // 1: speech.v1.VoiceCloneStatus
-	(*SynthesizeRequest)(nil),                     // 2: speech.v1.SynthesizeRequest
-	(*SynthesizeResponse)(nil),                    // 3: speech.v1.SynthesizeResponse
-	(*SynthesisFormat)(nil),                       // 4: speech.v1.SynthesisFormat
-	(*AudioChunk)(nil),                            // 5: speech.v1.AudioChunk
-	(*SynthesisTotals)(nil),                       // 6: speech.v1.SynthesisTotals
-	(*SynthesizeStreamRequest)(nil),               // 7: speech.v1.SynthesizeStreamRequest
-	(*TextPiece)(nil),                             // 8: speech.v1.TextPiece
-	(*SynthesisConfig)(nil),                       // 9: speech.v1.SynthesisConfig
-	(*SynthesizeStreamResponse)(nil),              // 10: speech.v1.SynthesizeStreamResponse
-	(*WordTiming)(nil),                            // 11: speech.v1.WordTiming
-	(*ListVoicesRequest)(nil),                     // 12: speech.v1.ListVoicesRequest
-	(*ListVoicesResponse)(nil),                    // 13: speech.v1.ListVoicesResponse
-	(*Voice)(nil),                                 // 14: speech.v1.Voice
-	(*VoiceCapabilities)(nil),                     // 15: speech.v1.VoiceCapabilities
-	(*ListPronunciationDictionariesRequest)(nil),  // 16: speech.v1.ListPronunciationDictionariesRequest
-	(*ListPronunciationDictionariesResponse)(nil), // 17: speech.v1.ListPronunciationDictionariesResponse
-	(*PronunciationDictionary)(nil),               // 18: speech.v1.PronunciationDictionary
-	(*PronunciationEntry)(nil),                    // 19: speech.v1.PronunciationEntry
-	(*CreatePronunciationDictionaryRequest)(nil),  // 20: speech.v1.CreatePronunciationDictionaryRequest
-	(*CreatePronunciationDictionaryResponse)(nil), // 21: speech.v1.CreatePronunciationDictionaryResponse
-	(*UpdatePronunciationDictionaryRequest)(nil),  // 22: speech.v1.UpdatePronunciationDictionaryRequest
-	(*UpdatePronunciationDictionaryResponse)(nil), // 23: speech.v1.UpdatePronunciationDictionaryResponse
-	(*DeletePronunciationDictionaryRequest)(nil),  // 24: speech.v1.DeletePronunciationDictionaryRequest
-	(*DeletePronunciationDictionaryResponse)(nil), // 25: speech.v1.DeletePronunciationDictionaryResponse
-	(*VoiceClone)(nil),                            // 26: speech.v1.VoiceClone
-	(*CreateVoiceCloneRequest)(nil),               // 27: speech.v1.CreateVoiceCloneRequest
-	(*CreateVoiceCloneResponse)(nil),              // 28: speech.v1.CreateVoiceCloneResponse
-	(*ListVoiceClonesRequest)(nil),                // 29: speech.v1.ListVoiceClonesRequest
-	(*ListVoiceClonesResponse)(nil),               // 30: speech.v1.ListVoiceClonesResponse
-	(AudioEncoding)(0),                            // 31: speech.v1.AudioEncoding
-	(AudioContainer)(0),                           // 32: speech.v1.AudioContainer
-	(*timestamppb.Timestamp)(nil),                 // 33: google.protobuf.Timestamp
+	(CacheMode)(0),                                // 1: speech.v1.CacheMode
+	(CacheResult)(0),                              // 2: speech.v1.CacheResult
+	(VoiceCloneStatus)(0),                         // 3: speech.v1.VoiceCloneStatus
+	(*SynthesizeRequest)(nil),                     // 4: speech.v1.SynthesizeRequest
+	(*SynthesizeResponse)(nil),                    // 5: speech.v1.SynthesizeResponse
+	(*SynthesisFormat)(nil),                       // 6: speech.v1.SynthesisFormat
+	(*AudioChunk)(nil),                            // 7: speech.v1.AudioChunk
+	(*SynthesisTotals)(nil),                       // 8: speech.v1.SynthesisTotals
+	(*SynthesizeStreamRequest)(nil),               // 9: speech.v1.SynthesizeStreamRequest
+	(*TextPiece)(nil),                             // 10: speech.v1.TextPiece
+	(*SynthesisConfig)(nil),                       // 11: speech.v1.SynthesisConfig
+	(*SynthesizeStreamResponse)(nil),              // 12: speech.v1.SynthesizeStreamResponse
+	(*WordTiming)(nil),                            // 13: speech.v1.WordTiming
+	(*ListVoicesRequest)(nil),                     // 14: speech.v1.ListVoicesRequest
+	(*ListVoicesResponse)(nil),                    // 15: speech.v1.ListVoicesResponse
+	(*Voice)(nil),                                 // 16: speech.v1.Voice
+	(*VoiceCapabilities)(nil),                     // 17: speech.v1.VoiceCapabilities
+	(*ListPronunciationDictionariesRequest)(nil),  // 18: speech.v1.ListPronunciationDictionariesRequest
+	(*ListPronunciationDictionariesResponse)(nil), // 19: speech.v1.ListPronunciationDictionariesResponse
+	(*PronunciationDictionary)(nil),               // 20: speech.v1.PronunciationDictionary
+	(*PronunciationEntry)(nil),                    // 21: speech.v1.PronunciationEntry
+	(*CreatePronunciationDictionaryRequest)(nil),  // 22: speech.v1.CreatePronunciationDictionaryRequest
+	(*CreatePronunciationDictionaryResponse)(nil), // 23: speech.v1.CreatePronunciationDictionaryResponse
+	(*UpdatePronunciationDictionaryRequest)(nil),  // 24: speech.v1.UpdatePronunciationDictionaryRequest
+	(*UpdatePronunciationDictionaryResponse)(nil), // 25: speech.v1.UpdatePronunciationDictionaryResponse
+	(*DeletePronunciationDictionaryRequest)(nil),  // 26: speech.v1.DeletePronunciationDictionaryRequest
+	(*DeletePronunciationDictionaryResponse)(nil), // 27: speech.v1.DeletePronunciationDictionaryResponse
+	(*VoiceClone)(nil),                            // 28: speech.v1.VoiceClone
+	(*CreateVoiceCloneRequest)(nil),               // 29: speech.v1.CreateVoiceCloneRequest
+	(*CreateVoiceCloneResponse)(nil),              // 30: speech.v1.CreateVoiceCloneResponse
+	(*ListVoiceClonesRequest)(nil),                // 31: speech.v1.ListVoiceClonesRequest
+	(*ListVoiceClonesResponse)(nil),               // 32: speech.v1.ListVoiceClonesResponse
+	(AudioEncoding)(0),                            // 33: speech.v1.AudioEncoding
+	(AudioContainer)(0),                           // 34: speech.v1.AudioContainer
+	(*timestamppb.Timestamp)(nil),                 // 35: google.protobuf.Timestamp
 }
 var file_speech_v1_synthesis_proto_depIdxs = []int32{
 	0,  // 0: speech.v1.SynthesizeRequest.model:type_name -> speech.v1.SynthesisModel
-	31, // 1: speech.v1.SynthesizeRequest.encoding:type_name -> speech.v1.AudioEncoding
-	4,  // 2: speech.v1.SynthesizeResponse.format:type_name -> speech.v1.SynthesisFormat
-	5,  // 3: speech.v1.SynthesizeResponse.audio:type_name -> speech.v1.AudioChunk
-	6,  // 4: speech.v1.SynthesizeResponse.totals:type_name -> speech.v1.SynthesisTotals
-	31, // 5: speech.v1.SynthesisFormat.encoding:type_name -> speech.v1.AudioEncoding
-	32, // 6: speech.v1.SynthesisFormat.container:type_name -> speech.v1.AudioContainer
-	9,  // 7: speech.v1.SynthesizeStreamRequest.config:type_name -> speech.v1.SynthesisConfig
-	8,  // 8: speech.v1.SynthesizeStreamRequest.text:type_name -> speech.v1.TextPiece
-	0,  // 9: speech.v1.SynthesisConfig.model:type_name -> speech.v1.SynthesisModel
-	31, // 10: speech.v1.SynthesisConfig.encoding:type_name -> speech.v1.AudioEncoding
-	4,  // 11: speech.v1.SynthesizeStreamResponse.format:type_name -> speech.v1.SynthesisFormat
-	5,  // 12: speech.v1.SynthesizeStreamResponse.audio:type_name -> speech.v1.AudioChunk
-	6,  // 13: speech.v1.SynthesizeStreamResponse.totals:type_name -> speech.v1.SynthesisTotals
-	11, // 14: speech.v1.SynthesizeStreamResponse.word:type_name -> speech.v1.WordTiming
-	14, // 15: speech.v1.ListVoicesResponse.voices:type_name -> speech.v1.Voice
-	15, // 16: speech.v1.Voice.capabilities:type_name -> speech.v1.VoiceCapabilities
-	31, // 17: speech.v1.VoiceCapabilities.encodings:type_name -> speech.v1.AudioEncoding
-	18, // 18: speech.v1.ListPronunciationDictionariesResponse.dictionaries:type_name -> speech.v1.PronunciationDictionary
-	19, // 19: speech.v1.PronunciationDictionary.entries:type_name -> speech.v1.PronunciationEntry
-	33, // 20: speech.v1.PronunciationDictionary.create_time:type_name -> google.protobuf.Timestamp
-	19, // 21: speech.v1.CreatePronunciationDictionaryRequest.entries:type_name -> speech.v1.PronunciationEntry
-	18, // 22: speech.v1.CreatePronunciationDictionaryResponse.dictionary:type_name -> speech.v1.PronunciationDictionary
-	19, // 23: speech.v1.UpdatePronunciationDictionaryRequest.entries:type_name -> speech.v1.PronunciationEntry
-	18, // 24: speech.v1.UpdatePronunciationDictionaryResponse.dictionary:type_name -> speech.v1.PronunciationDictionary
-	1,  // 25: speech.v1.VoiceClone.status:type_name -> speech.v1.VoiceCloneStatus
-	33, // 26: speech.v1.VoiceClone.create_time:type_name -> google.protobuf.Timestamp
-	0,  // 27: speech.v1.CreateVoiceCloneRequest.model:type_name -> speech.v1.SynthesisModel
-	26, // 28: speech.v1.CreateVoiceCloneResponse.voice_clone:type_name -> speech.v1.VoiceClone
-	26, // 29: speech.v1.ListVoiceClonesResponse.voice_clones:type_name -> speech.v1.VoiceClone
-	2,  // 30: speech.v1.SynthesisService.Synthesize:input_type -> speech.v1.SynthesizeRequest
-	7,  // 31: speech.v1.SynthesisService.SynthesizeStream:input_type -> speech.v1.SynthesizeStreamRequest
-	12, // 32: speech.v1.SynthesisService.ListVoices:input_type -> speech.v1.ListVoicesRequest
-	16, // 33: speech.v1.SynthesisService.ListPronunciationDictionaries:input_type -> speech.v1.ListPronunciationDictionariesRequest
-	20, // 34: speech.v1.SynthesisService.CreatePronunciationDictionary:input_type -> speech.v1.CreatePronunciationDictionaryRequest
-	22, // 35: speech.v1.SynthesisService.UpdatePronunciationDictionary:input_type -> speech.v1.UpdatePronunciationDictionaryRequest
-	24, // 36: speech.v1.SynthesisService.DeletePronunciationDictionary:input_type -> speech.v1.DeletePronunciationDictionaryRequest
-	27, // 37: speech.v1.SynthesisService.CreateVoiceClone:input_type -> speech.v1.CreateVoiceCloneRequest
-	29, // 38: speech.v1.SynthesisService.ListVoiceClones:input_type -> speech.v1.ListVoiceClonesRequest
-	3,  // 39: speech.v1.SynthesisService.Synthesize:output_type -> speech.v1.SynthesizeResponse
-	10, // 40: speech.v1.SynthesisService.SynthesizeStream:output_type -> speech.v1.SynthesizeStreamResponse
-	13, // 41: speech.v1.SynthesisService.ListVoices:output_type -> speech.v1.ListVoicesResponse
-	17, // 42: speech.v1.SynthesisService.ListPronunciationDictionaries:output_type -> speech.v1.ListPronunciationDictionariesResponse
-	21, // 43: speech.v1.SynthesisService.CreatePronunciationDictionary:output_type -> speech.v1.CreatePronunciationDictionaryResponse
-	23, // 44: speech.v1.SynthesisService.UpdatePronunciationDictionary:output_type -> speech.v1.UpdatePronunciationDictionaryResponse
-	25, // 45: speech.v1.SynthesisService.DeletePronunciationDictionary:output_type -> speech.v1.DeletePronunciationDictionaryResponse
-	28, // 46: speech.v1.SynthesisService.CreateVoiceClone:output_type -> speech.v1.CreateVoiceCloneResponse
-	30, // 47: speech.v1.SynthesisService.ListVoiceClones:output_type -> speech.v1.ListVoiceClonesResponse
-	39, // [39:48] is the sub-list for method output_type
-	30, // [30:39] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	33, // 1: speech.v1.SynthesizeRequest.encoding:type_name -> speech.v1.AudioEncoding
+	1,  // 2: speech.v1.SynthesizeRequest.cache_mode:type_name -> speech.v1.CacheMode
+	6,  // 3: speech.v1.SynthesizeResponse.format:type_name -> speech.v1.SynthesisFormat
+	7,  // 4: speech.v1.SynthesizeResponse.audio:type_name -> speech.v1.AudioChunk
+	8,  // 5: speech.v1.SynthesizeResponse.totals:type_name -> speech.v1.SynthesisTotals
+	33, // 6: speech.v1.SynthesisFormat.encoding:type_name -> speech.v1.AudioEncoding
+	34, // 7: speech.v1.SynthesisFormat.container:type_name -> speech.v1.AudioContainer
+	2,  // 8: speech.v1.SynthesisTotals.cache_result:type_name -> speech.v1.CacheResult
+	11, // 9: speech.v1.SynthesizeStreamRequest.config:type_name -> speech.v1.SynthesisConfig
+	10, // 10: speech.v1.SynthesizeStreamRequest.text:type_name -> speech.v1.TextPiece
+	0,  // 11: speech.v1.SynthesisConfig.model:type_name -> speech.v1.SynthesisModel
+	33, // 12: speech.v1.SynthesisConfig.encoding:type_name -> speech.v1.AudioEncoding
+	6,  // 13: speech.v1.SynthesizeStreamResponse.format:type_name -> speech.v1.SynthesisFormat
+	7,  // 14: speech.v1.SynthesizeStreamResponse.audio:type_name -> speech.v1.AudioChunk
+	8,  // 15: speech.v1.SynthesizeStreamResponse.totals:type_name -> speech.v1.SynthesisTotals
+	13, // 16: speech.v1.SynthesizeStreamResponse.word:type_name -> speech.v1.WordTiming
+	16, // 17: speech.v1.ListVoicesResponse.voices:type_name -> speech.v1.Voice
+	17, // 18: speech.v1.Voice.capabilities:type_name -> speech.v1.VoiceCapabilities
+	33, // 19: speech.v1.VoiceCapabilities.encodings:type_name -> speech.v1.AudioEncoding
+	20, // 20: speech.v1.ListPronunciationDictionariesResponse.dictionaries:type_name -> speech.v1.PronunciationDictionary
+	21, // 21: speech.v1.PronunciationDictionary.entries:type_name -> speech.v1.PronunciationEntry
+	35, // 22: speech.v1.PronunciationDictionary.create_time:type_name -> google.protobuf.Timestamp
+	21, // 23: speech.v1.CreatePronunciationDictionaryRequest.entries:type_name -> speech.v1.PronunciationEntry
+	20, // 24: speech.v1.CreatePronunciationDictionaryResponse.dictionary:type_name -> speech.v1.PronunciationDictionary
+	21, // 25: speech.v1.UpdatePronunciationDictionaryRequest.entries:type_name -> speech.v1.PronunciationEntry
+	20, // 26: speech.v1.UpdatePronunciationDictionaryResponse.dictionary:type_name -> speech.v1.PronunciationDictionary
+	3,  // 27: speech.v1.VoiceClone.status:type_name -> speech.v1.VoiceCloneStatus
+	35, // 28: speech.v1.VoiceClone.create_time:type_name -> google.protobuf.Timestamp
+	0,  // 29: speech.v1.CreateVoiceCloneRequest.model:type_name -> speech.v1.SynthesisModel
+	28, // 30: speech.v1.CreateVoiceCloneResponse.voice_clone:type_name -> speech.v1.VoiceClone
+	28, // 31: speech.v1.ListVoiceClonesResponse.voice_clones:type_name -> speech.v1.VoiceClone
+	4,  // 32: speech.v1.SynthesisService.Synthesize:input_type -> speech.v1.SynthesizeRequest
+	9,  // 33: speech.v1.SynthesisService.SynthesizeStream:input_type -> speech.v1.SynthesizeStreamRequest
+	14, // 34: speech.v1.SynthesisService.ListVoices:input_type -> speech.v1.ListVoicesRequest
+	18, // 35: speech.v1.SynthesisService.ListPronunciationDictionaries:input_type -> speech.v1.ListPronunciationDictionariesRequest
+	22, // 36: speech.v1.SynthesisService.CreatePronunciationDictionary:input_type -> speech.v1.CreatePronunciationDictionaryRequest
+	24, // 37: speech.v1.SynthesisService.UpdatePronunciationDictionary:input_type -> speech.v1.UpdatePronunciationDictionaryRequest
+	26, // 38: speech.v1.SynthesisService.DeletePronunciationDictionary:input_type -> speech.v1.DeletePronunciationDictionaryRequest
+	29, // 39: speech.v1.SynthesisService.CreateVoiceClone:input_type -> speech.v1.CreateVoiceCloneRequest
+	31, // 40: speech.v1.SynthesisService.ListVoiceClones:input_type -> speech.v1.ListVoiceClonesRequest
+	5,  // 41: speech.v1.SynthesisService.Synthesize:output_type -> speech.v1.SynthesizeResponse
+	12, // 42: speech.v1.SynthesisService.SynthesizeStream:output_type -> speech.v1.SynthesizeStreamResponse
+	15, // 43: speech.v1.SynthesisService.ListVoices:output_type -> speech.v1.ListVoicesResponse
+	19, // 44: speech.v1.SynthesisService.ListPronunciationDictionaries:output_type -> speech.v1.ListPronunciationDictionariesResponse
+	23, // 45: speech.v1.SynthesisService.CreatePronunciationDictionary:output_type -> speech.v1.CreatePronunciationDictionaryResponse
+	25, // 46: speech.v1.SynthesisService.UpdatePronunciationDictionary:output_type -> speech.v1.UpdatePronunciationDictionaryResponse
+	27, // 47: speech.v1.SynthesisService.DeletePronunciationDictionary:output_type -> speech.v1.DeletePronunciationDictionaryResponse
+	30, // 48: speech.v1.SynthesisService.CreateVoiceClone:output_type -> speech.v1.CreateVoiceCloneResponse
+	32, // 49: speech.v1.SynthesisService.ListVoiceClones:output_type -> speech.v1.ListVoiceClonesResponse
+	41, // [41:50] is the sub-list for method output_type
+	32, // [32:41] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_speech_v1_synthesis_proto_init() }
@@ -2797,7 +2987,7 @@ func file_speech_v1_synthesis_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_speech_v1_synthesis_proto_rawDesc), len(file_speech_v1_synthesis_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      4,
 			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
