@@ -25,6 +25,9 @@ import (
 //
 //	http-401 http-403 http-429 http-429-body http-400 http-410 http-413
 //	http-500 http-503   an HTTP error with Smallest's body for it
+//	plan-not-entitled   400: the plan lacks the feature ("... upgrade to a higher plan")
+//	org-not-allowed     403: not available for the organization (an allow-list)
+//	clone-limit         400: clone limit exceeded, consider upgrading
 //	reset               the connection is reset before any answer
 //	stall               no answer at all, until the client gives up
 //
@@ -41,6 +44,7 @@ import (
 //	ws-inactivity       the inactivity error, then a close
 var faultNames = []string{
 	"http-401", "http-403", "http-429", "http-429-body", "http-400", "http-410", "http-413", "http-500", "http-503",
+	"plan-not-entitled", "org-not-allowed", "clone-limit",
 	"reset", "stall", "reset-after", "stall-after", "malformed", "truncate",
 	"ws-close-1008", "ws-close-1011", "ws-close-1000", "ws-inactivity",
 }
@@ -184,6 +188,14 @@ func httpFault(kind string, r *http.Request) (int, any, bool) {
 		return http.StatusInternalServerError, map[string]string{"error": "InternalServerError", "message": "Internal server error"}, true
 	case "http-503":
 		return http.StatusServiceUnavailable, map[string]string{"error": "Worker temporarily unavailable", "request_id": newID()}, true
+	case "plan-not-entitled":
+		// The platform's plan gate (docs/upstream.md §6.1).
+		return http.StatusBadRequest, map[string]any{"status": false,
+			"errors": []string{"Your plan has no access to this feature, please upgrade to a higher plan to use it."}}, true
+	case "org-not-allowed":
+		return http.StatusForbidden, map[string]string{"error": "Forbidden", "message": "This feature is not available for your organization."}, true
+	case "clone-limit":
+		return http.StatusBadRequest, map[string]string{"error": "clone limit exceeded, consider upgrading"}, true
 	}
 	return 0, nil, false
 }

@@ -52,6 +52,14 @@ const (
 	ReasonUpstreamBusy = "UPSTREAM_BUSY"
 	// ReasonQuotaExceeded: the caller's own quota (keys mode) is spent.
 	ReasonQuotaExceeded = "QUOTA_EXCEEDED"
+	// ReasonPlanNotEntitled: the account's plan does not include the
+	// feature (Smallest says so with a 400 that asks to upgrade the plan).
+	ReasonPlanNotEntitled = "PLAN_NOT_ENTITLED"
+	// ReasonNotAvailableForOrganization: the feature is on an allow-list
+	// the organisation is not on, which upgrading does not change.
+	ReasonNotAvailableForOrganization = "NOT_AVAILABLE_FOR_ORGANIZATION"
+	// ReasonCloneLimitExceeded: the account's voice clones are at their limit.
+	ReasonCloneLimitExceeded = "CLONE_LIMIT_EXCEEDED"
 	// ReasonCacheMiss: a cache-only synthesis found nothing cached.
 	ReasonCacheMiss = "CACHE_MISS"
 	// ReasonCacheUnavailable: cached audio could not be read back whole.

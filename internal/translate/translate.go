@@ -115,6 +115,9 @@ func classify(e *smallest.Error) mapping {
 		return mapping{codes.Internal, rpcerror.ReasonUpstreamMalformedResponse, "Smallest's answer could not be understood"}
 	}
 	s := e.Status()
+	if m, ok := entitlement(s, e.Message); ok {
+		return m
+	}
 	m := byStatus(s, e.Code)
 	if e.Kind == smallest.KindStreamError && m.reason != rpcerror.ReasonUpstreamRateLimited {
 		// An error frame inside a stream that had started: its status, if it
@@ -125,6 +128,25 @@ func classify(e *smallest.Error) mapping {
 		}
 	}
 	return m
+}
+
+// entitlement recognizes the refusals that are about what the account may
+// use, not about the request, from their text (docs/upstream.md §6.1): a
+// caller told INVALID_ARGUMENT would fix the request and retry in vain.
+func entitlement(s int, message string) (mapping, bool) {
+	msg := strings.ToLower(message)
+	switch {
+	case s == http.StatusBadRequest && strings.Contains(msg, "clone limit exceeded"):
+		return mapping{codes.ResourceExhausted, rpcerror.ReasonCloneLimitExceeded,
+			"the account has as many voice clones as its plan allows"}, true
+	case (s == http.StatusBadRequest || s == http.StatusForbidden) && strings.Contains(msg, "upgrade") && strings.Contains(msg, "plan"):
+		return mapping{codes.PermissionDenied, rpcerror.ReasonPlanNotEntitled,
+			"the Smallest account's plan does not include this; a higher plan would"}, true
+	case s == http.StatusForbidden && strings.Contains(msg, "not available for your organization"):
+		return mapping{codes.PermissionDenied, rpcerror.ReasonNotAvailableForOrganization,
+			"this is not available to the Smallest account's organization (an allow-list a plan upgrade does not change)"}, true
+	}
+	return mapping{}, false
 }
 
 func byStatus(s int, code string) mapping {
@@ -207,8 +229,12 @@ func fromUpstream(e *smallest.Error, part *rpcerror.PartError) error {
 	}
 	switch m.code {
 	case codes.ResourceExhausted:
+		subject := "smallest:" + e.Endpoint
+		if m.reason == rpcerror.ReasonCloneLimitExceeded {
+			subject = "smallest-account:voice-clones"
+		}
 		details = append(details, &errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
-			Subject:     "smallest:" + e.Endpoint,
+			Subject:     subject,
 			Description: orDefault(e.Message, "Smallest refused the request with 429 Too Many Requests"),
 		}}})
 	case codes.InvalidArgument:
