@@ -52,6 +52,8 @@ func Voice(v smallest.Voice) *speechv1.Voice {
 		UseCases:    v.Tags.UseCases,
 		Emotions:    v.Tags.Emotions,
 		IsClone:     strings.HasPrefix(v.VoiceID, "voice_"),
+		Description: v.Description,
+		PreviewUrl:  v.PreviewURL,
 		Capabilities: &speechv1.VoiceCapabilities{
 			SampleRatesHz:  synthesisRates,
 			Encodings:      synthesisEncodings,

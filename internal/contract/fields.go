@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/speechgate/speechgate/internal/rpcerror"
+	"github.com/speechgate/speechgate/internal/smallest"
 )
 
 // upstreamFields maps Smallest's names for request fields and options to
@@ -31,16 +32,19 @@ func FieldName(upstream string) string {
 	return head
 }
 
-// refuseUnsupported records a violation for every option, by its upstream
-// name, that the upstream cannot carry: the caller is told, rather than the
-// option being dropped. Options belong to the transcription config, under
-// prefix; the source (url) to the request itself.
-func refuseUnsupported(v *rpcerror.Violations, prefix string, options []string) {
-	for _, opt := range options {
+// refuseUnsupported records a violation for every option of up, by its
+// upstream name, that the backend cannot carry: the caller is told, rather
+// than the option being dropped. Options belong to the transcription
+// config, under prefix; the source (url) to the request itself.
+func refuseUnsupported(v *rpcerror.Violations, prefix string, up *smallest.TranscribeRequest, b *Backend) {
+	if b == nil || b.Unsupported == nil {
+		return
+	}
+	for _, opt := range b.Unsupported(up) {
 		field := FieldName(opt)
 		if field != "url" {
 			field = prefix + "." + field
 		}
-		v.Add(field, rpcerror.RuleNotAllowed, "is not supported by the self-hosted Smallest server this gateway uses")
+		v.Add(field, rpcerror.RuleNotAllowed, "is not supported by %s, which this gateway uses", b.Name)
 	}
 }

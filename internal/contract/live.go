@@ -1,6 +1,8 @@
 package contract
 
 import (
+	"strconv"
+
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 
 	"fmt"
@@ -77,10 +79,18 @@ func PlanLive(v *rpcerror.Violations, c *speechv1.LiveTranscriptionConfig) *smal
 		case strings.ContainsAny(text, ",:"):
 			v.Add(field+".text", rpcerror.RuleBadFormat, "must not contain ',' or ':', which Smallest uses as separators")
 		}
-		if k.GetIntensifier() > maxIntensifier {
+		weight := strconv.Itoa(int(max(k.GetIntensifier(), 1)))
+		switch {
+		case k.Weight != nil && k.GetIntensifier() != 0:
+			v.Add(field+".weight", rpcerror.RuleConflict, "and intensifier cannot both be set: weight supersedes intensifier")
+		case k.Weight != nil && !(k.GetWeight() >= 0 && k.GetWeight() <= maxIntensifier): // NaN fails too
+			v.Add(field+".weight", rpcerror.RuleOutOfRange, "must be a number from 0 to %d, got %g", maxIntensifier, k.GetWeight())
+		case k.Weight != nil:
+			weight = strconv.FormatFloat(k.GetWeight(), 'f', -1, 64)
+		case k.GetIntensifier() > maxIntensifier:
 			v.Add(field+".intensifier", rpcerror.RuleOutOfRange, "must be from 1 to %d (0 means 1), got %d", maxIntensifier, k.GetIntensifier())
 		}
-		keywords = append(keywords, fmt.Sprintf("%s:%d", k.GetText(), max(k.GetIntensifier(), 1)))
+		keywords = append(keywords, k.GetText()+":"+weight)
 	}
 	CheckID(v, "session_id", c.GetSessionId(), false)
 	return &smallest.LiveRequest{

@@ -192,6 +192,14 @@ func PlanStream(c *speechv1.SynthesisConfig) (*Synthesis, *smallest.StreamOption
 	if ms := c.GetMaxBufferFlushMs(); ms > 1000 {
 		cv.Add("max_buffer_flush_ms", rpcerror.RuleOutOfRange, "must be from 0 to 1000, got %d", ms)
 	}
+	var backoff *int
+	if c.CompleteBackoffMs != nil {
+		if ms := c.GetCompleteBackoffMs(); ms > 10000 {
+			cv.Add("complete_backoff_ms", rpcerror.RuleOutOfRange, "must be from 0 to 10000, got %d", ms)
+		}
+		ms := int(c.GetCompleteBackoffMs())
+		backoff = &ms
+	}
 	if err := v.Err(); err != nil {
 		return nil, nil, err
 	}
@@ -199,7 +207,7 @@ func PlanStream(c *speechv1.SynthesisConfig) (*Synthesis, *smallest.StreamOption
 	opts := &smallest.StreamOptions{
 		VoiceOptions:     plan.Upstream.VoiceOptions,
 		WordTimestamps:   c.GetWordTimestamps(),
-		MaxBufferFlushMS: int(c.GetMaxBufferFlushMs()),
+		MaxBufferFlushMS: int(c.GetMaxBufferFlushMs()), CompleteBackoffMS: backoff,
 	}
 	return plan, opts, nil
 }

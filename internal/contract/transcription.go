@@ -76,7 +76,17 @@ func PlanTranscription(v *rpcerror.Violations, prefix string, o *speechv1.Transc
 		v.Add("sample_rate_hz", rpcerror.RuleNotAllowed, "must be one of %s, got %d", list(transcriptionRates), rate)
 	}
 	checkWebhook(v, o, pro)
+	if n := o.GetNumSpeakers(); n > maxSpeakers {
+		v.Add("num_speakers", rpcerror.RuleOutOfRange, "must be from 1 to %d (0: the server decides), got %d", maxSpeakers, n)
+	}
+	var punctuate *bool
+	if o != nil && o.Punctuate != nil {
+		p := *o.Punctuate
+		punctuate = &p
+	}
 	return &smallest.TranscribeRequest{
+		NumSpeakers:      int(o.GetNumSpeakers()),
+		Punctuate:        punctuate,
 		Model:            model,
 		Language:         o.GetLanguage(),
 		WordTimestamps:   o.GetWordTimestamps(),
@@ -93,6 +103,9 @@ func PlanTranscription(v *rpcerror.Violations, prefix string, o *speechv1.Transc
 		ExpireContent:    o.GetExpireContent(),
 	}
 }
+
+// maxSpeakers bounds num_speakers: more speakers than any call has.
+const maxSpeakers = 32
 
 func checkWebhook(v *rpcerror.Violations, o *speechv1.TranscriptionConfig, pro bool) {
 	hook := o.GetWebhookUrl()
@@ -141,13 +154,17 @@ func checkURL(v *rpcerror.Violations, field, raw string) {
 	}
 }
 
-// Unsupported names, in the upstream client's terms, the options of a
-// request that an upstream cannot carry.
-type Unsupported func(*smallest.TranscribeRequest) []string
+// Backend is what the configured upstream cannot carry: Unsupported names,
+// in the upstream client's terms, the options of a request it cannot, and
+// Name says which upstream it is, for the caller.
+type Backend struct {
+	Name        string
+	Unsupported func(*smallest.TranscribeRequest) []string
+}
 
 // PlanTranscribe validates a unary transcription, refusing the options the
-// upstream cannot carry (unsupported may be nil).
-func PlanTranscribe(r *speechv1.TranscribeRequest, unsupported Unsupported) (*smallest.TranscribeRequest, error) {
+// backend cannot carry (b may be nil).
+func PlanTranscribe(r *speechv1.TranscribeRequest, b *Backend) (*smallest.TranscribeRequest, error) {
 	var v rpcerror.Violations
 	switch src := r.GetSource().(type) {
 	case nil:
@@ -161,9 +178,7 @@ func PlanTranscribe(r *speechv1.TranscribeRequest, unsupported Unsupported) (*sm
 	}
 	up := PlanTranscription(&v, "config", r.GetConfig(), r.GetUrl() != "")
 	up.URL = r.GetUrl()
-	if unsupported != nil {
-		refuseUnsupported(&v, "config", unsupported(up))
-	}
+	refuseUnsupported(&v, "config", up, b)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
@@ -171,13 +186,11 @@ func PlanTranscribe(r *speechv1.TranscribeRequest, unsupported Unsupported) (*sm
 }
 
 // PlanUpload validates a streamed upload's config, refusing the options the
-// upstream cannot carry (unsupported may be nil).
-func PlanUpload(c *speechv1.TranscriptionConfig, unsupported Unsupported) (*smallest.TranscribeRequest, error) {
+// backend cannot carry (b may be nil).
+func PlanUpload(c *speechv1.TranscriptionConfig, b *Backend) (*smallest.TranscribeRequest, error) {
 	var v rpcerror.Violations
 	up := PlanTranscription(&v, "config", c, false)
-	if unsupported != nil {
-		refuseUnsupported(&v, "config", unsupported(up))
-	}
+	refuseUnsupported(&v, "config", up, b)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}

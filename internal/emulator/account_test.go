@@ -1,6 +1,7 @@
 package emulator_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/speechgate/speechgate/internal/emulator"
+	"github.com/speechgate/speechgate/internal/smallest"
 )
 
 // TestAccountConcurrencyLimit: with a limit of N, the emulator refuses
@@ -73,5 +75,34 @@ func TestAccountConcurrencyLimit(t *testing.T) {
 	}
 	if st.Peak["synthesis"] != 1 || st.Refused["synthesis"] != 1 || st.Refused["live"] != 1 || st.Limits["websocket"] != 5 {
 		t.Errorf("stats = %+v; want a peak of 1 synthesis per key, one synthesis and one session refused, 5 WebSockets allowed", st)
+	}
+}
+
+// TestVoicePreviews: the emulator's browsing catalog describes its voices
+// and points at previews it serves.
+func TestVoicePreviews(t *testing.T) {
+	t.Parallel()
+	c := client(t, emulator.Options{})
+	voices, err := c.ListVoices(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var avery smallest.Voice
+	for _, v := range voices {
+		if v.VoiceID == "avery" {
+			avery = v
+		}
+	}
+	if avery.Description == "" || !strings.HasSuffix(avery.PreviewURL, "/_emulator/previews/avery.wav") {
+		t.Fatalf("avery = %+v; want a description and a preview", avery)
+	}
+	resp, err := http.Get(avery.PreviewURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !bytes.HasPrefix(b, []byte("RIFF")) || len(b) < 10000 {
+		t.Errorf("the preview: %s, %d bytes; want a WAV file", resp.Status, len(b))
 	}
 }

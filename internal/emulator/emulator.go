@@ -98,7 +98,10 @@ func New(opts Options) *Emulator {
 	e.mux.HandleFunc("POST /waves/v1/voice-cloning", e.authed(e.createClone))
 	e.mux.HandleFunc("GET /waves/v1/voice-cloning", e.authed(e.listClones))
 	e.mux.HandleFunc("GET /waves/v1/lightning-v3.1/get_voices", e.authed(e.voices))
+	e.mux.HandleFunc("GET /waves/v1/voice/get-all-models", e.authed(e.browse))
+	e.mux.HandleFunc("GET /_emulator/previews/{file}", e.preview)
 	e.mux.HandleFunc("POST /waves/v1/stt/", e.authed(e.limited(useTranscription, sttBusy, e.transcribe)))
+	e.mux.HandleFunc("DELETE /waves/v1/analytics/asr/history/{id}", e.authed(e.deleteHistory))
 	e.mux.HandleFunc("GET /waves/v1/stt/live", e.authed(e.live(false)))
 	// The US host, which alone serves some realtime languages, is emulated
 	// under this prefix: point the gateway's US base URL at it.

@@ -19,6 +19,13 @@ var (
 	sttEncodings = []string{"linear16", "linear32", "alaw", "mulaw", "opus", "ogg_opus"}
 )
 
+// deleteHistory serves DELETE /waves/v1/analytics/asr/history/{id}: a soft
+// delete, idempotent (docs/upstream.md §6.6). The emulator keeps no history,
+// so every id is deleted.
+func (e *Emulator) deleteHistory(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"request_id": r.PathValue("id"), "deleted": true})
+}
+
 // transcribe serves POST /waves/v1/stt/ (docs/upstream.md §2.2, §2.3).
 func (e *Emulator) transcribe(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()

@@ -333,6 +333,52 @@ type catalogVoice struct {
 	languages, useCases           []string
 }
 
+// describe is a catalog voice as the browsing catalog describes it.
+func (v catalogVoice) describe() string {
+	return fmt.Sprintf("%s %s %s voice for %s.", strings.ToUpper(v.age[:1])+v.age[1:], v.accent, v.gender, strings.Join(v.useCases, " and "))
+}
+
+// browse serves GET /waves/v1/voice/get-all-models (docs/upstream.md §1.7):
+// the catalog with descriptions and previews, which the emulator serves
+// itself under /_emulator/previews/.
+func (e *Emulator) browse(w http.ResponseWriter, r *http.Request) {
+	type voice struct {
+		ID           string `json:"_id"`
+		VoiceID      string `json:"voiceId"`
+		DisplayName  string `json:"displayName"`
+		Description  string `json:"description"`
+		AudioPreview string `json:"audioPreview"`
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	out := make([]voice, 0, len(catalog))
+	for i, v := range catalog {
+		out = append(out, voice{ID: fmt.Sprintf("%024x", i+1), VoiceID: v.id, DisplayName: v.name, Description: v.describe(),
+			AudioPreview: fmt.Sprintf("%s://%s/_emulator/previews/%s.wav", scheme, r.Host, v.id)})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"voices": out})
+}
+
+// preview serves a voice's preview: a short synthesis, as a WAV file.
+func (e *Emulator) preview(w http.ResponseWriter, r *http.Request) {
+	id := strings.TrimSuffix(r.PathValue("file"), ".wav")
+	if !e.knownVoice(id) {
+		http.NotFound(w, r)
+		return
+	}
+	enc := newEncoder(synthesis{text: "Hello, this is " + id + ".", format: "wav", rate: 24000, speed: 1}, e.opts)
+	w.Header().Set("Content-Type", "audio/wav")
+	for {
+		chunk, _ := enc.next()
+		if chunk == nil {
+			return
+		}
+		w.Write(chunk)
+	}
+}
+
 // catalog is the emulator's voice list: real Lightning voice ids, so that
 // requests tried on the emulator work unchanged against Smallest.
 var catalog = []catalogVoice{

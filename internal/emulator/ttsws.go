@@ -29,6 +29,10 @@ type wsMessage struct {
 	Flush          bool     `json:"flush"`
 	WordTimestamps bool     `json:"word_timestamps"`
 	RequestID      string   `json:"request_id"`
+	// CompleteBackoffMS delays each complete after its audio; unset, the
+	// emulator answers at once, which a test or a trial wants more than
+	// Smallest's 4 s default.
+	CompleteBackoffMS *int `json:"complete_backoff_ms"`
 }
 
 // ttsWS serves wss://…/waves/v1/tts/live (docs/upstream.md §1.5): text in with
@@ -109,6 +113,9 @@ func (s *ttsWSSession) work(ctx context.Context) {
 		text.Reset()
 		// Every flush is answered with complete after its audio
 		// (tts-ws.yaml), the end of the input included.
+		if m.CompleteBackoffMS != nil && !sleepUntil(ctx, time.Now().Add(time.Duration(*m.CompleteBackoffMS)*time.Millisecond)) {
+			return
+		}
 		s.send(ctx, map[string]string{"session_id": s.id, "request_id": s.requestID(), "status": "complete"})
 		if !m.Continue && s.e.opts.CloseAfterComplete { // as stream-tts.mdx describes; LiveKit sees sockets kept open
 			s.conn.Close(websocket.StatusNormalClosure, "complete")

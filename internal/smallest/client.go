@@ -140,14 +140,19 @@ func New(cfg Config) (*Client, error) {
 
 // Capabilities says what a Smallest server offers the gateway.
 type Capabilities struct {
+	// Backend names the server for callers: "Smallest's cloud", "the
+	// self-hosted Smallest server".
+	Backend string
 	// Synthesis: Lightning over SSE and its WebSocket, the voice catalog,
 	// pronunciation dictionaries and voice clones.
 	Synthesis bool
 	// Live: Pulse's realtime recognition.
 	Live bool
-	// SynthesisMissing and LiveMissing say, when one is not offered, why not,
-	// in words for the caller.
-	SynthesisMissing, LiveMissing string
+	// History: deleting a transcription from the account's history.
+	History bool
+	// SynthesisMissing, LiveMissing and HistoryMissing say, when one is not
+	// offered, why not, in words for the caller.
+	SynthesisMissing, LiveMissing, HistoryMissing string
 	// MaxUploadBytes is the largest recording transcription accepts.
 	MaxUploadBytes int64
 }
@@ -157,11 +162,21 @@ const MaxUploadBytes = 250 << 20
 
 // Capabilities says what Smallest's cloud offers: everything.
 func (c *Client) Capabilities() Capabilities {
-	return Capabilities{Synthesis: true, Live: true, MaxUploadBytes: MaxUploadBytes}
+	return Capabilities{Backend: "Smallest's cloud", Synthesis: true, Live: true, History: true, MaxUploadBytes: MaxUploadBytes}
 }
 
-// Unsupported lists the options of r the cloud cannot carry: none.
-func (c *Client) Unsupported(*TranscribeRequest) []string { return nil }
+// Unsupported lists the options of r the cloud cannot carry: those of the
+// self-hosted server only.
+func (c *Client) Unsupported(r *TranscribeRequest) []string {
+	var out []string
+	if r.NumSpeakers != 0 {
+		out = append(out, "num_speakers")
+	}
+	if r.Punctuate != nil {
+		out = append(out, "punctuate")
+	}
+	return out
+}
 
 // Close releases the pooled WebSocket sockets. Calls in flight are not affected.
 func (c *Client) Close() { c.tts.close() }

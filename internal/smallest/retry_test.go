@@ -112,7 +112,8 @@ func TestRetriesOnlyWhatIsSafe(t *testing.T) {
 		{name: "a Retry-After longer than 5s goes to the caller", statuses: []int{429}, retryAfter: "30", call: speak, requests: 1},
 		{name: "a Retry-After the deadline cannot cover goes to the caller", statuses: []int{429}, retryAfter: "2",
 			deadline: 1500 * time.Millisecond, call: speak, requests: 1},
-		{name: "reading the voices is retried", statuses: []int{503}, requests: 2, reasons: []string{"unavailable"}, ok: true,
+		// Then the browsing catalog, for descriptions: a third request.
+		{name: "reading the voices is retried", statuses: []int{503}, requests: 3, reasons: []string{"unavailable"}, ok: true,
 			call: func(ctx context.Context, c *smallest.Client) error { _, err := c.ListVoices(ctx); return err }},
 		{name: "creating a dictionary is not", statuses: []int{503}, requests: 1,
 			call: func(ctx context.Context, c *smallest.Client) error {

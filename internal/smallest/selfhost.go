@@ -70,10 +70,13 @@ type SelfHost struct {
 // recordings only.
 func (s *SelfHost) Capabilities() Capabilities {
 	return Capabilities{
+		Backend: "the self-hosted Smallest server",
 		SynthesisMissing: "speech synthesis is not available: this gateway uses a self-hosted Smallest server for " +
 			"speech-to-text, and the self-hosted text-to-speech API has no documented streaming protocol",
 		LiveMissing: "realtime recognition is not available: this gateway uses a self-hosted Smallest server, " +
 			"whose streaming protocol is not documented; use TranscribeUpload",
+		HistoryMissing: "deleting a transcription is not available: this gateway uses a self-hosted Smallest server, " +
+			"which keeps no history of transcriptions at Smallest",
 		MaxUploadBytes: s.maxUpload,
 	}
 }
@@ -153,8 +156,15 @@ func (s *SelfHost) transcribe(ctx context.Context, r *TranscribeRequest) (*Trans
 		return s.transcribeRaw(ctx, r)
 	}
 	if r.URL != "" {
-		payload, err := json.Marshal(map[string]any{"url": r.URL, "language": r.Language, "diarize": r.Diarize,
-			"timestamps": r.WordTimestamps, "callback_url": r.WebhookURL})
+		body := map[string]any{"url": r.URL, "language": r.Language, "diarize": r.Diarize,
+			"timestamps": r.WordTimestamps, "callback_url": r.WebhookURL}
+		if r.NumSpeakers > 0 {
+			body["num_speakers"] = r.NumSpeakers
+		}
+		if r.Punctuate != nil {
+			body["punctuate"] = *r.Punctuate
+		}
+		payload, err := json.Marshal(body)
 		if err != nil {
 			return nil, err
 		}
@@ -205,6 +215,7 @@ func (noSynthesis) CreateVoiceClone(context.Context, *CloneRequest) (*VoiceClone
 	return nil, errNotOffered
 }
 func (noSynthesis) ListVoiceClones(context.Context) ([]VoiceClone, error) { return nil, errNotOffered }
+func (noSynthesis) DeleteTranscription(context.Context, string) error       { return errNotOffered }
 func (noSynthesis) Listen(context.Context, *LiveRequest) (*LiveSession, error) {
 	return nil, errNotOffered
 }
@@ -214,6 +225,12 @@ func writeForm(form *multipart.Writer, r *TranscribeRequest) error {
 		{"language", r.Language},
 		{"diarize", strconv.FormatBool(r.Diarize)},
 		{"timestamps", strconv.FormatBool(r.WordTimestamps)},
+	}
+	if r.NumSpeakers > 0 {
+		fields = append(fields, [2]string{"num_speakers", strconv.Itoa(r.NumSpeakers)})
+	}
+	if r.Punctuate != nil {
+		fields = append(fields, [2]string{"punctuate", strconv.FormatBool(*r.Punctuate)})
 	}
 	if r.WebhookURL != "" {
 		fields = append(fields, [2]string{"callback_url", r.WebhookURL})
@@ -241,6 +258,12 @@ func (s *SelfHost) transcribeRaw(ctx context.Context, r *TranscribeRequest) (*Tr
 		"word_timestamps":   {strconv.FormatBool(r.WordTimestamps)},
 		"gender_detection":  {strconv.FormatBool(r.GenderDetection)},
 		"emotion_detection": {strconv.FormatBool(r.EmotionDetection)}}
+	if r.NumSpeakers > 0 {
+		q.Set("num_speakers", strconv.Itoa(r.NumSpeakers))
+	}
+	if r.Punctuate != nil {
+		q.Set("punctuate", strconv.FormatBool(*r.Punctuate))
+	}
 	return s.post(ctx, q, r.Audio, "application/octet-stream", r.AudioSize)
 }
 

@@ -87,8 +87,9 @@ func TestSelfHostMultipart(t *testing.T) {
 		"words":[{"word":"Hello","start":0,"end":0.5,"confidence":0.9}],"speakers":[{"speaker":"SPEAKER_01","text":"Hello world","start":0,"end":2.5}]}`}
 	s := selfHost(t, f, smallest.SelfHostConfig{TranscribePath: "/v1/listen", Format: smallest.UploadMultipart})
 	audio := bytes.Repeat([]byte("RIFF....WAVE"), 50000)
+	punctuate := false
 	tr, err := s.Transcribe(t.Context(), &smallest.TranscribeRequest{Audio: bytes.NewReader(audio), AudioSize: int64(len(audio)),
-		Language: "en", Diarize: true, WordTimestamps: true})
+		Language: "en", Diarize: true, WordTimestamps: true, NumSpeakers: 2, Punctuate: &punctuate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +105,7 @@ func TestSelfHostMultipart(t *testing.T) {
 	if !bytes.Equal(f.audio, audio) {
 		t.Errorf("the server got %d audio bytes, want the %d sent", len(f.audio), len(audio))
 	}
-	if d := cmp.Diff(map[string]string{"language": "en", "diarize": "true", "timestamps": "true"}, f.fields); d != "" {
+	if d := cmp.Diff(map[string]string{"language": "en", "diarize": "true", "timestamps": "true", "num_speakers": "2", "punctuate": "false"}, f.fields); d != "" {
 		t.Errorf("form fields (-want +got):\n%s", d)
 	}
 	if f.auth != "Token license-123" || f.path != "/v1/listen" {

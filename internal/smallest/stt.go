@@ -41,6 +41,10 @@ type TranscribeRequest struct {
 	WebhookMethod string
 	WebhookExtra  map[string]string
 	ExpireContent bool
+	// NumSpeakers (0: unset) and Punctuate (nil: unset) are options of the
+	// self-hosted server only.
+	NumSpeakers int
+	Punctuate   *bool
 }
 
 func (r *TranscribeRequest) query() url.Values {
@@ -198,6 +202,26 @@ func (b *transcriptBody) transcript() *Transcript {
 // maxTranscript bounds a transcript response: hours of audio with word
 // timings and diarization stay well under it.
 const maxTranscript = 64 << 20
+
+// DeleteTranscription soft-deletes a transcription from the account's
+// history (DELETE /waves/v1/analytics/asr/history/{id}, docs/upstream.md
+// §6.6). It is idempotent, so it is retried as a read is.
+func (c *Client) DeleteTranscription(ctx context.Context, requestID string) error {
+	path := "/waves/v1/analytics/asr/history/" + url.PathEscape(requestID)
+	_, err := c.attempt(ctx, use{endpoint: "DELETE /waves/v1/analytics/asr/history/{id}", retries: true}, func() error {
+		req, cl, err := c.newRequest(ctx, http.MethodDelete, path, nil, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Accept", "application/json")
+		resp, err := c.do(req, cl)
+		if err != nil {
+			return err
+		}
+		return resp.Body.Close()
+	})
+	return err
+}
 
 // Transcribe sends one recording to POST /waves/v1/stt/, holding a slot of
 // the account's transcription budget. The audio is streamed from r.Audio

@@ -239,26 +239,40 @@ func TestTranscribeErrors(t *testing.T) {
 	}
 }
 
+// TestListVoices: the voice list, with the browsing catalog's description
+// and preview where it has them, and without them when it fails.
 func TestListVoices(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/waves/v1/lightning-v3.1/get_voices" {
-			http.NotFound(w, r)
-			return
+	const voices = `{"voices":[{"voiceId":"avery","displayName":"Avery","tags":{"language":["english"],"accent":"american",` +
+		`"gender":"female","age":"young","emotions":[],"usecases":["conversational"]}},{"voiceId":"voice_x","displayName":"Mine","tags":{}}]}`
+	const browsing = `{"voices":[{"_id":"1","voiceId":"avery","displayName":"Avery","description":"Warm and young.",` +
+		`"audioPreview":"https://cdn.example/avery.mp3","tags":{"age":"young","emotions":[],"language":["english"]}}]}`
+	for _, browse := range []bool{true, false} {
+		srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+			switch {
+			case r.URL.Path == "/waves/v1/lightning-v3.1/get_voices":
+				io.WriteString(w, voices)
+			case r.URL.Path == "/waves/v1/voice/get-all-models" && browse:
+				io.WriteString(w, browsing)
+			default:
+				w.WriteHeader(http.StatusInternalServerError)
+				io.WriteString(w, `{"error":"InternalServerError","message":"no"}`)
+			}
+		})
+		got, err := newClient(t, srv, func(c *smallest.Config) { c.MaxAttempts = 1 }).ListVoices(t.Context())
+		if err != nil {
+			t.Fatal(err)
 		}
-		io.WriteString(w, `{"voices":[{"voiceId":"avery","displayName":"Avery","tags":{"language":["english"],"accent":"american",
-			"gender":"female","age":"young","emotions":[],"usecases":["conversational"]}},{"voiceId":"voice_x","displayName":"Mine","tags":{}}]}`)
-	})
-	got, err := newClient(t, srv).ListVoices(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []smallest.Voice{
-		{VoiceID: "avery", DisplayName: "Avery", Tags: smallest.VoiceTags{Language: []string{"english"}, Accent: "american",
-			Gender: "female", Age: "young", Emotions: []string{}, UseCases: []string{"conversational"}}},
-		{VoiceID: "voice_x", DisplayName: "Mine"},
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Fatalf("voices differ (-want +got):\n%s", diff)
+		want := []smallest.Voice{
+			{VoiceID: "avery", DisplayName: "Avery", Tags: smallest.VoiceTags{Language: []string{"english"}, Accent: "american",
+				Gender: "female", Age: "young", Emotions: []string{}, UseCases: []string{"conversational"}}},
+			{VoiceID: "voice_x", DisplayName: "Mine"},
+		}
+		if browse {
+			want[0].Description, want[0].PreviewURL = "Warm and young.", "https://cdn.example/avery.mp3"
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("browsing catalog %v: voices differ (-want +got):\n%s", browse, diff)
+		}
 	}
 }

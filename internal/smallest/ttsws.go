@@ -24,6 +24,9 @@ type StreamOptions struct {
 	VoiceOptions
 	WordTimestamps   bool `json:"word_timestamps,omitempty"`
 	MaxBufferFlushMS int  `json:"max_buffer_flush_ms,omitempty"`
+	// CompleteBackoffMS, when set, is how long Smallest waits after a
+	// flush's last audio before its complete.
+	CompleteBackoffMS *int `json:"complete_backoff_ms,omitempty"`
 }
 
 // streamMessage is one client message: the options plus the text and its flags.

@@ -356,3 +356,36 @@ func TestStreamSpeechTextFailures(t *testing.T) {
 		}
 	})
 }
+
+// TestCompleteBackoffIsSent: the option goes on every message, and is left
+// out when unset, so that Smallest's default applies.
+func TestCompleteBackoffIsSent(t *testing.T) {
+	t.Parallel()
+	for _, backoff := range []*int{nil, new(int), func() *int { n := 250; return &n }()} {
+		f := &fakeTTSWS{}
+		c := wsClient(t, f, 0)
+		s, err := c.StreamSpeechText(t.Context(), &smallest.StreamOptions{VoiceOptions: smallest.VoiceOptions{VoiceID: "avery"}, CompleteBackoffMS: backoff})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Send("Hi.", true)
+		s.End()
+		for {
+			if _, err := s.Next(); err != nil {
+				break
+			}
+		}
+		s.Close()
+		f.mu.Lock()
+		for _, m := range f.messages[0] {
+			got, ok := m["complete_backoff_ms"]
+			switch {
+			case backoff == nil && ok:
+				t.Errorf("unset, but sent as %v", got)
+			case backoff != nil && got != float64(*backoff):
+				t.Errorf("complete_backoff_ms %v; want %d", got, *backoff)
+			}
+		}
+		f.mu.Unlock()
+	}
+}

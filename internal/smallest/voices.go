@@ -13,6 +13,10 @@ type Voice struct {
 	VoiceID     string    `json:"voiceId"`
 	DisplayName string    `json:"displayName"`
 	Tags        VoiceTags `json:"tags"`
+	// Description and PreviewURL come from the browsing catalog
+	// (get-all-models); empty when it does not describe the voice.
+	Description string `json:"description"`
+	PreviewURL  string `json:"audioPreview"`
 }
 
 // VoiceTags describes a voice. Any field may be empty.
@@ -38,6 +42,22 @@ func (c *Client) ListVoices(ctx context.Context) ([]Voice, error) {
 		}
 		if err := c.getJSON(ctx, "/waves/v1/lightning-v3.1/get_voices", &out); err != nil {
 			return nil, err
+		}
+		// The browsing catalog adds a description and a preview; the list
+		// is whole without it, so its failure only leaves them out.
+		var browse struct {
+			Voices []Voice `json:"voices"`
+		}
+		if c.getJSON(ctx, "/waves/v1/voice/get-all-models", &browse) == nil {
+			described := make(map[string]Voice, len(browse.Voices))
+			for _, v := range browse.Voices {
+				described[v.VoiceID] = v
+			}
+			for i, v := range out.Voices {
+				if d, ok := described[v.VoiceID]; ok {
+					out.Voices[i].Description, out.Voices[i].PreviewURL = d.Description, d.PreviewURL
+				}
+			}
 		}
 		return out.Voices, nil
 	})

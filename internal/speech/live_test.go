@@ -17,6 +17,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/emulator"
@@ -244,7 +245,8 @@ func TestTranscribeLiveValidates(t *testing.T) {
 			msgs: []*speechv1.TranscribeLiveRequest{liveConfig(&speechv1.LiveTranscriptionConfig{
 				Model: pro, Language: "xx", Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MP3, SampleRateHz: 11025,
 				EndOfUtteranceTimeoutMs: 50, MaxWords: 1001, SessionId: "a b",
-				Keywords: []*speechv1.Keyword{{Text: "ok", Intensifier: 2}, {Text: "a:b"}, {Text: " ", Intensifier: 9}},
+				Keywords: []*speechv1.Keyword{{Text: "ok", Intensifier: 2}, {Text: "a:b"}, {Text: " ", Intensifier: 9},
+					{Text: "both", Intensifier: 2, Weight: proto.Float64(1.5)}, {Text: "minus", Weight: proto.Float64(-0.5)}},
 			})},
 			want: []*errdetails.BadRequest_FieldViolation{
 				{Field: "config.model", Reason: "NOT_ALLOWED", Description: "TRANSCRIPTION_MODEL_PULSE_PRO has no realtime transport; use TRANSCRIPTION_MODEL_PULSE or TranscribeUpload"},
@@ -256,6 +258,8 @@ func TestTranscribeLiveValidates(t *testing.T) {
 				{Field: "config.keywords[1].text", Reason: "BAD_FORMAT", Description: "must not contain ',' or ':', which Smallest uses as separators"},
 				{Field: "config.keywords[2].text", Reason: "REQUIRED", Description: "is required"},
 				{Field: "config.keywords[2].intensifier", Reason: "OUT_OF_RANGE", Description: "must be from 1 to 5 (0 means 1), got 9"},
+				{Field: "config.keywords[3].weight", Reason: "CONFLICT", Description: "and intensifier cannot both be set: weight supersedes intensifier"},
+				{Field: "config.keywords[4].weight", Reason: "OUT_OF_RANGE", Description: "must be a number from 0 to 5, got -0.5"},
 				{Field: "config.session_id", Reason: "BAD_FORMAT", Description: "must use only the characters [A-Za-z0-9_.-]"},
 			},
 		},

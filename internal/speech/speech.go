@@ -51,6 +51,7 @@ type Upstream interface {
 	ListVoiceClones(ctx context.Context) ([]smallest.VoiceClone, error)
 
 	Transcribe(ctx context.Context, r *smallest.TranscribeRequest) (*smallest.Transcript, error)
+	DeleteTranscription(ctx context.Context, requestID string) error
 	Listen(ctx context.Context, r *smallest.LiveRequest) (*smallest.LiveSession, error)
 }
 

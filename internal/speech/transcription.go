@@ -17,9 +17,31 @@ import (
 	"github.com/speechgate/speechgate/internal/rpcerror"
 )
 
+// backend is what contract needs to refuse what the upstream cannot carry.
+func (s *Transcription) backend() *contract.Backend {
+	return &contract.Backend{Name: s.caps.Backend, Unsupported: s.up.Unsupported}
+}
+
+// DeleteTranscription deletes a transcription from the account's history
+// at Smallest.
+func (s *Transcription) DeleteTranscription(ctx context.Context, req *speechv1.DeleteTranscriptionRequest) (*speechv1.DeleteTranscriptionResponse, error) {
+	if !s.caps.History {
+		return nil, rpcerror.Unimplemented(s.caps.HistoryMissing)
+	}
+	var v rpcerror.Violations
+	contract.CheckID(&v, "request_id", req.GetRequestId(), true)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	if err := s.up.DeleteTranscription(ctx, req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	return &speechv1.DeleteTranscriptionResponse{RequestId: req.GetRequestId()}, nil
+}
+
 // Transcribe transcribes audio at a URL, which Smallest fetches itself.
 func (s *Transcription) Transcribe(ctx context.Context, req *speechv1.TranscribeRequest) (*speechv1.TranscribeResponse, error) {
-	up, err := contract.PlanTranscribe(req, s.up.Unsupported)
+	up, err := contract.PlanTranscribe(req, s.backend())
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +75,7 @@ func (s *Transcription) TranscribeUpload(stream uploadStream) error {
 	if err != nil {
 		return err
 	}
-	up, err := contract.PlanUpload(first, s.up.Unsupported)
+	up, err := contract.PlanUpload(first, s.backend())
 	if err != nil {
 		return err
 	}

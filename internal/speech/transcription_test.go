@@ -17,6 +17,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/emulator"
@@ -130,6 +131,14 @@ func TestTranscribeValidatesBeforeCallingUpstream(t *testing.T) {
 			want: []*errdetails.BadRequest_FieldViolation{
 				{Field: "source", Reason: "REQUIRED", Description: "set audio (the recording's bytes) or url"},
 				{Field: "config.language", Reason: "REQUIRED", Description: "is required: one of en, hi, de, es, ru, it, fr, nl, pt, uk, pl, cs, sk, ro, fi, sv, bg, hu, lt, zh, ja, ko, multi-eu, multi-asian, multi-indic"},
+			},
+		},
+		{
+			name: "options of the self-hosted server only",
+			req:  &speechv1.TranscribeRequest{Source: audio, Config: &speechv1.TranscriptionConfig{Language: "en", NumSpeakers: 2, Punctuate: proto.Bool(false)}},
+			want: []*errdetails.BadRequest_FieldViolation{
+				{Field: "config.num_speakers", Reason: "NOT_ALLOWED", Description: "is not supported by Smallest's cloud, which this gateway uses"},
+				{Field: "config.punctuate", Reason: "NOT_ALLOWED", Description: "is not supported by Smallest's cloud, which this gateway uses"},
 			},
 		},
 		{
@@ -396,12 +405,18 @@ func TestListVoicesFilters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	meher := resp.GetVoices()[0]
+	if !strings.HasSuffix(meher.GetPreviewUrl(), "/_emulator/previews/meher.wav") {
+		t.Errorf("preview_url %q", meher.GetPreviewUrl())
+	}
+	meher.PreviewUrl = "" // its host is the test's
 	want := &speechv1.Voice{VoiceId: "meher", DisplayName: "Meher", Languages: []string{"english", "hindi"}, LanguageCodes: []string{"en", "hi"},
 		Accent: "indian", Gender: "female", Age: "young", UseCases: []string{"conversational"},
+		Description: "Young indian female voice for conversational.",
 		Capabilities: &speechv1.VoiceCapabilities{SampleRatesHz: []uint32{8000, 16000, 24000, 44100}, WordTimestamps: true, StreamingInput: true,
 			Encodings: []speechv1.AudioEncoding{speechv1.AudioEncoding_AUDIO_ENCODING_PCM_S16LE, speechv1.AudioEncoding_AUDIO_ENCODING_WAV,
 				speechv1.AudioEncoding_AUDIO_ENCODING_MP3, speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, speechv1.AudioEncoding_AUDIO_ENCODING_ALAW}}}
-	if d := gatewaytest.Diff(want, resp.GetVoices()[0]); d != "" {
+	if d := gatewaytest.Diff(want, meher); d != "" {
 		t.Errorf("voice (-want +got):\n%s", d)
 	}
 }
@@ -432,5 +447,35 @@ func TestEmptyUploadIsRefusedLocally(t *testing.T) {
 	}
 	if n := calls.Load(); n != 0 {
 		t.Errorf("Smallest was called %d times for empty uploads", n)
+	}
+}
+
+// TestDeleteTranscription: a transcription is deleted from the account's
+// history by Smallest's id for it; a bad id is refused first; a backend
+// without a history says so.
+func TestDeleteTranscription(t *testing.T) {
+	t.Parallel()
+	var deleted atomic.Value
+	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		deleted.Store(r.Method + " " + r.URL.EscapedPath())
+		io.WriteString(w, `{"request_id":"x","deleted":true}`)
+	})
+	g := gatewaytest.Start(t, up, gatewaytest.Options{})
+	ctx := gatewaytest.WithKey(t.Context(), callerKey)
+	resp, err := g.Trans.DeleteTranscription(ctx, &speechv1.DeleteTranscriptionRequest{RequestId: "36e977cf-abc"})
+	if err != nil || resp.GetRequestId() != "36e977cf-abc" {
+		t.Fatalf("%v, %v", resp, err)
+	}
+	if got := deleted.Load(); got != "DELETE /waves/v1/analytics/asr/history/36e977cf-abc" {
+		t.Errorf("upstream request %v", got)
+	}
+	if _, err := g.Trans.DeleteTranscription(ctx, &speechv1.DeleteTranscriptionRequest{RequestId: "../stt"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("a bad id: %v; want INVALID_ARGUMENT", err)
+	}
+	none := gatewaytest.Start(t, up, gatewaytest.Options{Upstream: gatewaytest.Capabilities(func(c *smallest.Capabilities) {
+		c.History, c.HistoryMissing = false, "no history here"
+	})})
+	if _, err := none.Trans.DeleteTranscription(gatewaytest.WithKey(t.Context(), callerKey), &speechv1.DeleteTranscriptionRequest{RequestId: "a"}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("without a history: %v; want UNIMPLEMENTED", err)
 	}
 }

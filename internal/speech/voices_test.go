@@ -147,6 +147,10 @@ type countingVoices struct {
 }
 
 func (f *countingVoices) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/waves/v1/lightning-v3.1/get_voices" {
+		http.NotFound(w, r) // no browsing catalog: no descriptions
+		return
+	}
 	f.calls.Add(1)
 	if f.gate != nil {
 		<-f.gate

@@ -1153,8 +1153,13 @@ type SynthesisConfig struct {
 	// The longest Smallest waits for more text before synthesizing what it
 	// has, in milliseconds, 0 to 1000. 0 (the default) waits for a flush.
 	MaxBufferFlushMs uint32 `protobuf:"varint,13,opt,name=max_buffer_flush_ms,json=maxBufferFlushMs,proto3" json:"max_buffer_flush_ms,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// How long Smallest waits after a flush's last audio before it says the
+	// flush is complete, in milliseconds, 0 to 10,000. Unset: Smallest's
+	// default, 4,000. Lower it to learn sooner that a segment is done (see
+	// SegmentDone) and to end the stream sooner after the last audio.
+	CompleteBackoffMs *uint32 `protobuf:"varint,14,opt,name=complete_backoff_ms,json=completeBackoffMs,proto3,oneof" json:"complete_backoff_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *SynthesisConfig) Reset() {
@@ -1274,6 +1279,13 @@ func (x *SynthesisConfig) GetMathNotation() bool {
 func (x *SynthesisConfig) GetMaxBufferFlushMs() uint32 {
 	if x != nil {
 		return x.MaxBufferFlushMs
+	}
+	return 0
+}
+
+func (x *SynthesisConfig) GetCompleteBackoffMs() uint32 {
+	if x != nil && x.CompleteBackoffMs != nil {
+		return *x.CompleteBackoffMs
 	}
 	return 0
 }
@@ -1593,7 +1605,13 @@ type Voice struct {
 	// True for a voice clone made by the account (id starting "voice_").
 	IsClone bool `protobuf:"varint,10,opt,name=is_clone,json=isClone,proto3" json:"is_clone,omitempty"`
 	// What the voice can do.
-	Capabilities  *VoiceCapabilities `protobuf:"bytes,11,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
+	Capabilities *VoiceCapabilities `protobuf:"bytes,11,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// A description of the voice, from Smallest's browsing catalog; empty
+	// when it has none.
+	Description string `protobuf:"bytes,12,opt,name=description,proto3" json:"description,omitempty"`
+	// An absolute URL of a short recording of the voice, from Smallest's
+	// browsing catalog; empty when it has none. Fetch it without credentials.
+	PreviewUrl    string `protobuf:"bytes,13,opt,name=preview_url,json=previewUrl,proto3" json:"preview_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1703,6 +1721,20 @@ func (x *Voice) GetCapabilities() *VoiceCapabilities {
 		return x.Capabilities
 	}
 	return nil
+}
+
+func (x *Voice) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Voice) GetPreviewUrl() string {
+	if x != nil {
+		return x.PreviewUrl
+	}
+	return ""
 }
 
 // VoiceCapabilities says what a voice supports, so that callers need not
@@ -2708,7 +2740,7 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\x04part\"5\n" +
 	"\tTextPiece\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x14\n" +
-	"\x05flush\x18\x02 \x01(\bR\x05flush\"\xa0\x04\n" +
+	"\x05flush\x18\x02 \x01(\bR\x05flush\"\xed\x04\n" +
 	"\x0fSynthesisConfig\x12\x19\n" +
 	"\bvoice_id\x18\x01 \x01(\tR\avoiceId\x12/\n" +
 	"\x05model\x18\x02 \x01(\x0e2\x19.speech.v1.SynthesisModelR\x05model\x12\x1a\n" +
@@ -2725,7 +2757,9 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	" \x01(\tR\tsessionId\x12B\n" +
 	"\x1dnumber_pronunciation_language\x18\v \x01(\tR\x1bnumberPronunciationLanguage\x12#\n" +
 	"\rmath_notation\x18\f \x01(\bR\fmathNotation\x12-\n" +
-	"\x13max_buffer_flush_ms\x18\r \x01(\rR\x10maxBufferFlushMs\"\xeb\x01\n" +
+	"\x13max_buffer_flush_ms\x18\r \x01(\rR\x10maxBufferFlushMs\x123\n" +
+	"\x13complete_backoff_ms\x18\x0e \x01(\rH\x00R\x11completeBackoffMs\x88\x01\x01B\x16\n" +
+	"\x14_complete_backoff_ms\"\xeb\x01\n" +
 	"\x18SynthesizeStreamResponse\x124\n" +
 	"\x06format\x18\x01 \x01(\v2\x1a.speech.v1.SynthesisFormatH\x00R\x06format\x12-\n" +
 	"\x05audio\x18\x02 \x01(\v2\x15.speech.v1.AudioChunkH\x00R\x05audio\x124\n" +
@@ -2741,7 +2775,7 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\blanguage\x18\x01 \x01(\tR\blanguage\x12\x16\n" +
 	"\x06gender\x18\x02 \x01(\tR\x06gender\">\n" +
 	"\x12ListVoicesResponse\x12(\n" +
-	"\x06voices\x18\x01 \x03(\v2\x10.speech.v1.VoiceR\x06voices\"\xe2\x02\n" +
+	"\x06voices\x18\x01 \x03(\v2\x10.speech.v1.VoiceR\x06voices\"\xa5\x03\n" +
 	"\x05Voice\x12\x19\n" +
 	"\bvoice_id\x18\x01 \x01(\tR\avoiceId\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1c\n" +
@@ -2754,7 +2788,10 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\bemotions\x18\t \x03(\tR\bemotions\x12\x19\n" +
 	"\bis_clone\x18\n" +
 	" \x01(\bR\aisClone\x12@\n" +
-	"\fcapabilities\x18\v \x01(\v2\x1c.speech.v1.VoiceCapabilitiesR\fcapabilities\"\xc5\x01\n" +
+	"\fcapabilities\x18\v \x01(\v2\x1c.speech.v1.VoiceCapabilitiesR\fcapabilities\x12 \n" +
+	"\vdescription\x18\f \x01(\tR\vdescription\x12\x1f\n" +
+	"\vpreview_url\x18\r \x01(\tR\n" +
+	"previewUrl\"\xc5\x01\n" +
 	"\x11VoiceCapabilities\x12&\n" +
 	"\x0fsample_rates_hz\x18\x01 \x03(\rR\rsampleRatesHz\x126\n" +
 	"\tencodings\x18\x02 \x03(\x0e2\x18.speech.v1.AudioEncodingR\tencodings\x12'\n" +
@@ -2976,6 +3013,7 @@ func file_speech_v1_synthesis_proto_init() {
 		(*SynthesizeStreamRequest_Config)(nil),
 		(*SynthesizeStreamRequest_Text)(nil),
 	}
+	file_speech_v1_synthesis_proto_msgTypes[7].OneofWrappers = []any{}
 	file_speech_v1_synthesis_proto_msgTypes[8].OneofWrappers = []any{
 		(*SynthesizeStreamResponse_Format)(nil),
 		(*SynthesizeStreamResponse_Audio)(nil),

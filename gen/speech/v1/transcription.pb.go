@@ -130,6 +130,99 @@ func (TranscriptionStatus) EnumDescriptor() ([]byte, []int) {
 	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{1}
 }
 
+// DeleteTranscriptionRequest names the transcription to delete.
+type DeleteTranscriptionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Smallest's id of the transcription (Transcript.upstream_request_id).
+	// Required: 1 to 128 characters from [A-Za-z0-9_.-].
+	RequestId     string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTranscriptionRequest) Reset() {
+	*x = DeleteTranscriptionRequest{}
+	mi := &file_speech_v1_transcription_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTranscriptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTranscriptionRequest) ProtoMessage() {}
+
+func (x *DeleteTranscriptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_transcription_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTranscriptionRequest.ProtoReflect.Descriptor instead.
+func (*DeleteTranscriptionRequest) Descriptor() ([]byte, []int) {
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DeleteTranscriptionRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// DeleteTranscriptionResponse confirms a deletion.
+type DeleteTranscriptionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id deleted, as requested.
+	RequestId     string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTranscriptionResponse) Reset() {
+	*x = DeleteTranscriptionResponse{}
+	mi := &file_speech_v1_transcription_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTranscriptionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTranscriptionResponse) ProtoMessage() {}
+
+func (x *DeleteTranscriptionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_transcription_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTranscriptionResponse.ProtoReflect.Descriptor instead.
+func (*DeleteTranscriptionResponse) Descriptor() ([]byte, []int) {
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DeleteTranscriptionResponse) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 // TranscriptionConfig says how to transcribe a recording.
 type TranscriptionConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -179,13 +272,20 @@ type TranscriptionConfig struct {
 	// Ask Smallest to expire stored content for this request (Enterprise
 	// accounts; others are ignored, not refused). Default false.
 	ExpireContent bool `protobuf:"varint,14,opt,name=expire_content,json=expireContent,proto3" json:"expire_content,omitempty"`
+	// How many speakers the recording has, when known, to help diarization:
+	// 1 to 32; 0 (unset) lets the server decide. Self-hosted server only
+	// (its num_speakers); Smallest's cloud refuses it with INVALID_ARGUMENT.
+	NumSpeakers uint32 `protobuf:"varint,15,opt,name=num_speakers,json=numSpeakers,proto3" json:"num_speakers,omitempty"`
+	// Add punctuation. Unset: the server's default, true. Self-hosted server
+	// only (its punctuate); Smallest's cloud refuses it with INVALID_ARGUMENT.
+	Punctuate     *bool `protobuf:"varint,16,opt,name=punctuate,proto3,oneof" json:"punctuate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TranscriptionConfig) Reset() {
 	*x = TranscriptionConfig{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[0]
+	mi := &file_speech_v1_transcription_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -197,7 +297,7 @@ func (x *TranscriptionConfig) String() string {
 func (*TranscriptionConfig) ProtoMessage() {}
 
 func (x *TranscriptionConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[0]
+	mi := &file_speech_v1_transcription_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -210,7 +310,7 @@ func (x *TranscriptionConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscriptionConfig.ProtoReflect.Descriptor instead.
 func (*TranscriptionConfig) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{0}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *TranscriptionConfig) GetModel() TranscriptionModel {
@@ -311,6 +411,20 @@ func (x *TranscriptionConfig) GetExpireContent() bool {
 	return false
 }
 
+func (x *TranscriptionConfig) GetNumSpeakers() uint32 {
+	if x != nil {
+		return x.NumSpeakers
+	}
+	return 0
+}
+
+func (x *TranscriptionConfig) GetPunctuate() bool {
+	if x != nil && x.Punctuate != nil {
+		return *x.Punctuate
+	}
+	return false
+}
+
 // TranscribeRequest is one recording to transcribe and how.
 type TranscribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -329,7 +443,7 @@ type TranscribeRequest struct {
 
 func (x *TranscribeRequest) Reset() {
 	*x = TranscribeRequest{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[1]
+	mi := &file_speech_v1_transcription_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +455,7 @@ func (x *TranscribeRequest) String() string {
 func (*TranscribeRequest) ProtoMessage() {}
 
 func (x *TranscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[1]
+	mi := &file_speech_v1_transcription_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +468,7 @@ func (x *TranscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeRequest.ProtoReflect.Descriptor instead.
 func (*TranscribeRequest) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{1}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *TranscribeRequest) GetSource() isTranscribeRequest_Source {
@@ -423,7 +537,7 @@ type TranscribeResponse struct {
 
 func (x *TranscribeResponse) Reset() {
 	*x = TranscribeResponse{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[2]
+	mi := &file_speech_v1_transcription_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -435,7 +549,7 @@ func (x *TranscribeResponse) String() string {
 func (*TranscribeResponse) ProtoMessage() {}
 
 func (x *TranscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[2]
+	mi := &file_speech_v1_transcription_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -448,7 +562,7 @@ func (x *TranscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeResponse.ProtoReflect.Descriptor instead.
 func (*TranscribeResponse) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{2}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TranscribeResponse) GetTranscript() *Transcript {
@@ -474,7 +588,7 @@ type TranscribeUploadRequest struct {
 
 func (x *TranscribeUploadRequest) Reset() {
 	*x = TranscribeUploadRequest{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[3]
+	mi := &file_speech_v1_transcription_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +600,7 @@ func (x *TranscribeUploadRequest) String() string {
 func (*TranscribeUploadRequest) ProtoMessage() {}
 
 func (x *TranscribeUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[3]
+	mi := &file_speech_v1_transcription_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +613,7 @@ func (x *TranscribeUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeUploadRequest.ProtoReflect.Descriptor instead.
 func (*TranscribeUploadRequest) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{3}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TranscribeUploadRequest) GetPart() isTranscribeUploadRequest_Part {
@@ -558,7 +672,7 @@ type TranscribeUploadResponse struct {
 
 func (x *TranscribeUploadResponse) Reset() {
 	*x = TranscribeUploadResponse{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[4]
+	mi := &file_speech_v1_transcription_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +684,7 @@ func (x *TranscribeUploadResponse) String() string {
 func (*TranscribeUploadResponse) ProtoMessage() {}
 
 func (x *TranscribeUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[4]
+	mi := &file_speech_v1_transcription_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +697,7 @@ func (x *TranscribeUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeUploadResponse.ProtoReflect.Descriptor instead.
 func (*TranscribeUploadResponse) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{4}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TranscribeUploadResponse) GetTranscript() *Transcript {
@@ -625,7 +739,7 @@ type Transcript struct {
 
 func (x *Transcript) Reset() {
 	*x = Transcript{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[5]
+	mi := &file_speech_v1_transcription_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +751,7 @@ func (x *Transcript) String() string {
 func (*Transcript) ProtoMessage() {}
 
 func (x *Transcript) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[5]
+	mi := &file_speech_v1_transcription_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +764,7 @@ func (x *Transcript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transcript.ProtoReflect.Descriptor instead.
 func (*Transcript) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{5}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Transcript) GetStatus() TranscriptionStatus {
@@ -737,7 +851,7 @@ type Word struct {
 
 func (x *Word) Reset() {
 	*x = Word{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[6]
+	mi := &file_speech_v1_transcription_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +863,7 @@ func (x *Word) String() string {
 func (*Word) ProtoMessage() {}
 
 func (x *Word) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[6]
+	mi := &file_speech_v1_transcription_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +876,7 @@ func (x *Word) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Word.ProtoReflect.Descriptor instead.
 func (*Word) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{6}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Word) GetWord() string {
@@ -824,7 +938,7 @@ type Utterance struct {
 
 func (x *Utterance) Reset() {
 	*x = Utterance{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[7]
+	mi := &file_speech_v1_transcription_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +950,7 @@ func (x *Utterance) String() string {
 func (*Utterance) ProtoMessage() {}
 
 func (x *Utterance) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[7]
+	mi := &file_speech_v1_transcription_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +963,7 @@ func (x *Utterance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Utterance.ProtoReflect.Descriptor instead.
 func (*Utterance) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{7}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Utterance) GetText() string {
@@ -897,7 +1011,7 @@ type TranscribeLiveRequest struct {
 
 func (x *TranscribeLiveRequest) Reset() {
 	*x = TranscribeLiveRequest{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[8]
+	mi := &file_speech_v1_transcription_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +1023,7 @@ func (x *TranscribeLiveRequest) String() string {
 func (*TranscribeLiveRequest) ProtoMessage() {}
 
 func (x *TranscribeLiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[8]
+	mi := &file_speech_v1_transcription_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1036,7 @@ func (x *TranscribeLiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeLiveRequest.ProtoReflect.Descriptor instead.
 func (*TranscribeLiveRequest) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{8}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TranscribeLiveRequest) GetPart() isTranscribeLiveRequest_Part {
@@ -996,7 +1110,7 @@ type FinalizeUtterance struct {
 
 func (x *FinalizeUtterance) Reset() {
 	*x = FinalizeUtterance{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[9]
+	mi := &file_speech_v1_transcription_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1122,7 @@ func (x *FinalizeUtterance) String() string {
 func (*FinalizeUtterance) ProtoMessage() {}
 
 func (x *FinalizeUtterance) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[9]
+	mi := &file_speech_v1_transcription_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1135,7 @@ func (x *FinalizeUtterance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinalizeUtterance.ProtoReflect.Descriptor instead.
 func (*FinalizeUtterance) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{9}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{11}
 }
 
 // Keyword is a word or phrase to favour in recognition.
@@ -1029,16 +1143,23 @@ type Keyword struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The word or phrase, case-sensitive. 1 to 100 characters, without "," or ":".
 	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
-	// How strongly to favour it, 1 to 5; 0 (unset) means 1. Smallest advises
-	// 1 to 3: higher values make it hear the word where it was not said.
-	Intensifier   uint32 `protobuf:"varint,2,opt,name=intensifier,proto3" json:"intensifier,omitempty"`
+	// How strongly to favour it, as a whole number 1 to 5; 0 (unset) means 1.
+	// Superseded by weight, which takes fractions; set one or the other.
+	//
+	// Deprecated: Marked as deprecated in speech/v1/transcription.proto.
+	Intensifier uint32 `protobuf:"varint,2,opt,name=intensifier,proto3" json:"intensifier,omitempty"`
+	// How strongly to favour it: a number from 0 to 5, fractions allowed
+	// (Smallest's intensifier, "a non-negative number"); unset means 1.0.
+	// Smallest advises 1 to 3: higher values make it hear the word where it
+	// was not said.
+	Weight        *float64 `protobuf:"fixed64,3,opt,name=weight,proto3,oneof" json:"weight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Keyword) Reset() {
 	*x = Keyword{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[10]
+	mi := &file_speech_v1_transcription_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1171,7 @@ func (x *Keyword) String() string {
 func (*Keyword) ProtoMessage() {}
 
 func (x *Keyword) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[10]
+	mi := &file_speech_v1_transcription_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1184,7 @@ func (x *Keyword) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keyword.ProtoReflect.Descriptor instead.
 func (*Keyword) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{10}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Keyword) GetText() string {
@@ -1073,9 +1194,17 @@ func (x *Keyword) GetText() string {
 	return ""
 }
 
+// Deprecated: Marked as deprecated in speech/v1/transcription.proto.
 func (x *Keyword) GetIntensifier() uint32 {
 	if x != nil {
 		return x.Intensifier
+	}
+	return 0
+}
+
+func (x *Keyword) GetWeight() float64 {
+	if x != nil && x.Weight != nil {
+		return *x.Weight
 	}
 	return 0
 }
@@ -1150,7 +1279,7 @@ type LiveTranscriptionConfig struct {
 
 func (x *LiveTranscriptionConfig) Reset() {
 	*x = LiveTranscriptionConfig{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[11]
+	mi := &file_speech_v1_transcription_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1291,7 @@ func (x *LiveTranscriptionConfig) String() string {
 func (*LiveTranscriptionConfig) ProtoMessage() {}
 
 func (x *LiveTranscriptionConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[11]
+	mi := &file_speech_v1_transcription_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1304,7 @@ func (x *LiveTranscriptionConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LiveTranscriptionConfig.ProtoReflect.Descriptor instead.
 func (*LiveTranscriptionConfig) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{11}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LiveTranscriptionConfig) GetModel() TranscriptionModel {
@@ -1349,7 +1478,7 @@ type TranscribeLiveResponse struct {
 
 func (x *TranscribeLiveResponse) Reset() {
 	*x = TranscribeLiveResponse{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[12]
+	mi := &file_speech_v1_transcription_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1490,7 @@ func (x *TranscribeLiveResponse) String() string {
 func (*TranscribeLiveResponse) ProtoMessage() {}
 
 func (x *TranscribeLiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[12]
+	mi := &file_speech_v1_transcription_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1503,7 @@ func (x *TranscribeLiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeLiveResponse.ProtoReflect.Descriptor instead.
 func (*TranscribeLiveResponse) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{12}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TranscribeLiveResponse) GetEvent() isTranscribeLiveResponse_Event {
@@ -1468,7 +1597,7 @@ type LiveTranscript struct {
 
 func (x *LiveTranscript) Reset() {
 	*x = LiveTranscript{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[13]
+	mi := &file_speech_v1_transcription_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1609,7 @@ func (x *LiveTranscript) String() string {
 func (*LiveTranscript) ProtoMessage() {}
 
 func (x *LiveTranscript) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[13]
+	mi := &file_speech_v1_transcription_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1622,7 @@ func (x *LiveTranscript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LiveTranscript.ProtoReflect.Descriptor instead.
 func (*LiveTranscript) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{13}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LiveTranscript) GetText() string {
@@ -1577,7 +1706,7 @@ type SpeechEvent struct {
 
 func (x *SpeechEvent) Reset() {
 	*x = SpeechEvent{}
-	mi := &file_speech_v1_transcription_proto_msgTypes[14]
+	mi := &file_speech_v1_transcription_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1589,7 +1718,7 @@ func (x *SpeechEvent) String() string {
 func (*SpeechEvent) ProtoMessage() {}
 
 func (x *SpeechEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_transcription_proto_msgTypes[14]
+	mi := &file_speech_v1_transcription_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1602,7 +1731,7 @@ func (x *SpeechEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeechEvent.ProtoReflect.Descriptor instead.
 func (*SpeechEvent) Descriptor() ([]byte, []int) {
-	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{14}
+	return file_speech_v1_transcription_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SpeechEvent) GetTimestampMs() uint32 {
@@ -1616,7 +1745,13 @@ var File_speech_v1_transcription_proto protoreflect.FileDescriptor
 
 const file_speech_v1_transcription_proto_rawDesc = "" +
 	"\n" +
-	"\x1dspeech/v1/transcription.proto\x12\tspeech.v1\x1a\x15speech/v1/audio.proto\"\xa2\x05\n" +
+	"\x1dspeech/v1/transcription.proto\x12\tspeech.v1\x1a\x15speech/v1/audio.proto\";\n" +
+	"\x1aDeleteTranscriptionRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\"<\n" +
+	"\x1bDeleteTranscriptionResponse\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\"\xf6\x05\n" +
 	"\x13TranscriptionConfig\x123\n" +
 	"\x05model\x18\x01 \x01(\x0e2\x1d.speech.v1.TranscriptionModelR\x05model\x12\x1a\n" +
 	"\blanguage\x18\x02 \x01(\tR\blanguage\x12'\n" +
@@ -1635,10 +1770,14 @@ const file_speech_v1_transcription_proto_rawDesc = "" +
 	"webhookUrl\x12%\n" +
 	"\x0ewebhook_method\x18\f \x01(\tR\rwebhookMethod\x12U\n" +
 	"\rwebhook_extra\x18\r \x03(\v20.speech.v1.TranscriptionConfig.WebhookExtraEntryR\fwebhookExtra\x12%\n" +
-	"\x0eexpire_content\x18\x0e \x01(\bR\rexpireContent\x1a?\n" +
+	"\x0eexpire_content\x18\x0e \x01(\bR\rexpireContent\x12!\n" +
+	"\fnum_speakers\x18\x0f \x01(\rR\vnumSpeakers\x12!\n" +
+	"\tpunctuate\x18\x10 \x01(\bH\x00R\tpunctuate\x88\x01\x01\x1a?\n" +
 	"\x11WebhookExtraEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x81\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\f\n" +
+	"\n" +
+	"_punctuate\"\x81\x01\n" +
 	"\x11TranscribeRequest\x12\x16\n" +
 	"\x05audio\x18\x01 \x01(\fH\x00R\x05audio\x12\x12\n" +
 	"\x03url\x18\x02 \x01(\tH\x00R\x03url\x126\n" +
@@ -1695,10 +1834,12 @@ const file_speech_v1_transcription_proto_rawDesc = "" +
 	"\x05audio\x18\x02 \x01(\fH\x00R\x05audio\x12:\n" +
 	"\bfinalize\x18\x03 \x01(\v2\x1c.speech.v1.FinalizeUtteranceH\x00R\bfinalizeB\x06\n" +
 	"\x04part\"\x13\n" +
-	"\x11FinalizeUtterance\"?\n" +
+	"\x11FinalizeUtterance\"k\n" +
 	"\aKeyword\x12\x12\n" +
-	"\x04text\x18\x01 \x01(\tR\x04text\x12 \n" +
-	"\vintensifier\x18\x02 \x01(\rR\vintensifier\"\xc1\a\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12$\n" +
+	"\vintensifier\x18\x02 \x01(\rB\x02\x18\x01R\vintensifier\x12\x1b\n" +
+	"\x06weight\x18\x03 \x01(\x01H\x00R\x06weight\x88\x01\x01B\t\n" +
+	"\a_weight\"\xc1\a\n" +
 	"\x17LiveTranscriptionConfig\x123\n" +
 	"\x05model\x18\x01 \x01(\x0e2\x1d.speech.v1.TranscriptionModelR\x05model\x12\x1a\n" +
 	"\blanguage\x18\x02 \x01(\tR\blanguage\x124\n" +
@@ -1765,12 +1906,13 @@ const file_speech_v1_transcription_proto_rawDesc = "" +
 	"\x13TranscriptionStatus\x12$\n" +
 	" TRANSCRIPTION_STATUS_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eTRANSCRIPTION_STATUS_COMPLETED\x10\x01\x12#\n" +
-	"\x1fTRANSCRIPTION_STATUS_PROCESSING\x10\x022\x9b\x02\n" +
+	"\x1fTRANSCRIPTION_STATUS_PROCESSING\x10\x022\x81\x03\n" +
 	"\x14TranscriptionService\x12I\n" +
 	"\n" +
 	"Transcribe\x12\x1c.speech.v1.TranscribeRequest\x1a\x1d.speech.v1.TranscribeResponse\x12]\n" +
 	"\x10TranscribeUpload\x12\".speech.v1.TranscribeUploadRequest\x1a#.speech.v1.TranscribeUploadResponse(\x01\x12Y\n" +
-	"\x0eTranscribeLive\x12 .speech.v1.TranscribeLiveRequest\x1a!.speech.v1.TranscribeLiveResponse(\x010\x01B9Z7github.com/speechgate/speechgate/gen/speech/v1;speechv1b\x06proto3"
+	"\x0eTranscribeLive\x12 .speech.v1.TranscribeLiveRequest\x1a!.speech.v1.TranscribeLiveResponse(\x010\x01\x12d\n" +
+	"\x13DeleteTranscription\x12%.speech.v1.DeleteTranscriptionRequest\x1a&.speech.v1.DeleteTranscriptionResponseB9Z7github.com/speechgate/speechgate/gen/speech/v1;speechv1b\x06proto3"
 
 var (
 	file_speech_v1_transcription_proto_rawDescOnce sync.Once
@@ -1785,59 +1927,63 @@ func file_speech_v1_transcription_proto_rawDescGZIP() []byte {
 }
 
 var file_speech_v1_transcription_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_speech_v1_transcription_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_speech_v1_transcription_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_speech_v1_transcription_proto_goTypes = []any{
-	(TranscriptionModel)(0),          // 0: speech.v1.TranscriptionModel
-	(TranscriptionStatus)(0),         // 1: speech.v1.TranscriptionStatus
-	(*TranscriptionConfig)(nil),      // 2: speech.v1.TranscriptionConfig
-	(*TranscribeRequest)(nil),        // 3: speech.v1.TranscribeRequest
-	(*TranscribeResponse)(nil),       // 4: speech.v1.TranscribeResponse
-	(*TranscribeUploadRequest)(nil),  // 5: speech.v1.TranscribeUploadRequest
-	(*TranscribeUploadResponse)(nil), // 6: speech.v1.TranscribeUploadResponse
-	(*Transcript)(nil),               // 7: speech.v1.Transcript
-	(*Word)(nil),                     // 8: speech.v1.Word
-	(*Utterance)(nil),                // 9: speech.v1.Utterance
-	(*TranscribeLiveRequest)(nil),    // 10: speech.v1.TranscribeLiveRequest
-	(*FinalizeUtterance)(nil),        // 11: speech.v1.FinalizeUtterance
-	(*Keyword)(nil),                  // 12: speech.v1.Keyword
-	(*LiveTranscriptionConfig)(nil),  // 13: speech.v1.LiveTranscriptionConfig
-	(*TranscribeLiveResponse)(nil),   // 14: speech.v1.TranscribeLiveResponse
-	(*LiveTranscript)(nil),           // 15: speech.v1.LiveTranscript
-	(*SpeechEvent)(nil),              // 16: speech.v1.SpeechEvent
-	nil,                              // 17: speech.v1.TranscriptionConfig.WebhookExtraEntry
-	nil,                              // 18: speech.v1.Transcript.EmotionsEntry
-	(AudioEncoding)(0),               // 19: speech.v1.AudioEncoding
+	(TranscriptionModel)(0),             // 0: speech.v1.TranscriptionModel
+	(TranscriptionStatus)(0),            // 1: speech.v1.TranscriptionStatus
+	(*DeleteTranscriptionRequest)(nil),  // 2: speech.v1.DeleteTranscriptionRequest
+	(*DeleteTranscriptionResponse)(nil), // 3: speech.v1.DeleteTranscriptionResponse
+	(*TranscriptionConfig)(nil),         // 4: speech.v1.TranscriptionConfig
+	(*TranscribeRequest)(nil),           // 5: speech.v1.TranscribeRequest
+	(*TranscribeResponse)(nil),          // 6: speech.v1.TranscribeResponse
+	(*TranscribeUploadRequest)(nil),     // 7: speech.v1.TranscribeUploadRequest
+	(*TranscribeUploadResponse)(nil),    // 8: speech.v1.TranscribeUploadResponse
+	(*Transcript)(nil),                  // 9: speech.v1.Transcript
+	(*Word)(nil),                        // 10: speech.v1.Word
+	(*Utterance)(nil),                   // 11: speech.v1.Utterance
+	(*TranscribeLiveRequest)(nil),       // 12: speech.v1.TranscribeLiveRequest
+	(*FinalizeUtterance)(nil),           // 13: speech.v1.FinalizeUtterance
+	(*Keyword)(nil),                     // 14: speech.v1.Keyword
+	(*LiveTranscriptionConfig)(nil),     // 15: speech.v1.LiveTranscriptionConfig
+	(*TranscribeLiveResponse)(nil),      // 16: speech.v1.TranscribeLiveResponse
+	(*LiveTranscript)(nil),              // 17: speech.v1.LiveTranscript
+	(*SpeechEvent)(nil),                 // 18: speech.v1.SpeechEvent
+	nil,                                 // 19: speech.v1.TranscriptionConfig.WebhookExtraEntry
+	nil,                                 // 20: speech.v1.Transcript.EmotionsEntry
+	(AudioEncoding)(0),                  // 21: speech.v1.AudioEncoding
 }
 var file_speech_v1_transcription_proto_depIdxs = []int32{
 	0,  // 0: speech.v1.TranscriptionConfig.model:type_name -> speech.v1.TranscriptionModel
-	19, // 1: speech.v1.TranscriptionConfig.encoding:type_name -> speech.v1.AudioEncoding
-	17, // 2: speech.v1.TranscriptionConfig.webhook_extra:type_name -> speech.v1.TranscriptionConfig.WebhookExtraEntry
-	2,  // 3: speech.v1.TranscribeRequest.config:type_name -> speech.v1.TranscriptionConfig
-	7,  // 4: speech.v1.TranscribeResponse.transcript:type_name -> speech.v1.Transcript
-	2,  // 5: speech.v1.TranscribeUploadRequest.config:type_name -> speech.v1.TranscriptionConfig
-	7,  // 6: speech.v1.TranscribeUploadResponse.transcript:type_name -> speech.v1.Transcript
+	21, // 1: speech.v1.TranscriptionConfig.encoding:type_name -> speech.v1.AudioEncoding
+	19, // 2: speech.v1.TranscriptionConfig.webhook_extra:type_name -> speech.v1.TranscriptionConfig.WebhookExtraEntry
+	4,  // 3: speech.v1.TranscribeRequest.config:type_name -> speech.v1.TranscriptionConfig
+	9,  // 4: speech.v1.TranscribeResponse.transcript:type_name -> speech.v1.Transcript
+	4,  // 5: speech.v1.TranscribeUploadRequest.config:type_name -> speech.v1.TranscriptionConfig
+	9,  // 6: speech.v1.TranscribeUploadResponse.transcript:type_name -> speech.v1.Transcript
 	1,  // 7: speech.v1.Transcript.status:type_name -> speech.v1.TranscriptionStatus
-	8,  // 8: speech.v1.Transcript.words:type_name -> speech.v1.Word
-	9,  // 9: speech.v1.Transcript.utterances:type_name -> speech.v1.Utterance
-	18, // 10: speech.v1.Transcript.emotions:type_name -> speech.v1.Transcript.EmotionsEntry
-	13, // 11: speech.v1.TranscribeLiveRequest.config:type_name -> speech.v1.LiveTranscriptionConfig
-	11, // 12: speech.v1.TranscribeLiveRequest.finalize:type_name -> speech.v1.FinalizeUtterance
+	10, // 8: speech.v1.Transcript.words:type_name -> speech.v1.Word
+	11, // 9: speech.v1.Transcript.utterances:type_name -> speech.v1.Utterance
+	20, // 10: speech.v1.Transcript.emotions:type_name -> speech.v1.Transcript.EmotionsEntry
+	15, // 11: speech.v1.TranscribeLiveRequest.config:type_name -> speech.v1.LiveTranscriptionConfig
+	13, // 12: speech.v1.TranscribeLiveRequest.finalize:type_name -> speech.v1.FinalizeUtterance
 	0,  // 13: speech.v1.LiveTranscriptionConfig.model:type_name -> speech.v1.TranscriptionModel
-	19, // 14: speech.v1.LiveTranscriptionConfig.encoding:type_name -> speech.v1.AudioEncoding
-	12, // 15: speech.v1.LiveTranscriptionConfig.keywords:type_name -> speech.v1.Keyword
-	15, // 16: speech.v1.TranscribeLiveResponse.transcript:type_name -> speech.v1.LiveTranscript
-	16, // 17: speech.v1.TranscribeLiveResponse.speech_started:type_name -> speech.v1.SpeechEvent
-	16, // 18: speech.v1.TranscribeLiveResponse.speech_ended:type_name -> speech.v1.SpeechEvent
-	8,  // 19: speech.v1.LiveTranscript.words:type_name -> speech.v1.Word
-	9,  // 20: speech.v1.LiveTranscript.utterances:type_name -> speech.v1.Utterance
-	3,  // 21: speech.v1.TranscriptionService.Transcribe:input_type -> speech.v1.TranscribeRequest
-	5,  // 22: speech.v1.TranscriptionService.TranscribeUpload:input_type -> speech.v1.TranscribeUploadRequest
-	10, // 23: speech.v1.TranscriptionService.TranscribeLive:input_type -> speech.v1.TranscribeLiveRequest
-	4,  // 24: speech.v1.TranscriptionService.Transcribe:output_type -> speech.v1.TranscribeResponse
-	6,  // 25: speech.v1.TranscriptionService.TranscribeUpload:output_type -> speech.v1.TranscribeUploadResponse
-	14, // 26: speech.v1.TranscriptionService.TranscribeLive:output_type -> speech.v1.TranscribeLiveResponse
-	24, // [24:27] is the sub-list for method output_type
-	21, // [21:24] is the sub-list for method input_type
+	21, // 14: speech.v1.LiveTranscriptionConfig.encoding:type_name -> speech.v1.AudioEncoding
+	14, // 15: speech.v1.LiveTranscriptionConfig.keywords:type_name -> speech.v1.Keyword
+	17, // 16: speech.v1.TranscribeLiveResponse.transcript:type_name -> speech.v1.LiveTranscript
+	18, // 17: speech.v1.TranscribeLiveResponse.speech_started:type_name -> speech.v1.SpeechEvent
+	18, // 18: speech.v1.TranscribeLiveResponse.speech_ended:type_name -> speech.v1.SpeechEvent
+	10, // 19: speech.v1.LiveTranscript.words:type_name -> speech.v1.Word
+	11, // 20: speech.v1.LiveTranscript.utterances:type_name -> speech.v1.Utterance
+	5,  // 21: speech.v1.TranscriptionService.Transcribe:input_type -> speech.v1.TranscribeRequest
+	7,  // 22: speech.v1.TranscriptionService.TranscribeUpload:input_type -> speech.v1.TranscribeUploadRequest
+	12, // 23: speech.v1.TranscriptionService.TranscribeLive:input_type -> speech.v1.TranscribeLiveRequest
+	2,  // 24: speech.v1.TranscriptionService.DeleteTranscription:input_type -> speech.v1.DeleteTranscriptionRequest
+	6,  // 25: speech.v1.TranscriptionService.Transcribe:output_type -> speech.v1.TranscribeResponse
+	8,  // 26: speech.v1.TranscriptionService.TranscribeUpload:output_type -> speech.v1.TranscribeUploadResponse
+	16, // 27: speech.v1.TranscriptionService.TranscribeLive:output_type -> speech.v1.TranscribeLiveResponse
+	3,  // 28: speech.v1.TranscriptionService.DeleteTranscription:output_type -> speech.v1.DeleteTranscriptionResponse
+	25, // [25:29] is the sub-list for method output_type
+	21, // [21:25] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
 	21, // [21:21] is the sub-list for extension extendee
 	0,  // [0:21] is the sub-list for field type_name
@@ -1849,23 +1995,25 @@ func file_speech_v1_transcription_proto_init() {
 		return
 	}
 	file_speech_v1_audio_proto_init()
-	file_speech_v1_transcription_proto_msgTypes[1].OneofWrappers = []any{
+	file_speech_v1_transcription_proto_msgTypes[2].OneofWrappers = []any{}
+	file_speech_v1_transcription_proto_msgTypes[3].OneofWrappers = []any{
 		(*TranscribeRequest_Audio)(nil),
 		(*TranscribeRequest_Url)(nil),
 	}
-	file_speech_v1_transcription_proto_msgTypes[3].OneofWrappers = []any{
+	file_speech_v1_transcription_proto_msgTypes[5].OneofWrappers = []any{
 		(*TranscribeUploadRequest_Config)(nil),
 		(*TranscribeUploadRequest_Audio)(nil),
 	}
-	file_speech_v1_transcription_proto_msgTypes[6].OneofWrappers = []any{}
-	file_speech_v1_transcription_proto_msgTypes[7].OneofWrappers = []any{}
-	file_speech_v1_transcription_proto_msgTypes[8].OneofWrappers = []any{
+	file_speech_v1_transcription_proto_msgTypes[8].OneofWrappers = []any{}
+	file_speech_v1_transcription_proto_msgTypes[9].OneofWrappers = []any{}
+	file_speech_v1_transcription_proto_msgTypes[10].OneofWrappers = []any{
 		(*TranscribeLiveRequest_Config)(nil),
 		(*TranscribeLiveRequest_Audio)(nil),
 		(*TranscribeLiveRequest_Finalize)(nil),
 	}
-	file_speech_v1_transcription_proto_msgTypes[11].OneofWrappers = []any{}
-	file_speech_v1_transcription_proto_msgTypes[12].OneofWrappers = []any{
+	file_speech_v1_transcription_proto_msgTypes[12].OneofWrappers = []any{}
+	file_speech_v1_transcription_proto_msgTypes[13].OneofWrappers = []any{}
+	file_speech_v1_transcription_proto_msgTypes[14].OneofWrappers = []any{
 		(*TranscribeLiveResponse_Transcript)(nil),
 		(*TranscribeLiveResponse_SpeechStarted)(nil),
 		(*TranscribeLiveResponse_SpeechEnded)(nil),
@@ -1876,7 +2024,7 @@ func file_speech_v1_transcription_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_speech_v1_transcription_proto_rawDesc), len(file_speech_v1_transcription_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,9 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TranscriptionService_Transcribe_FullMethodName       = "/speech.v1.TranscriptionService/Transcribe"
-	TranscriptionService_TranscribeUpload_FullMethodName = "/speech.v1.TranscriptionService/TranscribeUpload"
-	TranscriptionService_TranscribeLive_FullMethodName   = "/speech.v1.TranscriptionService/TranscribeLive"
+	TranscriptionService_Transcribe_FullMethodName          = "/speech.v1.TranscriptionService/Transcribe"
+	TranscriptionService_TranscribeUpload_FullMethodName    = "/speech.v1.TranscriptionService/TranscribeUpload"
+	TranscriptionService_TranscribeLive_FullMethodName      = "/speech.v1.TranscriptionService/TranscribeLive"
+	TranscriptionService_DeleteTranscription_FullMethodName = "/speech.v1.TranscriptionService/DeleteTranscription"
 )
 
 // TranscriptionServiceClient is the client API for TranscriptionService service.
@@ -62,6 +63,12 @@ type TranscriptionServiceClient interface {
 	// Not available on a self-hosted backend (its streaming protocol is not
 	// documented): UNIMPLEMENTED there.
 	TranscribeLive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TranscribeLiveRequest, TranscribeLiveResponse], error)
+	// DeleteTranscription deletes a transcription from the account's history
+	// at Smallest, for compliance: a soft delete, by the id Smallest gave the
+	// transcription (Transcript.upstream_request_id). It is idempotent:
+	// deleting an id again, or one Smallest does not know, succeeds. Not
+	// available on a self-hosted backend: UNIMPLEMENTED.
+	DeleteTranscription(ctx context.Context, in *DeleteTranscriptionRequest, opts ...grpc.CallOption) (*DeleteTranscriptionResponse, error)
 }
 
 type transcriptionServiceClient struct {
@@ -108,6 +115,16 @@ func (c *transcriptionServiceClient) TranscribeLive(ctx context.Context, opts ..
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TranscriptionService_TranscribeLiveClient = grpc.BidiStreamingClient[TranscribeLiveRequest, TranscribeLiveResponse]
 
+func (c *transcriptionServiceClient) DeleteTranscription(ctx context.Context, in *DeleteTranscriptionRequest, opts ...grpc.CallOption) (*DeleteTranscriptionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteTranscriptionResponse)
+	err := c.cc.Invoke(ctx, TranscriptionService_DeleteTranscription_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TranscriptionServiceServer is the server API for TranscriptionService service.
 // All implementations must embed UnimplementedTranscriptionServiceServer
 // for forward compatibility.
@@ -146,6 +163,12 @@ type TranscriptionServiceServer interface {
 	// Not available on a self-hosted backend (its streaming protocol is not
 	// documented): UNIMPLEMENTED there.
 	TranscribeLive(grpc.BidiStreamingServer[TranscribeLiveRequest, TranscribeLiveResponse]) error
+	// DeleteTranscription deletes a transcription from the account's history
+	// at Smallest, for compliance: a soft delete, by the id Smallest gave the
+	// transcription (Transcript.upstream_request_id). It is idempotent:
+	// deleting an id again, or one Smallest does not know, succeeds. Not
+	// available on a self-hosted backend: UNIMPLEMENTED.
+	DeleteTranscription(context.Context, *DeleteTranscriptionRequest) (*DeleteTranscriptionResponse, error)
 	mustEmbedUnimplementedTranscriptionServiceServer()
 }
 
@@ -164,6 +187,9 @@ func (UnimplementedTranscriptionServiceServer) TranscribeUpload(grpc.ClientStrea
 }
 func (UnimplementedTranscriptionServiceServer) TranscribeLive(grpc.BidiStreamingServer[TranscribeLiveRequest, TranscribeLiveResponse]) error {
 	return status.Error(codes.Unimplemented, "method TranscribeLive not implemented")
+}
+func (UnimplementedTranscriptionServiceServer) DeleteTranscription(context.Context, *DeleteTranscriptionRequest) (*DeleteTranscriptionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteTranscription not implemented")
 }
 func (UnimplementedTranscriptionServiceServer) mustEmbedUnimplementedTranscriptionServiceServer() {}
 func (UnimplementedTranscriptionServiceServer) testEmbeddedByValue()                              {}
@@ -218,6 +244,24 @@ func _TranscriptionService_TranscribeLive_Handler(srv interface{}, stream grpc.S
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TranscriptionService_TranscribeLiveServer = grpc.BidiStreamingServer[TranscribeLiveRequest, TranscribeLiveResponse]
 
+func _TranscriptionService_DeleteTranscription_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteTranscriptionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TranscriptionServiceServer).DeleteTranscription(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TranscriptionService_DeleteTranscription_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TranscriptionServiceServer).DeleteTranscription(ctx, req.(*DeleteTranscriptionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TranscriptionService_ServiceDesc is the grpc.ServiceDesc for TranscriptionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -228,6 +272,10 @@ var TranscriptionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Transcribe",
 			Handler:    _TranscriptionService_Transcribe_Handler,
+		},
+		{
+			MethodName: "DeleteTranscription",
+			Handler:    _TranscriptionService_DeleteTranscription_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
