@@ -215,7 +215,7 @@ func (noSynthesis) CreateVoiceClone(context.Context, *CloneRequest) (*VoiceClone
 	return nil, errNotOffered
 }
 func (noSynthesis) ListVoiceClones(context.Context) ([]VoiceClone, error) { return nil, errNotOffered }
-func (noSynthesis) DeleteTranscription(context.Context, string) error       { return errNotOffered }
+func (noSynthesis) DeleteTranscription(context.Context, string) error     { return errNotOffered }
 func (noSynthesis) Listen(context.Context, *LiveRequest) (*LiveSession, error) {
 	return nil, errNotOffered
 }
