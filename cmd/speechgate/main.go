@@ -249,7 +249,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else {
 		go func() {
 			defer close(probing)
-			followHealth(ctx, cfg, srv, up.healthy, log)
+			followHealth(ctx, cfg, srv, up.Capabilities().Synthesis, up.healthy, log)
 		}()
 	}
 
@@ -323,15 +323,17 @@ func newUpstream(cfg *config.Config, hc *http.Client, baseURL, usBaseURL string,
 		scheme, credential = "", func(context.Context) string { return "" }
 	}
 	sh, err := smallest.NewSelfHost(smallest.SelfHostConfig{
-		BaseURL:        baseURL,
-		HTTPClient:     hc,
-		Credential:     credential,
-		AuthScheme:     scheme,
-		TranscribePath: cfg.SelfhostTranscribePath,
-		Format:         smallest.UploadFormat(cfg.SelfhostUploadFormat),
-		UserAgent:      "speechgate/" + version,
-		MaxUploadBytes: int64(cfg.SelfhostMaxUploadBytes),
-		Gate:           gate,
+		BaseURL:         baseURL,
+		HTTPClient:      hc,
+		Credential:      credential,
+		AuthScheme:      scheme,
+		TranscribePath:  cfg.SelfhostTranscribePath,
+		Format:          smallest.UploadFormat(cfg.SelfhostUploadFormat),
+		UserAgent:       "speechgate/" + version,
+		MaxUploadBytes:  int64(cfg.SelfhostMaxUploadBytes),
+		Gate:            gate,
+		SpeakPath:       cfg.SelfhostSpeakPath,
+		SpeakSampleRate: cfg.SelfhostSpeakSampleRate,
 	})
 	if err != nil {
 		return nil, err
@@ -340,15 +342,18 @@ func newUpstream(cfg *config.Config, hc *http.Client, baseURL, usBaseURL string,
 		healthy: func(ctx context.Context) error { return sh.Healthy(ctx, cfg.SelfhostHealthPath) }}, nil
 }
 
-// followHealth makes the gateway's health, and its transcription service's,
-// follow the self-hosted server's, until ctx ends.
-func followHealth(ctx context.Context, cfg *config.Config, srv *server.Server, healthy func(context.Context) error, log *slog.Logger) {
+// followHealth makes the gateway's health, and that of each service the
+// self-hosted server backs, follow the server's own, until ctx ends.
+func followHealth(ctx context.Context, cfg *config.Config, srv *server.Server, synthesis bool, healthy func(context.Context) error, log *slog.Logger) {
 	probe.Run(ctx, probe.Config{
 		Check:    healthy,
 		Interval: cfg.SelfhostHealthInterval,
 		OnChange: func(ok bool, err error) {
 			srv.SetServing("", ok)
 			srv.SetServing(speechv1.TranscriptionService_ServiceDesc.ServiceName, ok)
+			if synthesis {
+				srv.SetServing(speechv1.SynthesisService_ServiceDesc.ServiceName, ok)
+			}
 			if ok {
 				log.Info("the self-hosted server is healthy: serving")
 			} else {

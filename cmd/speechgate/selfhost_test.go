@@ -1,15 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/speechgate/speechgate/internal/audio"
 	"github.com/speechgate/speechgate/internal/gatewaytest"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -22,14 +27,25 @@ import (
 
 // selfHostStandIn is an independent stand-in for Smallest's self-hosted
 // server (docs/upstream.md §4.1): it answers POST /v1/listen with whatever it is set
-// to, records the Authorization header, and answers GET /health.
+// to, records the Authorization header, answers POST /v1/speak with a 16 kHz
+// WAV file of speech, and answers GET /health.
 type selfHostStandIn struct {
 	mu      sync.Mutex
 	status  int
 	body    string
 	auth    []string
+	speak   []string // the texts asked for on /v1/speak
 	healthy bool
 }
+
+// standInSpeech is the PCM the stand-in's /v1/speak answers with, at 16 kHz.
+var standInSpeech = func() []byte {
+	b := make([]byte, 3200) // 100 ms
+	for i := range b {
+		b[i] = byte(i * 13)
+	}
+	return b
+}()
 
 func (s *selfHostStandIn) set(status int, body string) {
 	s.mu.Lock()
@@ -47,6 +63,19 @@ func (s *selfHostStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		io.WriteString(w, `{"status":"healthy"}`)
+		return
+	}
+	if r.URL.Path == "/v1/speak" {
+		var req struct{ Text, Voice string }
+		if json.NewDecoder(r.Body).Decode(&req) != nil || req.Voice == "" || r.Header.Get("Authorization") != "Token lic-0123456789" {
+			w.WriteHeader(400)
+			io.WriteString(w, `{"error":"Missing required parameter: text or voice","code":"MISSING_PARAMETER"}`)
+			return
+		}
+		s.speak = append(s.speak, req.Text)
+		w.Header().Set("Content-Type", "audio/wav")
+		w.Write(audio.AppendWAVHeader(nil, 16000, 1, 16, uint32(len(standInSpeech))))
+		w.Write(standInSpeech)
 		return
 	}
 	io.Copy(io.Discard, r.Body)
@@ -164,6 +193,7 @@ func TestSelfHostBackend(t *testing.T) {
 	if _, err := synth.ListVoices(t.Context(), &speechv1.ListVoicesRequest{}); status.Code(err) != codes.Unimplemented {
 		t.Errorf("ListVoices on self-host: %v, want Unimplemented", err)
 	}
+	testSelfHostSynthesis(t, synth, standIn)
 
 	// Health follows the server's, through its hysteresis.
 	health := healthpb.NewHealthClient(conn)
@@ -171,14 +201,15 @@ func TestSelfHostBackend(t *testing.T) {
 		resp, _ := health.Check(t.Context(), &healthpb.HealthCheckRequest{Service: svc})
 		return resp.GetStatus()
 	}
-	if got := state("speech.v1.SynthesisService"); got != healthpb.HealthCheckResponse_NOT_SERVING {
-		t.Errorf("synthesis health on self-host = %v, want NOT_SERVING", got)
+	if got := state("speech.v1.SynthesisService"); got != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("synthesis health on self-host with /v1/speak = %v, want SERVING", got)
 	}
 	standIn.mu.Lock()
 	standIn.healthy = false
 	standIn.mu.Unlock()
 	waitUntil(t, func() bool {
-		return state("") == healthpb.HealthCheckResponse_NOT_SERVING && state("speech.v1.TranscriptionService") == healthpb.HealthCheckResponse_NOT_SERVING
+		return state("") == healthpb.HealthCheckResponse_NOT_SERVING && state("speech.v1.TranscriptionService") == healthpb.HealthCheckResponse_NOT_SERVING &&
+			state("speech.v1.SynthesisService") == healthpb.HealthCheckResponse_NOT_SERVING
 	})
 	standIn.mu.Lock()
 	standIn.healthy = true
@@ -189,6 +220,87 @@ func TestSelfHostBackend(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testSelfHostSynthesis tries Synthesize against the stand-in's /v1/speak:
+// its audio comes through at the rate its WAV header says, in the encodings
+// the gateway can make of PCM, and what it cannot give is refused by name.
+func testSelfHostSynthesis(t *testing.T, synth speechv1.SynthesisServiceClient, standIn *selfHostStandIn) {
+	t.Helper()
+	synthesize := func(req *speechv1.SynthesizeRequest) (*speechv1.SynthesisFormat, []byte, error) {
+		stream, err := synth.Synthesize(t.Context(), req)
+		if err != nil {
+			return nil, nil, err
+		}
+		var format *speechv1.SynthesisFormat
+		var got []byte
+		for {
+			m, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				return format, got, nil
+			}
+			if err != nil {
+				return format, got, err
+			}
+			if f := m.GetFormat(); f != nil {
+				format = f
+			}
+			got = append(got, m.GetAudio().GetData()...)
+		}
+	}
+	tests := []struct {
+		name      string
+		req       *speechv1.SynthesizeRequest
+		wantRate  uint32
+		wantAudio []byte
+		wantCode  codes.Code
+		wantField string // of a BadRequest violation
+	}{
+		{name: "PCM at the server's rate", req: &speechv1.SynthesizeRequest{Text: "Hello from the server.", VoiceId: "default"},
+			wantRate: 16000, wantAudio: standInSpeech},
+		{name: "WAV, with the gateway's header", req: &speechv1.SynthesizeRequest{Text: "Hello as WAV.", VoiceId: "default",
+			Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_WAV},
+			wantRate: 16000, wantAudio: append(audio.AppendWAVHeader(nil, 16000, 1, 16, audio.UnknownSize), standInSpeech...)},
+		{name: "the server's rate asked for", req: &speechv1.SynthesizeRequest{Text: "Hello at 16 kHz.", VoiceId: "default", SampleRateHz: 16000},
+			wantRate: 16000, wantAudio: standInSpeech},
+		{name: "another rate is refused", req: &speechv1.SynthesizeRequest{Text: "Hello at 24 kHz.", VoiceId: "default", SampleRateHz: 24000},
+			wantCode: codes.FailedPrecondition},
+		{name: "MP3 is refused before the server is called", req: &speechv1.SynthesizeRequest{Text: "Hello as MP3.", VoiceId: "default",
+			Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MP3}, wantCode: codes.InvalidArgument, wantField: "encoding"},
+	}
+	for _, tt := range tests {
+		format, got, err := synthesize(tt.req)
+		if status.Code(err) != tt.wantCode {
+			t.Errorf("%s: %v, want %v", tt.name, err, tt.wantCode)
+			continue
+		}
+		if tt.wantField != "" {
+			if v := gatewaytest.Detail[*errdetails.BadRequest](err).GetFieldViolations(); len(v) != 1 || v[0].GetField() != tt.wantField {
+				t.Errorf("%s: violations %v, want one on %s", tt.name, v, tt.wantField)
+			}
+		}
+		if err != nil {
+			continue
+		}
+		if format.GetSampleRateHz() != tt.wantRate || !bytes.Equal(got, tt.wantAudio) {
+			t.Errorf("%s: %d Hz, %d bytes; want %d Hz and the %d bytes the server spoke", tt.name, format.GetSampleRateHz(), len(got),
+				tt.wantRate, len(tt.wantAudio))
+		}
+	}
+	standIn.mu.Lock()
+	defer standIn.mu.Unlock()
+	if slices.Contains(standIn.speak, "Hello as MP3.") {
+		t.Error("the server was asked for MP3, which the gateway should have refused first")
+	}
+
+	// Streamed synthesis needs a protocol the self-hosted server does not document.
+	stream, err := synth.SynthesizeStream(t.Context())
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.Unimplemented {
+		t.Errorf("SynthesizeStream on self-host: %v, want Unimplemented", err)
 	}
 }
 

@@ -57,12 +57,14 @@ type Config struct {
 	// SmallestLicenseKey is the self-hosted server's license key; from the environment only.
 	SmallestLicenseKey string
 
-	SelfhostAuthScheme     string
-	SelfhostTranscribePath string
-	SelfhostUploadFormat   string
-	SelfhostHealthPath     string
-	SelfhostHealthInterval time.Duration
-	SelfhostMaxUploadBytes int
+	SelfhostAuthScheme      string
+	SelfhostTranscribePath  string
+	SelfhostUploadFormat    string
+	SelfhostHealthPath      string
+	SelfhostHealthInterval  time.Duration
+	SelfhostMaxUploadBytes  int
+	SelfhostSpeakPath       string
+	SelfhostSpeakSampleRate int
 
 	TLSCert, TLSKey string
 
@@ -275,6 +277,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	l.str(&c.SelfhostHealthPath, "selfhost-health-path", "SPEECHGATE_SELFHOST_HEALTH_PATH", "/health", "with --upstream=selfhost: the server's unauthenticated health endpoint, which the gateway's health follows")
 	l.duration(&c.SelfhostHealthInterval, "selfhost-health-interval", "SPEECHGATE_SELFHOST_HEALTH_INTERVAL", "5s", "with --upstream=selfhost: how often to check it (3 failures in a row mark the gateway NOT_SERVING, 2 successes SERVING again)")
 	l.integer(&c.SelfhostMaxUploadBytes, "selfhost-max-upload-bytes", "SPEECHGATE_SELFHOST_MAX_UPLOAD_BYTES", "104857600", "with --upstream=selfhost: the largest recording the server accepts (its documented default: 100 MB)")
+	l.str(&c.SelfhostSpeakPath, "selfhost-speak-path", "SPEECHGATE_SELFHOST_SPEAK_PATH", "/v1/speak", "with --upstream=selfhost: the speech endpoint Synthesize uses (empty: no synthesis)")
+	l.integer(&c.SelfhostSpeakSampleRate, "selfhost-speak-sample-rate", "SPEECHGATE_SELFHOST_SPEAK_SAMPLE_RATE", "24000", "with --upstream=selfhost: the sample rate of the speech endpoint's audio when it sends no WAV header")
 	l.str(&c.TLSCert, "tls-cert", "SPEECHGATE_TLS_CERT", "", "PEM certificate file; with --tls-key, serves TLS instead of h2c")
 	l.str(&c.TLSKey, "tls-key", "SPEECHGATE_TLS_KEY", "", "PEM private key file for --tls-cert")
 	l.duration(&c.ShutdownGrace, "shutdown-grace", "SPEECHGATE_SHUTDOWN_GRACE", "30s", "on SIGTERM, how long calls in flight may run before they are cut off")
@@ -356,6 +360,9 @@ func (c *Config) check() error {
 	}
 	if !strings.HasPrefix(c.SelfhostTranscribePath, "/") || !strings.HasPrefix(c.SelfhostHealthPath, "/") {
 		errs = append(errs, errors.New("--selfhost-transcribe-path and --selfhost-health-path must start with /"))
+	}
+	if c.SelfhostSpeakPath != "" && !strings.HasPrefix(c.SelfhostSpeakPath, "/") {
+		errs = append(errs, errors.New("--selfhost-speak-path must start with / (or be empty)"))
 	}
 	if c.FleetSize > 1 && c.RedisURL == "" {
 		errs = append(errs, errors.New("--fleet-size is only used with --redis-url"))

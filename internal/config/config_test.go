@@ -28,6 +28,7 @@ func TestDefaults(t *testing.T) {
 		UpstreamTimeout: 30 * time.Second, UpstreamIdleTimeout: 30 * time.Second, CallerStallTimeout: time.Minute, UpstreamIdleConnTimeout: 90 * time.Second, LogLevel: slog.LevelInfo, LogFormat: "json",
 		SmallestUSBaseURL: "https://api.us.smallest.ai", SelfhostAuthScheme: "Token", SelfhostTranscribePath: "/v1/listen",
 		SelfhostUploadFormat: "multipart", SelfhostHealthPath: "/health", SelfhostHealthInterval: 5 * time.Second, SelfhostMaxUploadBytes: 100 << 20,
+		SelfhostSpeakPath: "/v1/speak", SelfhostSpeakSampleRate: 24000,
 		SynthesisPieceChars: 250, SynthesisLookahead: 1, VoicesCacheTTL: time.Minute, StreamIdleTimeout: 300 * time.Second, StreamPoolSize: 4,
 		AdmissionMaxWait: 10 * time.Second, UpstreamMaxAttempts: 3, FleetSize: 1,
 		SynthesisCacheBytes: 64 << 20, SynthesisCacheMaxEntryBytes: 4 << 20, SynthesisCacheTTL: time.Hour, SynthesisCacheRedisBytes: 128 << 20,

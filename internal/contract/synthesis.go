@@ -26,8 +26,9 @@ type Synthesis struct {
 	// Encoding and Container are what the caller receives.
 	Encoding  speechv1.AudioEncoding
 	Container speechv1.AudioContainer
-	// Rate is the sample rate in Hz.
-	Rate uint32
+	// Rate is the sample rate in Hz; RateSet says the caller chose it.
+	Rate    uint32
+	RateSet bool
 	// BytesPerSample is 0 for MP3, which has no fixed sample size.
 	BytesPerSample int
 	// Characters counts the text's Unicode code points.
@@ -76,6 +77,7 @@ func PlanSynthesis(r *speechv1.SynthesizeRequest) (*Synthesis, error) {
 		return nil, err
 	}
 	p.setEncoding(enc)
+	p.RateSet = r.GetSampleRateHz() != 0
 	p.Characters = uint32(chars)
 	p.Upstream.Text = r.GetText()
 	p.Upstream.OutputFormat = format

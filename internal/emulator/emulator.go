@@ -111,6 +111,7 @@ func New(opts Options) *Emulator {
 	// The self-hosted server's routes (docs/upstream.md §4), side by side with the
 	// cloud's, so that one emulator serves either backend.
 	e.mux.HandleFunc("POST /v1/listen", e.selfHostAuthed(e.listenV1))
+	e.mux.HandleFunc("POST /v1/speak", e.selfHostAuthed(e.speakV1))
 	e.mux.HandleFunc("POST /api/v1/lightning/get_text", e.getText) // Smallest's own test script sends no key
 	for _, p := range []string{"/health", "/api/v1/health", "/healthz"} {
 		e.mux.HandleFunc("GET "+p, e.selfHostHealth)

@@ -30,6 +30,31 @@ func (e *Emulator) selfHostAuthed(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// speakV1 serves the self-hosted POST /v1/speak (docs/upstream.md §6.6):
+// JSON {"text", "voice"}, answered with the whole audio, a 24 kHz WAV file.
+func (e *Emulator) speakV1(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Text  string `json:"text"`
+		Voice string `json:"voice"`
+	}
+	if json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body) != nil || strings.TrimSpace(body.Text) == "" {
+		selfHostError(w, http.StatusBadRequest, "Missing required parameter: text", "MISSING_PARAMETER", nil)
+		return
+	}
+	enc := newEncoder(synthesis{text: body.Text, format: "wav", rate: 24000, speed: 1}, e.opts)
+	w.Header().Set("Content-Type", "audio/wav")
+	w.Header().Set("X-Request-Id", newID())
+	for {
+		chunk, _ := enc.next()
+		if chunk == nil {
+			return
+		}
+		if _, err := w.Write(chunk); err != nil {
+			return
+		}
+	}
+}
+
 // listenV1 serves the documented POST /v1/listen: multipart with the file in
 // "audio", or JSON {"url"}; options as form fields or JSON fields.
 func (e *Emulator) listenV1(w http.ResponseWriter, r *http.Request) {

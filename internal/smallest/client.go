@@ -143,16 +143,22 @@ type Capabilities struct {
 	// Backend names the server for callers: "Smallest's cloud", "the
 	// self-hosted Smallest server".
 	Backend string
-	// Synthesis: Lightning over SSE and its WebSocket, the voice catalog,
-	// pronunciation dictionaries and voice clones.
+	// Synthesis: Synthesize, a text's audio.
 	Synthesis bool
+	// StreamingSynthesis: SynthesizeStream, over Lightning's WebSocket.
+	StreamingSynthesis bool
+	// Catalog: the voice catalog, pronunciation dictionaries, voice clones.
+	Catalog bool
+	// SynthesisFormats are the output formats Synthesize can ask for
+	// ("pcm", "mp3", ...); nil: every one.
+	SynthesisFormats []string
 	// Live: Pulse's realtime recognition.
 	Live bool
 	// History: deleting a transcription from the account's history.
 	History bool
-	// SynthesisMissing, LiveMissing and HistoryMissing say, when one is not
-	// offered, why not, in words for the caller.
-	SynthesisMissing, LiveMissing, HistoryMissing string
+	// The ...Missing fields say, when one is not offered, why not, in words
+	// for the caller.
+	SynthesisMissing, StreamingMissing, CatalogMissing, LiveMissing, HistoryMissing string
 	// MaxUploadBytes is the largest recording transcription accepts.
 	MaxUploadBytes int64
 }
@@ -162,7 +168,8 @@ const MaxUploadBytes = 250 << 20
 
 // Capabilities says what Smallest's cloud offers: everything.
 func (c *Client) Capabilities() Capabilities {
-	return Capabilities{Backend: "Smallest's cloud", Synthesis: true, Live: true, History: true, MaxUploadBytes: MaxUploadBytes}
+	return Capabilities{Backend: "Smallest's cloud", Synthesis: true, StreamingSynthesis: true, Catalog: true, Live: true, History: true,
+		MaxUploadBytes: MaxUploadBytes}
 }
 
 // Unsupported lists the options of r the cloud cannot carry: those of the

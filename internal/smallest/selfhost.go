@@ -49,8 +49,14 @@ type SelfHostConfig struct {
 	// SelfHostMaxUpload, its documented limit.
 	MaxUploadBytes int64
 	// Gate, when set, admits each transcription (the server's documented
-	// default is 10 at once).
+	// default is 10 at once) and synthesis.
 	Gate Gate
+	// SpeakPath is the synthesis endpoint, "/v1/speak" as documented
+	// (docs/upstream.md §6.6); empty: no synthesis.
+	SpeakPath string
+	// SpeakSampleRate is the rate of headerless audio from SpeakPath; a WAV
+	// answer says its own. Default 24000.
+	SpeakSampleRate int
 }
 
 // SelfHostMaxUpload is the self-hosted server's documented file limit: 100 MB.
@@ -64,15 +70,23 @@ type SelfHost struct {
 	path      string
 	format    UploadFormat
 	maxUpload int64
+	speakPath string
+	speakRate int
 }
 
 // Capabilities says what the self-hosted server offers: transcription of
-// recordings only.
+// recordings, and a text's audio when its speech endpoint is configured.
 func (s *SelfHost) Capabilities() Capabilities {
 	return Capabilities{
-		Backend: "the self-hosted Smallest server",
-		SynthesisMissing: "speech synthesis is not available: this gateway uses a self-hosted Smallest server for " +
-			"speech-to-text, and the self-hosted text-to-speech API has no documented streaming protocol",
+		Backend:          "the self-hosted Smallest server",
+		Synthesis:        s.speakPath != "",
+		SynthesisFormats: []string{"pcm"},
+		SynthesisMissing: "speech synthesis is not available: this gateway uses a self-hosted Smallest server with no " +
+			"speech endpoint configured (--selfhost-speak-path)",
+		StreamingMissing: "streamed synthesis is not available: this gateway uses a self-hosted Smallest server, whose " +
+			"streaming text-to-speech protocol is not documented; use Synthesize",
+		CatalogMissing: "the voice catalog, pronunciation dictionaries and voice clones are not available: this gateway " +
+			"uses a self-hosted Smallest server, which documents none of them",
 		LiveMissing: "realtime recognition is not available: this gateway uses a self-hosted Smallest server, " +
 			"whose streaming protocol is not documented; use TranscribeUpload",
 		HistoryMissing: "deleting a transcription is not available: this gateway uses a self-hosted Smallest server, " +
@@ -99,7 +113,36 @@ func NewSelfHost(cfg SelfHostConfig) (*SelfHost, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &SelfHost{c: c, path: cfg.TranscribePath, format: cfg.Format, maxUpload: cmp.Or(cfg.MaxUploadBytes, SelfHostMaxUpload)}, nil
+	if cfg.SpeakPath != "" && cfg.SpeakPath[0] != '/' {
+		return nil, fmt.Errorf("smallest: self-host speech path %q must start with /", cfg.SpeakPath)
+	}
+	return &SelfHost{c: c, path: cfg.TranscribePath, format: cfg.Format, maxUpload: cmp.Or(cfg.MaxUploadBytes, SelfHostMaxUpload),
+		speakPath: cfg.SpeakPath, speakRate: cmp.Or(cfg.SpeakSampleRate, 24000)}, nil
+}
+
+// StreamSpeech synthesizes r's text on the server's speech endpoint, which
+// answers with the whole audio (docs/upstream.md §6.6): it is streamed on
+// as it is read, as PCM16, the rate said by a WAV header, or
+// SpeakSampleRate for a headerless answer (SpeechStream.SampleRate).
+func (s *SelfHost) StreamSpeech(ctx context.Context, r *SpeechRequest) (*SpeechStream, error) {
+	if s.speakPath == "" {
+		return nil, errNotOffered
+	}
+	payload, err := json.Marshal(map[string]string{"text": r.Text, "voice": r.VoiceID})
+	if err != nil {
+		return nil, err
+	}
+	var st *SpeechStream
+	g, err := s.c.attempt(ctx, use{endpoint: "POST " + s.speakPath, gated: UseSynthesis, retries: true}, func() error {
+		var err error
+		st, err = s.c.openAudio(ctx, s.speakPath, payload, s.speakRate)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	st.release, st.Attempts, st.Waited = g.release, g.attempts, g.waited
+	return st, nil
 }
 
 // Account names the license a call of ctx uses, as the cloud client names
@@ -194,9 +237,6 @@ type noSynthesis struct{}
 
 var errNotOffered = errors.New("smallest: the self-hosted server does not offer this")
 
-func (noSynthesis) StreamSpeech(context.Context, *SpeechRequest) (*SpeechStream, error) {
-	return nil, errNotOffered
-}
 func (noSynthesis) StreamSpeechText(context.Context, *StreamOptions) (*SpeechSession, error) {
 	return nil, errNotOffered
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/speechgate/speechgate/internal/audio"
 	"github.com/speechgate/speechgate/internal/smallest"
 )
 
@@ -183,5 +184,102 @@ func TestSelfHostErrorsAndHealth(t *testing.T) {
 	f.healthy = `{"status":"unhealthy","reason":"No ASR workers available"}`
 	if err := s.Healthy(t.Context(), "/health"); err == nil {
 		t.Error("an unhealthy body was read as healthy")
+	}
+}
+
+func TestSelfHostSpeech(t *testing.T) {
+	t.Parallel()
+	pcm := make([]byte, 4000)
+	for i := range pcm {
+		pcm[i] = byte(i * 7)
+	}
+	wav := func(rate, bits int) []byte {
+		return append(audio.AppendWAVHeader(nil, rate, 1, bits, uint32(len(pcm))), pcm...)
+	}
+	tests := []struct {
+		name     string
+		body     []byte
+		pieces   int // the answer is written, and flushed, in this many odd-sized writes
+		wantRate int
+		wantKind smallest.Kind // non-zero: opening fails so
+	}{
+		{name: "WAV header gives the rate", body: wav(16000, 16), pieces: 1, wantRate: 16000},
+		{name: "headerless audio is at the configured rate", body: pcm, pieces: 1, wantRate: 22050},
+		{name: "odd-sized writes keep samples whole", body: wav(8000, 16), pieces: 7, wantRate: 8000},
+		{name: "8-bit WAV is refused", body: wav(16000, 8), pieces: 1, wantKind: smallest.KindMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var got map[string]string
+			var auth string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				auth = r.Header.Get("Authorization")
+				if r.URL.Path != "/v1/speak" || json.NewDecoder(r.Body).Decode(&got) != nil {
+					http.Error(w, "not found", http.StatusNotFound)
+					return
+				}
+				w.Header().Set("Content-Type", "audio/wav")
+				size := len(tt.body)/tt.pieces | 1 // odd, so that a sample straddles writes
+				for b := tt.body; len(b) > 0; {
+					n := min(size, len(b))
+					w.Write(b[:n])
+					w.(http.Flusher).Flush()
+					b = b[n:]
+				}
+			}))
+			t.Cleanup(srv.Close)
+			s, err := smallest.NewSelfHost(smallest.SelfHostConfig{BaseURL: srv.URL, HTTPClient: srv.Client(), TranscribePath: "/v1/listen",
+				Format: smallest.UploadMultipart, Credential: func(context.Context) string { return "license-123" },
+				SpeakPath: "/v1/speak", SpeakSampleRate: 22050})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := s.StreamSpeech(t.Context(), &smallest.SpeechRequest{Text: "Hello there.", VoiceOptions: smallest.VoiceOptions{VoiceID: "default"}})
+			if tt.wantKind != 0 {
+				if !smallest.IsKind(err, tt.wantKind) {
+					t.Fatalf("StreamSpeech error = %v, want kind %v", err, tt.wantKind)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			var out []byte
+			for {
+				b, err := st.Next()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(b)%2 != 0 {
+					t.Errorf("a piece of %d bytes splits a sample", len(b))
+				}
+				out = append(out, b...)
+			}
+			if !bytes.Equal(out, pcm) {
+				t.Errorf("got %d bytes of audio, want the %d sent, without the header", len(out), len(pcm))
+			}
+			if st.SampleRate != tt.wantRate {
+				t.Errorf("SampleRate = %d, want %d", st.SampleRate, tt.wantRate)
+			}
+			if d := cmp.Diff(map[string]string{"text": "Hello there.", "voice": "default"}, got); d != "" || auth != "Token license-123" {
+				t.Errorf("request body (-want +got):\n%s; Authorization %q", d, auth)
+			}
+		})
+	}
+}
+
+func TestSelfHostWithoutSpeech(t *testing.T) {
+	t.Parallel()
+	s := selfHost(t, &selfHostFake{status: 200}, smallest.SelfHostConfig{TranscribePath: "/v1/listen", Format: smallest.UploadMultipart})
+	if caps := s.Capabilities(); caps.Synthesis || caps.StreamingSynthesis || caps.SynthesisMissing == "" {
+		t.Errorf("capabilities without a speech path = %+v, want no synthesis, with the reason", caps)
+	}
+	if _, err := s.StreamSpeech(t.Context(), &smallest.SpeechRequest{Text: "hi"}); err == nil {
+		t.Error("StreamSpeech without a speech path succeeded")
 	}
 }

@@ -1,6 +1,7 @@
 package smallest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/speechgate/speechgate/internal/audio"
 	"github.com/speechgate/speechgate/internal/sse"
 )
 
@@ -55,6 +57,13 @@ type SpeechStream struct {
 	// the time they waited for a slot of the account's budget.
 	Attempts int
 	Waited   time.Duration
+	// SampleRate is the audio's rate when the server chose it (a
+	// self-hosted server's speech endpoint); 0: the rate asked for.
+	SampleRate int
+
+	// raw reads the response body as the audio itself, rather than SSE.
+	raw     *bufio.Reader
+	oddByte []byte // a sample's first byte, read at the end of the last piece
 
 	release func() // gives back the budget's slot
 	call    call
@@ -94,16 +103,32 @@ func (c *Client) StreamSpeech(ctx context.Context, r *SpeechRequest) (*SpeechStr
 
 // openSpeech makes one request for a synthesis.
 func (c *Client) openSpeech(ctx context.Context, r *SpeechRequest, payload []byte) (*SpeechStream, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	req, cl, err := c.newRequest(ctx, http.MethodPost, "/waves/v1/tts/live", nil, bytes.NewReader(payload))
+	header := http.Header{"Accept": {"text/event-stream"}}
+	if r.ExpireContent {
+		header.Set("x-expire-content", "true")
+	}
+	s, resp, err := c.postSpeech(ctx, "/waves/v1/tts/live", payload, header) //nolint:bodyclose // SpeechStream.Close closes it
 	if err != nil {
-		cancel(nil)
 		return nil, err
 	}
+	s.events = sse.NewReader(resp.Body, maxFrame)
+	s.SessionID = resp.Header.Get("X-Session-Id")
+	s.ContentExpiry = resp.Header.Get("x-content-expiry")
+	return s, nil
+}
+
+// postSpeech sends a synthesis request and waits for the answer's headers,
+// within the idle timeout.
+func (c *Client) postSpeech(ctx context.Context, path string, payload []byte, header http.Header) (*SpeechStream, *http.Response, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	req, cl, err := c.newRequest(ctx, http.MethodPost, path, nil, bytes.NewReader(payload))
+	if err != nil {
+		cancel(nil)
+		return nil, nil, err
+	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "text/event-stream")
-	if r.ExpireContent {
-		req.Header.Set("x-expire-content", "true")
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	s := &SpeechStream{call: cl, ctx: ctx, cancel: cancel, idleD: c.idleTimeout, sent: time.Now()}
 	if s.idleD > 0 {
@@ -113,17 +138,80 @@ func (c *Client) openSpeech(ctx context.Context, r *SpeechRequest, payload []byt
 	resp, err := c.do(req, cl) //nolint:bodyclose // SpeechStream.Close closes it
 	if err != nil {
 		s.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	if s.idle != nil {
 		s.idle.Stop() // from now it runs only while Next waits
 	}
 	s.body = resp.Body
-	s.events = sse.NewReader(resp.Body, maxFrame)
 	s.RequestID = resp.Header.Get("X-Request-Id")
-	s.SessionID = resp.Header.Get("X-Session-Id")
-	s.ContentExpiry = resp.Header.Get("x-content-expiry")
+	return s, resp, nil
+}
+
+// openAudio asks for a synthesis on an endpoint that answers with the
+// audio itself (a self-hosted server's /v1/speak), and sniffs its format: a
+// WAV header gives the rate and is not passed on; anything else is taken as
+// headerless PCM16 at rate.
+func (c *Client) openAudio(ctx context.Context, path string, payload []byte, rate int) (*SpeechStream, error) {
+	s, resp, err := c.postSpeech(ctx, path, payload, http.Header{"Accept": {"audio/wav, audio/*"}}) //nolint:bodyclose // SpeechStream.Close closes it
+	if err != nil {
+		return nil, err
+	}
+	s.SampleRate = rate
+	s.raw = bufio.NewReaderSize(resp.Body, maxBatch)
+	if s.idle != nil {
+		s.idle.Reset(s.idleD) // the sniffing waits for the body's first bytes
+		defer s.idle.Stop()
+	}
+	if head, _ := s.raw.Peek(12); len(head) == 12 && string(head[:4]) == "RIFF" && string(head[8:]) == "WAVE" {
+		f, err := audio.ReadWAVHeader(s.raw)
+		if err != nil || (f.Tag != 1 && f.Tag != 0xFFFE) || f.BitsPerSample != 16 || f.Channels != 1 {
+			s.Close()
+			return nil, &Error{Kind: KindMalformed, Endpoint: s.call.endpoint, RequestID: s.RequestID,
+				Message: "the speech endpoint answered with a WAV file that is not 16-bit mono PCM"}
+		}
+		s.SampleRate = int(f.SampleRate)
+	}
 	return s, nil
+}
+
+// nextRaw reads the next audio of a raw answer, up to maxBatch bytes, in
+// whole 16-bit samples.
+func (s *SpeechStream) nextRaw() ([]byte, error) {
+	if s.idle != nil {
+		s.idle.Reset(s.idleD)
+		defer s.idle.Stop()
+	}
+	buf := make([]byte, len(s.oddByte), maxBatch)
+	copy(buf, s.oddByte)
+	var n int
+	var err error
+	for n == 0 && err == nil {
+		n, err = s.raw.Read(buf[len(buf):cap(buf)])
+	}
+	buf = buf[:len(buf)+n]
+	switch {
+	case errors.Is(err, io.EOF):
+		s.done = true
+		if len(buf) == 0 {
+			return nil, io.EOF
+		}
+		s.oddByte = nil
+		return buf, nil // a last odd byte is passed on, not dropped
+	case err != nil:
+		s.err = s.readError(err)
+		return nil, s.err
+	}
+	if len(buf)%2 == 1 {
+		s.oddByte = append(s.oddByte[:0], buf[len(buf)-1])
+		buf = buf[:len(buf)-1]
+	} else {
+		s.oddByte = s.oddByte[:0]
+	}
+	if s.first == 0 {
+		s.first = max(time.Since(s.sent), time.Nanosecond)
+	}
+	return buf, nil
 }
 
 // FirstByte is the time from sending the request to decoding the first audio
@@ -148,6 +236,12 @@ const maxBatch = 32 << 10
 func (s *SpeechStream) Next() ([]byte, error) {
 	if s.err != nil {
 		return nil, s.err
+	}
+	if s.raw != nil {
+		if s.done {
+			return nil, io.EOF
+		}
+		return s.nextRaw()
 	}
 	if s.idle != nil {
 		s.idle.Reset(s.idleD)

@@ -13,7 +13,7 @@ import (
 // ListVoices filters the voice catalog, which the upstream client caches
 // and fetches once for all callers waiting on it.
 func (s *Synthesis) ListVoices(ctx context.Context, req *speechv1.ListVoicesRequest) (*speechv1.ListVoicesResponse, error) {
-	if err := s.check(); err != nil {
+	if err := offered(s.caps.Catalog, s.caps.CatalogMissing); err != nil {
 		return nil, err
 	}
 	if err := contract.CheckVoiceFilters(req); err != nil {
@@ -41,7 +41,7 @@ func (s *Synthesis) ListVoices(ctx context.Context, req *speechv1.ListVoicesRequ
 
 // ListPronunciationDictionaries lists the account's dictionaries.
 func (s *Synthesis) ListPronunciationDictionaries(ctx context.Context, _ *speechv1.ListPronunciationDictionariesRequest) (*speechv1.ListPronunciationDictionariesResponse, error) {
-	if err := s.check(); err != nil {
+	if err := offered(s.caps.Catalog, s.caps.CatalogMissing); err != nil {
 		return nil, err
 	}
 	dicts, err := s.up.ListPronunciationDictionaries(ctx)
@@ -58,7 +58,7 @@ func (s *Synthesis) ListPronunciationDictionaries(ctx context.Context, _ *speech
 // CreatePronunciationDictionary validates every entry before creating the
 // dictionary upstream.
 func (s *Synthesis) CreatePronunciationDictionary(ctx context.Context, req *speechv1.CreatePronunciationDictionaryRequest) (*speechv1.CreatePronunciationDictionaryResponse, error) {
-	if err := s.check(); err != nil {
+	if err := offered(s.caps.Catalog, s.caps.CatalogMissing); err != nil {
 		return nil, err
 	}
 	var v rpcerror.Violations
@@ -76,7 +76,7 @@ func (s *Synthesis) CreatePronunciationDictionary(ctx context.Context, req *spee
 
 // UpdatePronunciationDictionary replaces a dictionary's entries.
 func (s *Synthesis) UpdatePronunciationDictionary(ctx context.Context, req *speechv1.UpdatePronunciationDictionaryRequest) (*speechv1.UpdatePronunciationDictionaryResponse, error) {
-	if err := s.check(); err != nil {
+	if err := offered(s.caps.Catalog, s.caps.CatalogMissing); err != nil {
 		return nil, err
 	}
 	var v rpcerror.Violations
@@ -98,7 +98,7 @@ func (s *Synthesis) UpdatePronunciationDictionary(ctx context.Context, req *spee
 
 // DeletePronunciationDictionary deletes a dictionary by id.
 func (s *Synthesis) DeletePronunciationDictionary(ctx context.Context, req *speechv1.DeletePronunciationDictionaryRequest) (*speechv1.DeletePronunciationDictionaryResponse, error) {
-	if err := s.check(); err != nil {
+	if err := offered(s.caps.Catalog, s.caps.CatalogMissing); err != nil {
 		return nil, err
 	}
 	var v rpcerror.Violations
@@ -116,7 +116,7 @@ func (s *Synthesis) DeletePronunciationDictionary(ctx context.Context, req *spee
 // CreateVoiceClone checks the sample (type, size, and length for WAV)
 // before uploading it for an instant clone.
 func (s *Synthesis) CreateVoiceClone(ctx context.Context, req *speechv1.CreateVoiceCloneRequest) (*speechv1.CreateVoiceCloneResponse, error) {
-	if err := s.check(); err != nil {
+	if err := offered(s.caps.Catalog, s.caps.CatalogMissing); err != nil {
 		return nil, err
 	}
 	clone, err := contract.PlanClone(req)
@@ -135,7 +135,7 @@ func (s *Synthesis) CreateVoiceClone(ctx context.Context, req *speechv1.CreateVo
 
 // ListVoiceClones lists the account's clones.
 func (s *Synthesis) ListVoiceClones(ctx context.Context, _ *speechv1.ListVoiceClonesRequest) (*speechv1.ListVoiceClonesResponse, error) {
-	if err := s.check(); err != nil {
+	if err := offered(s.caps.Catalog, s.caps.CatalogMissing); err != nil {
 		return nil, err
 	}
 	clones, err := s.up.ListVoiceClones(ctx)

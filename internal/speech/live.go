@@ -28,8 +28,8 @@ func bytesPerSecond(r *smallest.LiveRequest) float64 {
 // TranscribeLive relays audio to a Pulse realtime session as it arrives and
 // its transcripts back, until either side ends; see uplink for the caller's half.
 func (s *Transcription) TranscribeLive(stream liveStream) error {
-	if !s.caps.Live {
-		return rpcerror.Unimplemented(s.caps.LiveMissing)
+	if err := offered(s.caps.Live, s.caps.LiveMissing); err != nil {
+		return err
 	}
 	ctx := stream.Context()
 	config, err := firstConfig(stream.Recv, (*speechv1.TranscribeLiveRequest).GetConfig, "audio")

@@ -104,10 +104,10 @@ func NewSynthesis(up Upstream, opts Options) *Synthesis {
 // Register registers the service on s.
 func (s *Synthesis) Register(gs *grpc.Server) { speechv1.RegisterSynthesisServiceServer(gs, s) }
 
-// check refuses every call when the upstream cannot synthesize.
-func (s *Synthesis) check() error {
-	if !s.caps.Synthesis {
-		return rpcerror.Unimplemented(s.caps.SynthesisMissing)
+// offered refuses a call the upstream does not offer, with why.
+func offered(ok bool, missing string) error {
+	if !ok {
+		return rpcerror.Unimplemented(missing)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -32,12 +33,18 @@ import (
 // served from the synthesis cache when it holds it.
 func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.ServerStreamingServer[speechv1.SynthesizeResponse]) error {
 	start := time.Now()
-	if err := s.check(); err != nil {
+	if err := offered(s.caps.Synthesis, s.caps.SynthesisMissing); err != nil {
 		return err
 	}
 	plan, err := contract.PlanSynthesis(req)
 	if err != nil {
 		return err
+	}
+	if f := s.caps.SynthesisFormats; f != nil && !slices.Contains(f, plan.Upstream.OutputFormat) {
+		var v rpcerror.Violations
+		v.Add("encoding", rpcerror.RuleNotAllowed, "%s is not supported by %s, which this gateway uses: it synthesizes %s",
+			req.GetEncoding(), s.caps.Backend, strings.Join(f, ", "))
+		return v.Err()
 	}
 	if err := quota.Charge(stream.Context(), quota.Characters, float64(plan.Characters)); err != nil {
 		return err
@@ -56,14 +63,15 @@ func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.Serv
 	defer pl.wait()
 	defer cancel() // before wait: it ends the pieces still running
 
-	out := newRelay(func(c *speechv1.AudioChunk) error {
+	emit := func(c *speechv1.AudioChunk) error {
 		m := &struct { // the message and its oneof wrapper in one allocation
 			resp speechv1.SynthesizeResponse
 			wrap speechv1.SynthesizeResponse_Audio
 		}{}
 		m.wrap.Audio, m.resp.Event = c, &m.wrap
 		return stream.Send(&m.resp)
-	}, s.metrics.Stream("Synthesize"), plan.BytesPerSample, plan.Rate)
+	}
+	var out *relay
 	var first, last *fetch
 	var attempts int
 	var waited, firstAudio time.Duration
@@ -78,8 +86,12 @@ func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.Serv
 		attempts, waited = attempts+f.stream.Attempts, waited+f.stream.Waited
 		served.add(f.stream.Outcome)
 		noteUpstreamID(ctx, f.stream.RequestID)
+		if err := adoptRate(plan, f.stream.SampleRate, i == 0); err != nil {
+			return pl.locate(f, err)
+		}
 		if i == 0 {
 			first = f
+			out = newRelay(emit, s.metrics.Stream("Synthesize"), plan.BytesPerSample, plan.Rate)
 			if err := stream.Send(&speechv1.SynthesizeResponse{Event: &speechv1.SynthesizeResponse_Format{Format: plan.Format(req.GetVoiceId(),
 				req.GetRequestId(), req.GetSessionId(), f.stream.RequestID, f.stream.SessionID, f.stream.ContentExpiry)}}); err != nil {
 				return err
@@ -115,6 +127,24 @@ func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.Serv
 	totals.CacheResult, totals.CachedPieces, totals.JoinedPieces = served.result(), served.hits, served.joined
 	totals.FirstAudioMs = uint32(firstAudio / time.Millisecond)
 	return stream.Send(&speechv1.SynthesizeResponse{Event: &speechv1.SynthesizeResponse_Totals{Totals: totals}})
+}
+
+// adoptRate takes the sample rate an upstream chose (a self-hosted
+// server's speech endpoint says its own), when the caller did not ask for
+// one, before the first piece's format goes out; a rate that differs from
+// the one asked for, or from the first piece's, is refused rather than
+// passed on as something it is not.
+func adoptRate(plan *contract.Synthesis, rate int, first bool) error {
+	switch {
+	case rate == 0 || uint32(rate) == plan.Rate:
+		return nil
+	case first && !plan.RateSet:
+		plan.Rate = uint32(rate)
+		return nil
+	}
+	return rpcerror.New(codes.FailedPrecondition,
+		fmt.Sprintf("the server synthesized at %d Hz, not the %d Hz of this stream: ask for %d Hz, or leave sample_rate_hz unset", rate, plan.Rate, rate),
+		rpcerror.ReasonInvalidRequest, map[string]string{"sampleRateHz": strconv.Itoa(rate)})
 }
 
 // cacheLookup is what the cache needs to know of a Synthesize call: its
@@ -203,7 +233,7 @@ type textStream = grpc.BidiStreamingServer[speechv1.SynthesizeStreamRequest, spe
 // SynthesizeStream relays text pieces to one Lightning WebSocket session
 // and its audio back, segment by segment, as each flush is spoken.
 func (s *Synthesis) SynthesizeStream(stream textStream) error {
-	if err := s.check(); err != nil {
+	if err := offered(s.caps.StreamingSynthesis, s.caps.StreamingMissing); err != nil {
 		return err
 	}
 	ctx := stream.Context()

@@ -25,8 +25,8 @@ func (s *Transcription) backend() *contract.Backend {
 // DeleteTranscription deletes a transcription from the account's history
 // at Smallest.
 func (s *Transcription) DeleteTranscription(ctx context.Context, req *speechv1.DeleteTranscriptionRequest) (*speechv1.DeleteTranscriptionResponse, error) {
-	if !s.caps.History {
-		return nil, rpcerror.Unimplemented(s.caps.HistoryMissing)
+	if err := offered(s.caps.History, s.caps.HistoryMissing); err != nil {
+		return nil, err
 	}
 	var v rpcerror.Violations
 	contract.CheckID(&v, "request_id", req.GetRequestId(), true)

@@ -255,6 +255,9 @@ type Stream struct {
 	Waited   time.Duration
 	// Outcome says how the audio was found.
 	Outcome Outcome
+	// SampleRate is the audio's rate when the server chose it (see
+	// smallest.SpeechStream.SampleRate); 0: the rate asked for.
+	SampleRate int
 
 	next      func() ([]byte, error)
 	close     func()
@@ -279,7 +282,7 @@ func (s *Stream) FirstByte() time.Duration { return s.firstByte() }
 // direct reads an upstream stream, the cache aside.
 func direct(st *smallest.SpeechStream, o Outcome) *Stream {
 	return &Stream{RequestID: st.RequestID, SessionID: st.SessionID, ContentExpiry: st.ContentExpiry,
-		Attempts: st.Attempts, Waited: st.Waited, Outcome: o,
+		Attempts: st.Attempts, Waited: st.Waited, Outcome: o, SampleRate: st.SampleRate,
 		next: st.Next, close: func() { st.Close() }, firstByte: st.FirstByte}
 }
 
@@ -290,7 +293,7 @@ var errEnd = io.EOF
 
 func (c *Cache) memoryHit(e *entry) *Stream {
 	i := 0
-	return &Stream{RequestID: e.meta.RequestID, SessionID: e.meta.SessionID, Outcome: HitMemory, firstByte: zero,
+	return &Stream{RequestID: e.meta.RequestID, SessionID: e.meta.SessionID, SampleRate: e.meta.SampleRate, Outcome: HitMemory, firstByte: zero,
 		next: func() ([]byte, error) {
 			if i == len(e.chunks) {
 				return nil, io.EOF
@@ -318,7 +321,7 @@ func (c *Cache) redisHit(ctx context.Context, k Key) (*Stream, bool) {
 		return nil, false
 	}
 	pending, kept, stored := first, [][]byte{first}, false
-	return &Stream{RequestID: m.RequestID, SessionID: m.SessionID, Outcome: HitRedis, firstByte: zero,
+	return &Stream{RequestID: m.RequestID, SessionID: m.SessionID, SampleRate: m.SampleRate, Outcome: HitRedis, firstByte: zero,
 		next: func() ([]byte, error) {
 			if pending != nil {
 				b := pending

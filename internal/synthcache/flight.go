@@ -162,7 +162,7 @@ func (c *Cache) run(f *flight, open func(context.Context) (*smallest.SpeechStrea
 			shared.add(b)
 		}
 	}
-	m := meta{RequestID: st.RequestID, SessionID: st.SessionID}
+	m := meta{RequestID: st.RequestID, SessionID: st.SessionID, SampleRate: st.SampleRate}
 	if f.entry != nil && f.storingNow() {
 		c.mem.commit(f.entry, m)
 	}
@@ -253,7 +253,8 @@ func (f *flight) reader(ctx context.Context, cursor *int, o Outcome) (*Stream, e
 		return nil, f.acceptErr
 	}
 	s := &Stream{RequestID: f.stream.RequestID, SessionID: f.stream.SessionID, ContentExpiry: f.stream.ContentExpiry, Outcome: o,
-		firstByte: func() time.Duration { return time.Duration(f.firstByte.Load()) }, close: func() { f.leave(cursor) }}
+		SampleRate: f.stream.SampleRate,
+		firstByte:  func() time.Duration { return time.Duration(f.firstByte.Load()) }, close: func() { f.leave(cursor) }}
 	if o == Miss {
 		s.Attempts, s.Waited = f.stream.Attempts, f.stream.Waited
 	}

@@ -54,8 +54,10 @@ type entry struct {
 type meta struct {
 	RequestID string `json:"request_id,omitempty"`
 	SessionID string `json:"session_id,omitempty"`
-	Chunks    int    `json:"chunks"`
-	Bytes     int    `json:"bytes"`
+	// SampleRate is the audio's when the server chose it; 0: as asked.
+	SampleRate int `json:"sample_rate,omitempty"`
+	Chunks     int `json:"chunks"`
+	Bytes      int `json:"bytes"`
 }
 
 func newMemory(budgetBytes, maxEntry int, ttl time.Duration, onEvict func()) *memory {
