@@ -80,6 +80,10 @@ type Config struct {
 	// UpstreamIdleConnTimeout is how long an idle upstream connection is kept.
 	UpstreamIdleConnTimeout time.Duration
 	CallerStallTimeout      time.Duration
+	// UpstreamPingInterval and UpstreamPongTimeout are the keep-alive of
+	// realtime upstream sockets (interval 0: no pings).
+	UpstreamPingInterval time.Duration
+	UpstreamPongTimeout  time.Duration
 
 	SynthesisPieceChars int
 	SynthesisLookahead  int
@@ -290,6 +294,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	l.duration(&c.UpstreamTimeout, "upstream-timeout", "SPEECHGATE_UPSTREAM_TIMEOUT", "30s", "how long Smallest may take to start answering a request")
 	l.duration(&c.UpstreamIdleTimeout, "upstream-idle-timeout", "SPEECHGATE_UPSTREAM_IDLE_TIMEOUT", "30s", "how long a Smallest stream may go silent before it is treated as failed (0: no limit)")
 	l.duration(&c.UpstreamIdleConnTimeout, "upstream-idle-conn-timeout", "SPEECHGATE_UPSTREAM_IDLE_CONN_TIMEOUT", "90s", "how long an idle connection to Smallest is kept for reuse")
+	l.duration(&c.UpstreamPingInterval, "upstream-ping-interval", "SPEECHGATE_UPSTREAM_PING_INTERVAL", "15s", "how often the realtime sockets to Smallest (SynthesizeStream, TranscribeLive) are pinged, to find a connection that died without a close (0: never)")
+	l.duration(&c.UpstreamPongTimeout, "upstream-pong-timeout", "SPEECHGATE_UPSTREAM_PONG_TIMEOUT", "10s", "how long a ping's answer may take, while nothing else arrives either, before the call ends with UNAVAILABLE/UPSTREAM_UNRESPONSIVE")
 	l.duration(&c.CallerStallTimeout, "caller-stall-timeout", "SPEECHGATE_CALLER_STALL_TIMEOUT", "60s", "how long a caller may leave a stream unread before the gateway stops its upstream request and ends the call with ABORTED/CALLER_TOO_SLOW (0: no limit)")
 	l.integer(&c.SynthesisPieceChars, "synthesis-piece-chars", "SPEECHGATE_SYNTHESIS_PIECE_CHARS", "250", "Synthesize splits longer text at sentence boundaries into pieces of at most this many characters")
 	l.count(&c.SynthesisLookahead, "synthesis-lookahead", "SPEECHGATE_SYNTHESIS_LOOKAHEAD", "1", "how many pieces of a long text are requested ahead of the one streaming (0: none)")

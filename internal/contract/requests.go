@@ -13,8 +13,11 @@ package contract
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
+	"time"
 
+	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/rpcerror"
 )
 
@@ -55,4 +58,42 @@ func list[T any](vals []T) string {
 		parts[i] = fmt.Sprint(x)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// Heartbeat intervals a stream may ask for, in milliseconds: often enough
+// for any proxy's idle timer, and not so often that heartbeats are traffic.
+const (
+	minHeartbeatMS = 1000
+	maxHeartbeatMS = 300_000
+)
+
+// CheckHeartbeat records a violation unless ms is 0 (no heartbeats) or an
+// allowed interval, and returns the interval.
+func CheckHeartbeat(v *rpcerror.Violations, field string, ms uint32) time.Duration {
+	if ms != 0 && (ms < minHeartbeatMS || ms > maxHeartbeatMS) {
+		v.Add(field, rpcerror.RuleOutOfRange, "must be 0 (no heartbeats) or from %d to %d, got %d", minHeartbeatMS, maxHeartbeatMS, ms)
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// assignedSegment is the form of the segment ids the gateway assigns.
+var assignedSegment = regexp.MustCompile(`^seg-[0-9]+$`)
+
+// AssignedSegmentID is the id the gateway gives a stream's n-th segment
+// (from 1) when its flush names none.
+func AssignedSegmentID(n int) string { return "seg-" + strconv.Itoa(n) }
+
+// CheckSegmentID records what is wrong with the segment id a text piece
+// gives, if any.
+func CheckSegmentID(v *rpcerror.Violations, piece *speechv1.TextPiece) {
+	id := piece.GetSegmentId()
+	switch {
+	case id == "":
+	case !piece.GetFlush():
+		v.Add("text.segment_id", rpcerror.RuleConflict, "may only be set with flush: it names the segment the flush ends")
+	case assignedSegment.MatchString(id):
+		v.Add("text.segment_id", rpcerror.RuleBadFormat, "must not have the form seg-<number>, which is how the gateway names segments given no id")
+	default:
+		CheckID(v, "text.segment_id", id, false)
+	}
 }

@@ -1,14 +1,14 @@
 package contract
 
 import (
-	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
-
 	"fmt"
 	"math"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
+	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/rpcerror"
 	"github.com/speechgate/speechgate/internal/smallest"
 )
@@ -29,6 +29,9 @@ type Synthesis struct {
 	// Rate is the sample rate in Hz; RateSet says the caller chose it.
 	Rate    uint32
 	RateSet bool
+	// Heartbeat is how often a quiet SynthesizeStream sends a heartbeat; 0:
+	// never.
+	Heartbeat time.Duration
 	// BytesPerSample is 0 for MP3, which has no fixed sample size.
 	BytesPerSample int
 	// Characters counts the text's Unicode code points.
@@ -194,6 +197,7 @@ func PlanStream(c *speechv1.SynthesisConfig) (*Synthesis, *smallest.StreamOption
 	if ms := c.GetMaxBufferFlushMs(); ms > 1000 {
 		cv.Add("max_buffer_flush_ms", rpcerror.RuleOutOfRange, "must be from 0 to 1000, got %d", ms)
 	}
+	heartbeat := CheckHeartbeat(cv, "heartbeat_interval_ms", c.GetHeartbeatIntervalMs())
 	var backoff *int
 	if c.CompleteBackoffMs != nil {
 		if ms := c.GetCompleteBackoffMs(); ms > 10000 {
@@ -206,6 +210,7 @@ func PlanStream(c *speechv1.SynthesisConfig) (*Synthesis, *smallest.StreamOption
 		return nil, nil, err
 	}
 	plan.setEncoding(enc)
+	plan.Heartbeat = heartbeat
 	opts := &smallest.StreamOptions{
 		VoiceOptions:     plan.Upstream.VoiceOptions,
 		WordTimestamps:   c.GetWordTimestamps(),

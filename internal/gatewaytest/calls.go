@@ -85,10 +85,15 @@ func TextPiece(text string, flush bool) *speechv1.SynthesizeStreamRequest {
 
 // Streamed is everything a SynthesizeStream delivered.
 type Streamed struct {
-	Format *speechv1.SynthesisFormat
-	Audio  []*speechv1.AudioChunk
-	Words  []*speechv1.WordTiming
-	Totals *speechv1.SynthesisTotals
+	Format     *speechv1.SynthesisFormat
+	Audio      []*speechv1.AudioChunk
+	Words      []*speechv1.WordTiming
+	Segments   []*speechv1.SegmentDone
+	Cleared    []*speechv1.AudioCleared
+	Heartbeats []*speechv1.Heartbeat
+	Totals     *speechv1.SynthesisTotals
+	// Events are every message, in order.
+	Events []*speechv1.SynthesizeStreamResponse
 	Err    error
 }
 
@@ -108,6 +113,7 @@ func Receive(stream TextStream, arrived chan<- struct{}) *Streamed {
 			out.Err = err
 			return out
 		}
+		out.Events = append(out.Events, msg)
 		switch ev := msg.GetEvent().(type) {
 		case *speechv1.SynthesizeStreamResponse_Format:
 			out.Format = ev.Format
@@ -118,6 +124,12 @@ func Receive(stream TextStream, arrived chan<- struct{}) *Streamed {
 			out.Audio = append(out.Audio, ev.Audio)
 		case *speechv1.SynthesizeStreamResponse_Word:
 			out.Words = append(out.Words, ev.Word)
+		case *speechv1.SynthesizeStreamResponse_SegmentDone:
+			out.Segments = append(out.Segments, ev.SegmentDone)
+		case *speechv1.SynthesizeStreamResponse_Cleared:
+			out.Cleared = append(out.Cleared, ev.Cleared)
+		case *speechv1.SynthesizeStreamResponse_Heartbeat:
+			out.Heartbeats = append(out.Heartbeats, ev.Heartbeat)
 		case *speechv1.SynthesizeStreamResponse_Totals:
 			out.Totals = ev.Totals
 		}

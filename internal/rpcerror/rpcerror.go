@@ -38,6 +38,7 @@ const (
 	ReasonUpstreamUnreachable        = "UPSTREAM_UNREACHABLE"
 	ReasonUpstreamNoAnswer           = "UPSTREAM_NO_ANSWER"
 	ReasonUpstreamStreamBroken       = "UPSTREAM_STREAM_BROKEN"
+	ReasonUpstreamUnresponsive       = "UPSTREAM_UNRESPONSIVE"
 	ReasonUpstreamStreamError        = "UPSTREAM_STREAM_ERROR"
 	ReasonUpstreamMalformedResponse  = "UPSTREAM_MALFORMED_RESPONSE"
 	ReasonUpstreamUnexpectedResponse = "UPSTREAM_UNEXPECTED_RESPONSE"

@@ -74,6 +74,9 @@ type Config struct {
 	RetryBudget *RetryBudget
 	// OnRetry, when set, is told of each retry, with the endpoint and why.
 	OnRetry func(endpoint, reason string)
+	// Keepalive pings the realtime sockets (synthesis and recognition)
+	// while a call uses them. Zero: no pings.
+	Keepalive Keepalive
 }
 
 // Client calls Smallest's API. It is safe for concurrent use.
@@ -93,6 +96,7 @@ type Client struct {
 	maxAttempts     int
 	retryBudget     *RetryBudget
 	onRetry         func(endpoint, reason string)
+	keepalive       Keepalive
 }
 
 // New returns a Client for cfg.
@@ -128,6 +132,7 @@ func New(cfg Config) (*Client, error) {
 		maxAttempts:     cmp.Or(max(cfg.MaxAttempts, 0), DefaultMaxAttempts),
 		retryBudget:     cfg.RetryBudget,
 		onRetry:         cfg.OnRetry,
+		keepalive:       cfg.Keepalive,
 	}
 	if c.retryBudget == nil {
 		c.retryBudget = NewRetryBudget()

@@ -36,6 +36,10 @@ const (
 	// an answer came. Smallest may have done (and billed) the work, so a
 	// retry is not free.
 	KindNoAnswer
+	// KindUnresponsive: a realtime socket's peer stopped answering
+	// WebSocket pings, and sent nothing else: the connection is presumed
+	// dead.
+	KindUnresponsive
 )
 
 func (k Kind) String() string {
@@ -54,6 +58,8 @@ func (k Kind) String() string {
 		return "malformed"
 	case KindNoAnswer:
 		return "no answer"
+	case KindUnresponsive:
+		return "unresponsive"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }

@@ -109,6 +109,8 @@ type LiveSession struct {
 	idleTimeout time.Duration
 	closing     atomic.Pointer[time.Timer] // set by CloseStream, stopped by Close
 	refused     func()                     // tells the Gate of a close 1008
+	hear        hearing
+	pinged      chan struct{} // closed when the keepalive has stopped; nil: none
 }
 
 // Listen opens a realtime session. Languages only Smallest's US host serves
@@ -149,8 +151,16 @@ func (c *Client) Listen(ctx context.Context, r *LiveRequest) (*LiveSession, erro
 		conn.CloseNow()
 		g.release()
 	})
-	return &LiveSession{conn: conn, ctx: ctx, cancel: cancel, call: cl, idleTimeout: c.idleTimeout,
-		Attempts: g.attempts, Waited: g.waited, refused: func() { c.refused(secret, UseLive) }}, nil
+	s := &LiveSession{conn: conn, ctx: ctx, cancel: cancel, call: cl, idleTimeout: c.idleTimeout,
+		Attempts: g.attempts, Waited: g.waited, refused: func() { c.refused(secret, UseLive) }}
+	if c.keepalive.Interval > 0 {
+		s.pinged = make(chan struct{})
+		go func() {
+			defer close(s.pinged)
+			c.keepalive.run(ctx, cl.endpoint, func() (*websocket.Conn, *hearing) { return conn, &s.hear }, func(err error) { cancel(err) })
+		}()
+	}
+	return s, nil
 }
 
 // SendAudio sends one piece of audio. b is not retained.
@@ -190,6 +200,9 @@ func (s *LiveSession) Close() error {
 		t.Stop()
 	}
 	s.cancel(context.Canceled)
+	if s.pinged != nil {
+		<-s.pinged
+	}
 	return s.conn.CloseNow()
 }
 
@@ -244,7 +257,7 @@ func (s *LiveSession) Next() (*LiveEvent, error) {
 		if s.last {
 			return nil, io.EOF
 		}
-		typ, data, err := s.conn.Read(s.ctx)
+		typ, data, err := s.hear.read(s.ctx, s.conn)
 		if err != nil {
 			return nil, s.readError(err)
 		}

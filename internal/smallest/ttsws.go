@@ -49,6 +49,15 @@ type SpeechEvent struct {
 	Word *WordTiming
 	// Complete marks the end of a synthesis.
 	Complete bool
+	// Segment is the flush the audio or word is of, as Send numbered it; 0
+	// for audio Smallest spoke before the text's flush (max_buffer_flush_ms).
+	Segment int
+	// Completed are the flushes a Complete answered, oldest first: one with
+	// Lightning's per-flush completes, all that remained with one at the end.
+	Completed []int
+	// Epoch is the number of Clears before the event was read: an event of
+	// an older epoch than the session's (Epoch) is of cleared text.
+	Epoch uint64
 }
 
 // WordTiming is when a word is spoken, in seconds, as Smallest reports it.
@@ -83,6 +92,13 @@ type SpeechSession struct {
 	cancel context.CancelCauseFunc
 	kick   chan struct{} // wakes Next when a flush makes audio due
 	timer  *time.Timer   // Next's wait for audio that is due; used by Next only
+	// swapped wakes Next when Clear takes the socket away or gives a new one.
+	swapped chan struct{}
+	pinged  chan struct{} // closed when the keepalive has stopped; nil: none
+	epoch   atomic.Uint64 // Clears so far
+	// discarded counts the bytes of audio abandoned sockets had received
+	// and not yet given to Next.
+	discarded atomic.Int64
 
 	mu        sync.Mutex // guards the fields below
 	conn      *ttsConn
@@ -109,6 +125,8 @@ type SpeechSession struct {
 	// must then not serve another session.
 	unsure  bool
 	reopens int // sockets reopened since the last progress
+	flushes int // segments numbered so far
+	closed  bool
 }
 
 // completeMode says when Lightning sends complete.
@@ -122,6 +140,7 @@ const (
 
 // segment is the text of one flush, or of the end of the input.
 type segment struct {
+	n       int // its number, from 1, in the order of the flushes
 	text    []byte
 	end     bool
 	started bool // some of its audio has arrived
@@ -131,25 +150,56 @@ type segment struct {
 // same key when one is free.
 func (c *Client) StreamSpeechText(ctx context.Context, opts *StreamOptions) (*SpeechSession, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	s := &SpeechSession{c: c, opts: opts, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1),
+	s := &SpeechSession{c: c, opts: opts, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), swapped: make(chan struct{}, 1),
 		call: newCall("WS /waves/v1/tts/live", c.credential(ctx))}
-	conn := c.tts.get(s.poolKey())
-	if conn == nil {
-		var err error
-		if conn, err = s.dial(); err != nil {
-			cancel(nil)
-			return nil, err
-		}
+	conn, err := s.take()
+	if err != nil {
+		cancel(nil)
+		return nil, err
 	}
 	s.conn = conn
+	if c.keepalive.Interval > 0 {
+		s.pinged = make(chan struct{})
+		go func() {
+			defer close(s.pinged)
+			c.keepalive.run(ctx, s.call.endpoint, s.current, func(err error) { s.cancel(err) })
+		}()
+	}
 	return s, nil
 }
+
+// take returns a pooled socket of the session's key, or a new one.
+func (s *SpeechSession) take() (*ttsConn, error) {
+	if conn := s.c.tts.get(s.poolKey()); conn != nil {
+		return conn, nil
+	}
+	conn, attempts, waited, err := s.dial()
+	s.mu.Lock()
+	s.Attempts += attempts
+	s.Waited += waited
+	s.mu.Unlock()
+	return conn, err
+}
+
+// current is the socket the keepalive pings: the session's, while open.
+func (s *SpeechSession) current() (*websocket.Conn, *hearing) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil || s.conn.dead.Load() {
+		return nil, nil
+	}
+	return s.conn.ws, &s.conn.hear
+}
+
+// Epoch is the number of Clears so far (see SpeechEvent.Epoch).
+func (s *SpeechSession) Epoch() uint64 { return s.epoch.Load() }
 
 func (s *SpeechSession) poolKey() string { return keyOf(s.call.secret) }
 
 // dial opens a socket, holding a slot of the account's WebSocket budget
-// for as long as the socket is open, in the pool or not.
-func (s *SpeechSession) dial() (*ttsConn, error) {
+// for as long as the socket is open, in the pool or not. It returns the
+// handshakes it made and the time it waited for the slot.
+func (s *SpeechSession) dial() (*ttsConn, int, time.Duration, error) {
 	u := *s.c.base
 	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
 	u.Path += "/waves/v1/tts/live"
@@ -163,59 +213,144 @@ func (s *SpeechSession) dial() (*ttsConn, error) {
 		ws, err = s.c.dialWS(s.ctx, cl, u.String(), s.c.header(s.call.secret))
 		return err
 	})
-	s.Attempts += g.attempts
-	s.Waited += g.waited
 	if err != nil {
-		return nil, err
+		return nil, g.attempts, g.waited, err
 	}
 	ws.SetReadLimit(maxFrame)
-	return newTTSConn(ws, g.release), nil
+	return newTTSConn(ws, g.release), g.attempts, g.waited, nil
 }
 
 // Send sends a piece of text; flush asks for audio of everything sent so
-// far. A flush with nothing unflushed to speak is not sent: it would ask
-// Lightning for a synthesis of nothing.
-func (s *SpeechSession) Send(text string, flush bool) error {
+// far, and returns the number of the segment that makes (from 1; events
+// name it). A flush with nothing unflushed to speak is not sent, and makes
+// no segment (0): it would ask Lightning for a synthesis of nothing.
+func (s *SpeechSession) Send(text string, flush bool) (int, error) {
 	return s.send(text, flush, false)
 }
 
 // End says the text is complete: Smallest synthesizes what remains and ends
-// with a complete message, after which Next returns io.EOF.
-func (s *SpeechSession) End() error {
+// with a complete message, after which Next returns io.EOF. It returns the
+// number of the last segment, of the text since the last flush.
+func (s *SpeechSession) End() (int, error) {
 	return s.send("", true, true)
 }
 
-func (s *SpeechSession) send(text string, flush, end bool) error {
+func (s *SpeechSession) send(text string, flush, end bool) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.conn == nil {
+		return 0, &Error{Kind: KindStreamBroken, Endpoint: s.call.endpoint, Message: "the session has no socket: reopening it after a clear failed"}
+	}
 	s.unflushed = append(s.unflushed, text...)
 	if flush && !end && len(s.unflushed) == 0 {
-		return nil
+		return 0, nil
 	}
 	b, err := json.Marshal(streamMessage{Text: text, Continue: !end, Flush: flush, StreamOptions: s.opts})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if !s.answered {
 		s.sent = append(s.sent, b)
 	}
+	n := 0
 	if flush {
 		if len(s.segments) == 0 {
 			s.heard = false // audio is due from now
 		}
-		s.segments = append(s.segments, segment{text: s.unflushed, end: end})
+		s.flushes++
+		n = s.flushes
+		s.segments = append(s.segments, segment{n: n, text: s.unflushed, end: end})
 		s.unflushed, s.unflushedSpoken = nil, false
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
+		wake(s.kick)
 	}
 	s.ended = s.ended || end
 	if err := s.conn.ws.Write(s.ctx, websocket.MessageText, b); err != nil && s.ctx.Err() != nil {
-		return s.call.transportError(s.ctx, err)
+		return n, s.call.transportError(s.ctx, err)
 	}
 	// A write to a socket the server has closed is lost, but Next sees the
 	// close and, where it can, resends on a new socket what was lost.
+	return n, nil
+}
+
+// wake signals a channel of capacity one without blocking.
+func wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Clear drops the synthesis of everything sent so far, spoken or not, for
+// a barge-in, and readies the session for new text. Lightning cannot cancel
+// a synthesis (docs/upstream.md §6.4), so a socket with anything
+// outstanding is abandoned, closed and never pooled, and a fresh one taken;
+// events read before the Clear carry an older Epoch, and none of the old
+// socket's follow. It returns the segments dropped before their complete,
+// and whether the socket was abandoned, in which case Reopen must be called
+// before the next Send. Call it from the goroutine that calls Send; not
+// after End.
+func (s *SpeechSession) Clear() (dropped []int, abandoned bool) {
+	s.mu.Lock()
+	s.epoch.Add(1)
+	for _, seg := range s.segments {
+		dropped = append(dropped, seg.n)
+	}
+	old := s.conn
+	if old == nil || s.ended || (len(s.segments) == 0 && len(s.unflushed) == 0 && !s.unflushedSpoken) {
+		s.mu.Unlock()
+		return nil, false // every flush is complete: the socket is clean
+	}
+	s.conn = nil
+	s.segments, s.unflushed, s.unflushedSpoken = nil, nil, false
+	s.speaking, s.lastID, s.completed, s.lastComplete, s.heard = 0, "", false, false, false
+	s.sent, s.answered, s.unsure, s.reopens = nil, false, false, 0
+	s.mu.Unlock()
+	wake(s.swapped)
+	old.close()
+	s.discard(old)
+	return dropped, true
+}
+
+// discard counts the audio an abandoned socket had received that Next had
+// not yet read; it is dropped with the socket.
+func (s *SpeechSession) discard(conn *ttsConn) {
+	for {
+		select {
+		case f := <-conn.frames:
+			if f.err != nil {
+				continue
+			}
+			if fr, err := s.call.readFrame(f.data, nil, 0, ""); err == nil {
+				s.discarded.Add(int64(len(fr.audio)))
+			}
+		default:
+			return
+		}
+	}
+}
+
+// Discarded is the bytes of audio of cleared text that arrived from
+// Smallest and were dropped with the sockets Clear abandoned.
+func (s *SpeechSession) Discarded() int64 { return s.discarded.Load() }
+
+// Reopen gives the session a socket after a Clear abandoned its own: a
+// pooled one, or a new one.
+func (s *SpeechSession) Reopen() error {
+	fresh, err := s.take()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	closed := s.closed
+	if !closed {
+		s.conn = fresh
+	}
+	s.mu.Unlock()
+	if closed {
+		fresh.close() // Close came first: nothing will use it
+		return &Error{Kind: KindStreamBroken, Endpoint: s.call.endpoint, Message: "the session was closed"}
+	}
+	wake(s.swapped)
 	return nil
 }
 
@@ -228,13 +363,24 @@ func (s *SpeechSession) Next() (*SpeechEvent, error) {
 		if done {
 			return nil, io.EOF
 		}
+		if conn == nil { // a Clear is taking a fresh socket
+			select {
+			case <-s.swapped:
+				continue
+			case <-s.ctx.Done():
+				return nil, s.call.transportError(s.ctx, s.ctx.Err())
+			}
+		}
 		f, err, woken := s.await(conn, wait)
 		if woken {
-			continue // a flush made audio due: wait again, with a limit
+			continue // a flush made audio due, or a Clear swapped the socket: wait again
 		}
 		if err != nil {
 			if s.ctx.Err() != nil {
 				return nil, s.call.transportError(s.ctx, err)
+			}
+			if s.abandoned(conn) {
+				continue // a Clear closed it
 			}
 			if IsKind(err, KindTimeout) {
 				return nil, err
@@ -306,6 +452,8 @@ func (s *SpeechSession) await(conn *ttsConn, wait time.Duration) (_ []byte, _ er
 		return nil, s.ctx.Err(), false
 	case <-kick:
 		return nil, nil, true
+	case <-s.swapped:
+		return nil, nil, true
 	case <-expired:
 		return nil, &Error{Kind: KindTimeout, Endpoint: s.call.endpoint,
 			Message: "Smallest sent nothing for " + wait.String() + " while audio was due"}, false
@@ -324,35 +472,56 @@ func (s *SpeechSession) endedByClose(err error) bool {
 	return s.done
 }
 
+// abandoned reports whether a Clear has taken conn from the session.
+func (s *SpeechSession) abandoned(conn *ttsConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conn != conn
+}
+
 func (s *SpeechSession) event(conn *ttsConn, raw []byte) (*SpeechEvent, error) {
 	f, err := s.call.readFrame(raw, nil, 0, "")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn != conn {
+		return nil, nil // of a socket a Clear abandoned: of cleared text
+	}
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.answered, s.sent = true, nil
 	s.lastComplete = f.status == "complete"
+	ev := &SpeechEvent{RequestID: f.requestID, Epoch: s.epoch.Load()}
 	switch {
 	case f.status == "word_timestamp" && f.word != nil:
 		s.progress()
-		return &SpeechEvent{RequestID: f.requestID, Word: f.word}, nil
+		ev.Word, ev.Segment = f.word, s.speakingSegment()
 	case f.status == "complete":
 		s.progress()
-		s.onComplete()
-		return &SpeechEvent{RequestID: f.requestID, Complete: true}, nil
+		ev.Complete, ev.Completed = true, s.onComplete()
 	case f.status == "chunk":
 		s.progress()
-		s.onAudio(f.requestID)
-		return &SpeechEvent{RequestID: f.requestID, Audio: f.audio}, nil
+		ev.Audio, ev.Segment = f.audio, s.onAudio(f.requestID)
+	default:
+		return nil, nil // a status this client does not know: newer than it
 	}
-	return nil, nil // a status this client does not know: newer than it
+	return ev, nil
+}
+
+// speakingSegment is the number of the segment being spoken; 0 when it is
+// text not yet flushed.
+func (s *SpeechSession) speakingSegment() int {
+	if s.speaking < len(s.segments) {
+		return s.segments[s.speaking].n
+	}
+	return 0
 }
 
 // onAudio notes which flush audio is for. Each synthesis has its own
 // request id: audio of a new one with no complete before it shows that
 // Smallest completes only at the end, and that the next flush is speaking.
-func (s *SpeechSession) onAudio(id string) {
+// It returns the number of the segment the audio is of.
+func (s *SpeechSession) onAudio(id string) int {
 	if id != "" && s.lastID != "" && id != s.lastID && !s.completed {
 		if s.completes == completesUnknown {
 			s.completes = completesAtEnd
@@ -371,6 +540,7 @@ func (s *SpeechSession) onAudio(id string) {
 	case len(s.unflushed) > 0:
 		s.unflushedSpoken = true
 	}
+	return s.speakingSegment()
 }
 
 // onComplete accounts for a complete message. With one complete per flush
@@ -381,32 +551,47 @@ func (s *SpeechSession) onAudio(id string) {
 // audio of a new synthesis with no complete before it means completes come
 // at the end. Until then, a complete after the end with no text left to
 // speak ends the session either way; had it been a flush's own, the end's
-// complete would still come, so that socket is not reused.
-func (s *SpeechSession) onComplete() {
+// complete would still come, so that socket is not reused. It returns the
+// numbers of the segments the complete answered.
+func (s *SpeechSession) onComplete() []int {
 	s.completed = true
 	if len(s.segments) == 0 {
-		return // a synthesis Smallest began by itself (max_buffer_flush_ms)
+		return nil // a synthesis Smallest began by itself (max_buffer_flush_ms)
 	}
 	if s.completes == completesUnknown && !s.ended {
 		s.completes = completesPerFlush
 	}
 	switch s.completes {
 	case completesAtEnd:
-		if s.ended {
-			s.segments, s.done = nil, true
+		if !s.ended {
+			return nil
 		}
-		return
+		done := s.remaining()
+		s.segments, s.done = nil, true
+		return done
 	case completesUnknown:
 		if !slices.ContainsFunc(s.segments[1:], hasWords) {
+			done := s.remaining()
 			s.segments, s.done, s.unsure = nil, true, len(s.segments) > 1 || !s.segments[0].end
-			return
+			return done
 		}
 		s.completes = completesPerFlush
 	}
+	done := []int{s.segments[0].n}
 	s.done = s.segments[0].end
 	s.segments = s.segments[1:]
 	s.speaking = 0
 	s.heard = false // the next flush's audio is a new synthesis
+	return done
+}
+
+// remaining are the numbers of the segments not yet completed.
+func (s *SpeechSession) remaining() []int {
+	out := make([]int, len(s.segments))
+	for i, seg := range s.segments {
+		out[i] = seg.n
+	}
+	return out
 }
 
 // hasWords reports whether a flush has text to speak.
@@ -461,7 +646,9 @@ func (s *SpeechSession) recover(conn *ttsConn, frameErr error) (bool, error) {
 	case <-s.ctx.Done():
 		return false, s.call.transportError(s.ctx, s.ctx.Err())
 	}
-	fresh, err := s.dial()
+	fresh, attempts, waited, err := s.dial()
+	s.Attempts += attempts
+	s.Waited += waited
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) {
@@ -537,9 +724,12 @@ func (s *SpeechSession) closeError(err error) error {
 func (s *SpeechSession) Close() error {
 	s.mu.Lock()
 	conn, done := s.conn, s.done
-	s.conn = nil
+	s.conn, s.closed = nil, true
 	s.mu.Unlock()
 	s.cancel(context.Canceled)
+	if s.pinged != nil {
+		<-s.pinged
+	}
 	if conn == nil {
 		return nil
 	}
@@ -567,6 +757,7 @@ type ttsConn struct {
 	reused  bool
 	idle    time.Time // when it went into the pool
 	pumped  chan struct{}
+	hear    hearing
 }
 
 type connFrame struct {
@@ -587,7 +778,7 @@ func (c *ttsConn) free() { c.freed.Do(c.release) }
 func (c *ttsConn) pump() {
 	defer close(c.pumped)
 	for {
-		typ, data, err := c.ws.Read(c.ctx)
+		typ, data, err := c.hear.read(c.ctx, c.ws)
 		if err != nil {
 			c.dead.Store(true)
 		}

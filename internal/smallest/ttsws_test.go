@@ -173,11 +173,11 @@ func speak(t *testing.T, c *smallest.Client, pieces ...string) (string, []string
 	}
 	defer s.Close()
 	for _, p := range pieces {
-		if err := s.Send(strings.TrimSuffix(p, "|"), strings.HasSuffix(p, "|")); err != nil {
+		if _, err := s.Send(strings.TrimSuffix(p, "|"), strings.HasSuffix(p, "|")); err != nil {
 			return "", nil, err
 		}
 	}
-	if err := s.End(); err != nil {
+	if _, err := s.End(); err != nil {
 		return "", nil, err
 	}
 	var audio strings.Builder

@@ -38,6 +38,7 @@ func (s *Transcription) TranscribeLive(stream liveStream) error {
 	}
 	var v rpcerror.Violations
 	req := contract.PlanLive(v.Under("config"), config)
+	heartbeat := contract.CheckHeartbeat(v.Under("config"), "heartbeat_interval_ms", config.GetHeartbeatIntervalMs())
 	if err := v.Err(); err != nil {
 		return err
 	}
@@ -49,6 +50,10 @@ func (s *Transcription) TranscribeLive(stream liveStream) error {
 		return err
 	}
 	defer session.Close()
+	out := newOutbox(stream.Send, heartbeat, func(h *speechv1.Heartbeat) *speechv1.TranscribeLiveResponse {
+		return &speechv1.TranscribeLiveResponse{Event: &speechv1.TranscribeLiveResponse_Heartbeat{Heartbeat: h}}
+	})
+	defer out.Close()
 	if bytesPerSecond(req) == 0 {
 		// Compressed audio has no fixed rate: its length is the session's,
 		// as a realtime session takes it.
@@ -87,7 +92,7 @@ func (s *Transcription) TranscribeLive(stream liveStream) error {
 		if msg == nil {
 			continue
 		}
-		if err := stream.Send(msg); err != nil {
+		if err := out.Send(msg); err != nil {
 			return err
 		}
 	}

@@ -16,6 +16,8 @@ type relay struct {
 	timeline *audio.Timeline // nil for MP3: offsets cannot be computed without decoding
 	seq      uint32
 	bytes    uint64
+	// segmentID is the segment the next audio is of (SynthesizeStream).
+	segmentID string
 }
 
 func newRelay(emit func(*speechv1.AudioChunk) error, meter *metrics.Stream, bytesPerSample int, rate uint32) *relay {
@@ -38,7 +40,7 @@ func (r *relay) send(data []byte, isAudio bool) error {
 		off, dur uint32
 	}{}
 	chunk := &m.chunk
-	chunk.Data, chunk.Sequence = data, r.seq
+	chunk.Data, chunk.Sequence, chunk.SegmentId = data, r.seq, r.segmentID
 	if r.timeline != nil {
 		n := len(data)
 		if !isAudio {

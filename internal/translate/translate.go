@@ -111,6 +111,8 @@ func classify(e *smallest.Error) mapping {
 		return mapping{codes.Unavailable, rpcerror.ReasonUpstreamNoAnswer, "the connection to Smallest broke after the request was sent, before an answer"}
 	case smallest.KindStreamBroken:
 		return mapping{codes.Unavailable, rpcerror.ReasonUpstreamStreamBroken, "Smallest's stream broke off"}
+	case smallest.KindUnresponsive:
+		return mapping{codes.Unavailable, rpcerror.ReasonUpstreamUnresponsive, "Smallest stopped answering on the realtime socket"}
 	case smallest.KindMalformed:
 		return mapping{codes.Internal, rpcerror.ReasonUpstreamMalformedResponse, "Smallest's answer could not be understood"}
 	}

@@ -735,7 +735,11 @@ type AudioChunk struct {
 	// derived from the running sample count, so offset_ms + duration_ms of one
 	// chunk equals offset_ms of the next: they tile the stream with no drift.
 	// Absent for MP3.
-	DurationMs    *uint32 `protobuf:"varint,4,opt,name=duration_ms,json=durationMs,proto3,oneof" json:"duration_ms,omitempty"`
+	DurationMs *uint32 `protobuf:"varint,4,opt,name=duration_ms,json=durationMs,proto3,oneof" json:"duration_ms,omitempty"`
+	// SynthesizeStream: the segment this audio is of (see TextPiece.flush);
+	// empty for audio Smallest spoke of its own accord before the text's
+	// flush (with max_buffer_flush_ms), and always on Synthesize.
+	SegmentId     string `protobuf:"bytes,5,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -798,6 +802,13 @@ func (x *AudioChunk) GetDurationMs() uint32 {
 	return 0
 }
 
+func (x *AudioChunk) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
 // SynthesisTotals summarizes a completed Synthesize stream.
 type SynthesisTotals struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -840,9 +851,15 @@ type SynthesisTotals struct {
 	JoinedPieces uint32 `protobuf:"varint,13,opt,name=joined_pieces,json=joinedPieces,proto3" json:"joined_pieces,omitempty"`
 	// Milliseconds from the start of the call to its first audio message, as
 	// the gateway measured it: a hit's is the gateway's own time.
-	FirstAudioMs  uint32 `protobuf:"varint,14,opt,name=first_audio_ms,json=firstAudioMs,proto3" json:"first_audio_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FirstAudioMs uint32 `protobuf:"varint,14,opt,name=first_audio_ms,json=firstAudioMs,proto3" json:"first_audio_ms,omitempty"`
+	// SynthesizeStream: the clear messages that dropped audio or text, and
+	// the bytes of audio that arrived from Smallest for cleared text and were
+	// dropped rather than sent. Audio the clear stopped before Smallest made
+	// it is not counted.
+	Clears              uint32 `protobuf:"varint,15,opt,name=clears,proto3" json:"clears,omitempty"`
+	DiscardedAudioBytes uint64 `protobuf:"varint,16,opt,name=discarded_audio_bytes,json=discardedAudioBytes,proto3" json:"discarded_audio_bytes,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *SynthesisTotals) Reset() {
@@ -973,6 +990,20 @@ func (x *SynthesisTotals) GetFirstAudioMs() uint32 {
 	return 0
 }
 
+func (x *SynthesisTotals) GetClears() uint32 {
+	if x != nil {
+		return x.Clears
+	}
+	return 0
+}
+
+func (x *SynthesisTotals) GetDiscardedAudioBytes() uint64 {
+	if x != nil {
+		return x.DiscardedAudioBytes
+	}
+	return 0
+}
+
 // SynthesizeStreamRequest is one message from the client of a SynthesizeStream.
 type SynthesizeStreamRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -982,6 +1013,7 @@ type SynthesizeStreamRequest struct {
 	//
 	//	*SynthesizeStreamRequest_Config
 	//	*SynthesizeStreamRequest_Text
+	//	*SynthesizeStreamRequest_Clear
 	Part          isSynthesizeStreamRequest_Part `protobuf_oneof:"part"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1042,6 +1074,15 @@ func (x *SynthesizeStreamRequest) GetText() *TextPiece {
 	return nil
 }
 
+func (x *SynthesizeStreamRequest) GetClear() *ClearAudio {
+	if x != nil {
+		if x, ok := x.Part.(*SynthesizeStreamRequest_Clear); ok {
+			return x.Clear
+		}
+	}
+	return nil
+}
+
 type isSynthesizeStreamRequest_Part interface {
 	isSynthesizeStreamRequest_Part()
 }
@@ -1056,9 +1097,59 @@ type SynthesizeStreamRequest_Text struct {
 	Text *TextPiece `protobuf:"bytes,2,opt,name=text,proto3,oneof"`
 }
 
+type SynthesizeStreamRequest_Clear struct {
+	// Barge-in: drop the audio of all the text sent so far, spoken or not,
+	// and keep the stream open for new text. The gateway answers with
+	// `cleared`; from the moment it reads this message no audio, word or
+	// segment_done of the cleared text reaches the caller. Smallest has no
+	// way to cancel a synthesis, so the gateway abandons its socket (never
+	// to be reused) and opens a new one for the text that follows. Text
+	// sent without a flush before the clear is dropped too.
+	Clear *ClearAudio `protobuf:"bytes,3,opt,name=clear,proto3,oneof"`
+}
+
 func (*SynthesizeStreamRequest_Config) isSynthesizeStreamRequest_Part() {}
 
 func (*SynthesizeStreamRequest_Text) isSynthesizeStreamRequest_Part() {}
+
+func (*SynthesizeStreamRequest_Clear) isSynthesizeStreamRequest_Part() {}
+
+// ClearAudio asks for the audio of the text sent so far to be dropped.
+type ClearAudio struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearAudio) Reset() {
+	*x = ClearAudio{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearAudio) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearAudio) ProtoMessage() {}
+
+func (x *ClearAudio) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearAudio.ProtoReflect.Descriptor instead.
+func (*ClearAudio) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{6}
+}
 
 // TextPiece is a piece of the text to speak, as a language model writes it.
 type TextPiece struct {
@@ -1069,14 +1160,24 @@ type TextPiece struct {
 	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
 	// Synthesize what has been sent so far now, rather than waiting for more
 	// text. Set it at sentence ends for the lowest latency. Default false.
-	Flush         bool `protobuf:"varint,2,opt,name=flush,proto3" json:"flush,omitempty"`
+	// The text from the previous flush (or the start) to this one is a
+	// segment: its audio messages carry its id, and `segment_done` says when
+	// it has all been spoken.
+	Flush bool `protobuf:"varint,2,opt,name=flush,proto3" json:"flush,omitempty"`
+	// The caller's id for the segment this flush ends. Only with flush.
+	// Optional: 1 to 128 characters from [A-Za-z0-9_.-], not of the form
+	// "seg-<number>", which is how the gateway names a segment given no id
+	// ("seg-1" is the stream's first segment, counting every flush and the
+	// text after the last one). Ids need not be unique, but a caller that
+	// reuses one cannot tell its segments apart.
+	SegmentId     string `protobuf:"bytes,3,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TextPiece) Reset() {
 	*x = TextPiece{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[6]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1189,7 @@ func (x *TextPiece) String() string {
 func (*TextPiece) ProtoMessage() {}
 
 func (x *TextPiece) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[6]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1202,7 @@ func (x *TextPiece) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextPiece.ProtoReflect.Descriptor instead.
 func (*TextPiece) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{6}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TextPiece) GetText() string {
@@ -1116,6 +1217,13 @@ func (x *TextPiece) GetFlush() bool {
 		return x.Flush
 	}
 	return false
+}
+
+func (x *TextPiece) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
 }
 
 // SynthesisConfig says how to speak a stream of text.
@@ -1158,13 +1266,18 @@ type SynthesisConfig struct {
 	// default, 4,000. Lower it to learn sooner that a segment is done (see
 	// SegmentDone) and to end the stream sooner after the last audio.
 	CompleteBackoffMs *uint32 `protobuf:"varint,14,opt,name=complete_backoff_ms,json=completeBackoffMs,proto3,oneof" json:"complete_backoff_ms,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Send a `heartbeat` message whenever nothing else has been sent for this
+	// many milliseconds, so that a proxy's idle timer does not cut a stream
+	// that is quiet while the caller thinks. 0 (the default): none. Otherwise
+	// 1,000 to 300,000.
+	HeartbeatIntervalMs uint32 `protobuf:"varint,15,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *SynthesisConfig) Reset() {
 	*x = SynthesisConfig{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[7]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1289,7 @@ func (x *SynthesisConfig) String() string {
 func (*SynthesisConfig) ProtoMessage() {}
 
 func (x *SynthesisConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[7]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1302,7 @@ func (x *SynthesisConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynthesisConfig.ProtoReflect.Descriptor instead.
 func (*SynthesisConfig) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{7}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SynthesisConfig) GetVoiceId() string {
@@ -1290,6 +1403,13 @@ func (x *SynthesisConfig) GetCompleteBackoffMs() uint32 {
 	return 0
 }
 
+func (x *SynthesisConfig) GetHeartbeatIntervalMs() uint32 {
+	if x != nil {
+		return x.HeartbeatIntervalMs
+	}
+	return 0
+}
+
 // SynthesizeStreamResponse is one message of a SynthesizeStream: first
 // `format`, then `audio` and `word` messages as they come, last `totals`.
 type SynthesizeStreamResponse struct {
@@ -1302,6 +1422,9 @@ type SynthesizeStreamResponse struct {
 	//	*SynthesizeStreamResponse_Audio
 	//	*SynthesizeStreamResponse_Totals
 	//	*SynthesizeStreamResponse_Word
+	//	*SynthesizeStreamResponse_SegmentDone
+	//	*SynthesizeStreamResponse_Cleared
+	//	*SynthesizeStreamResponse_Heartbeat
 	Event         isSynthesizeStreamResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1309,7 +1432,7 @@ type SynthesizeStreamResponse struct {
 
 func (x *SynthesizeStreamResponse) Reset() {
 	*x = SynthesizeStreamResponse{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[8]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1444,7 @@ func (x *SynthesizeStreamResponse) String() string {
 func (*SynthesizeStreamResponse) ProtoMessage() {}
 
 func (x *SynthesizeStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[8]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1457,7 @@ func (x *SynthesizeStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynthesizeStreamResponse.ProtoReflect.Descriptor instead.
 func (*SynthesizeStreamResponse) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{8}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SynthesizeStreamResponse) GetEvent() isSynthesizeStreamResponse_Event {
@@ -1380,6 +1503,33 @@ func (x *SynthesizeStreamResponse) GetWord() *WordTiming {
 	return nil
 }
 
+func (x *SynthesizeStreamResponse) GetSegmentDone() *SegmentDone {
+	if x != nil {
+		if x, ok := x.Event.(*SynthesizeStreamResponse_SegmentDone); ok {
+			return x.SegmentDone
+		}
+	}
+	return nil
+}
+
+func (x *SynthesizeStreamResponse) GetCleared() *AudioCleared {
+	if x != nil {
+		if x, ok := x.Event.(*SynthesizeStreamResponse_Cleared); ok {
+			return x.Cleared
+		}
+	}
+	return nil
+}
+
+func (x *SynthesizeStreamResponse) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		if x, ok := x.Event.(*SynthesizeStreamResponse_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
 type isSynthesizeStreamResponse_Event interface {
 	isSynthesizeStreamResponse_Event()
 }
@@ -1404,6 +1554,23 @@ type SynthesizeStreamResponse_Word struct {
 	Word *WordTiming `protobuf:"bytes,4,opt,name=word,proto3,oneof"`
 }
 
+type SynthesizeStreamResponse_SegmentDone struct {
+	// A segment's audio has all been sent: Smallest said its flush is
+	// complete. Comes after the segment's last audio and word messages.
+	SegmentDone *SegmentDone `protobuf:"bytes,5,opt,name=segment_done,json=segmentDone,proto3,oneof"`
+}
+
+type SynthesizeStreamResponse_Cleared struct {
+	// The answer to a `clear` message: the audio of the text before it was
+	// dropped.
+	Cleared *AudioCleared `protobuf:"bytes,6,opt,name=cleared,proto3,oneof"`
+}
+
+type SynthesizeStreamResponse_Heartbeat struct {
+	// Nothing else was sent for heartbeat_interval_ms (see Heartbeat).
+	Heartbeat *Heartbeat `protobuf:"bytes,7,opt,name=heartbeat,proto3,oneof"`
+}
+
 func (*SynthesizeStreamResponse_Format) isSynthesizeStreamResponse_Event() {}
 
 func (*SynthesizeStreamResponse_Audio) isSynthesizeStreamResponse_Event() {}
@@ -1411,6 +1578,165 @@ func (*SynthesizeStreamResponse_Audio) isSynthesizeStreamResponse_Event() {}
 func (*SynthesizeStreamResponse_Totals) isSynthesizeStreamResponse_Event() {}
 
 func (*SynthesizeStreamResponse_Word) isSynthesizeStreamResponse_Event() {}
+
+func (*SynthesizeStreamResponse_SegmentDone) isSynthesizeStreamResponse_Event() {}
+
+func (*SynthesizeStreamResponse_Cleared) isSynthesizeStreamResponse_Event() {}
+
+func (*SynthesizeStreamResponse_Heartbeat) isSynthesizeStreamResponse_Event() {}
+
+// SegmentDone says that the audio of one segment (the text up to a flush)
+// has all been sent.
+type SegmentDone struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The segment: TextPiece.segment_id, or "seg-<n>" as the gateway named it.
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// Where the segment's audio starts on the stream's timeline, in
+	// milliseconds (the offset_ms of its first audio message).
+	StartMs uint32 `protobuf:"varint,2,opt,name=start_ms,json=startMs,proto3" json:"start_ms,omitempty"`
+	// The length of the segment's audio in milliseconds.
+	AudioDurationMs uint32 `protobuf:"varint,3,opt,name=audio_duration_ms,json=audioDurationMs,proto3" json:"audio_duration_ms,omitempty"`
+	// Characters (Unicode code points) of text in the segment.
+	Characters uint32 `protobuf:"varint,4,opt,name=characters,proto3" json:"characters,omitempty"`
+	// Word timing messages sent for the segment; present only when the stream
+	// asked for word_timestamps.
+	Words *uint32 `protobuf:"varint,5,opt,name=words,proto3,oneof" json:"words,omitempty"`
+	// Smallest's request id for the segment's synthesis, when it sent one.
+	UpstreamRequestId string `protobuf:"bytes,6,opt,name=upstream_request_id,json=upstreamRequestId,proto3" json:"upstream_request_id,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *SegmentDone) Reset() {
+	*x = SegmentDone{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SegmentDone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SegmentDone) ProtoMessage() {}
+
+func (x *SegmentDone) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SegmentDone.ProtoReflect.Descriptor instead.
+func (*SegmentDone) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SegmentDone) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *SegmentDone) GetStartMs() uint32 {
+	if x != nil {
+		return x.StartMs
+	}
+	return 0
+}
+
+func (x *SegmentDone) GetAudioDurationMs() uint32 {
+	if x != nil {
+		return x.AudioDurationMs
+	}
+	return 0
+}
+
+func (x *SegmentDone) GetCharacters() uint32 {
+	if x != nil {
+		return x.Characters
+	}
+	return 0
+}
+
+func (x *SegmentDone) GetWords() uint32 {
+	if x != nil && x.Words != nil {
+		return *x.Words
+	}
+	return 0
+}
+
+func (x *SegmentDone) GetUpstreamRequestId() string {
+	if x != nil {
+		return x.UpstreamRequestId
+	}
+	return ""
+}
+
+// AudioCleared answers a `clear` message.
+type AudioCleared struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sequence of the last audio message sent before the clear took
+	// effect: every audio message after it is of text sent after the clear.
+	// Absent when no audio had been sent on the stream.
+	LastAudioSequence *uint32 `protobuf:"varint,1,opt,name=last_audio_sequence,json=lastAudioSequence,proto3,oneof" json:"last_audio_sequence,omitempty"`
+	// The segments whose audio was dropped, in order, with any or all of it
+	// unsent; no segment_done will come for them. Text sent without a flush
+	// is not a segment yet and is not listed.
+	SegmentIds    []string `protobuf:"bytes,2,rep,name=segment_ids,json=segmentIds,proto3" json:"segment_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AudioCleared) Reset() {
+	*x = AudioCleared{}
+	mi := &file_speech_v1_synthesis_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AudioCleared) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AudioCleared) ProtoMessage() {}
+
+func (x *AudioCleared) ProtoReflect() protoreflect.Message {
+	mi := &file_speech_v1_synthesis_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AudioCleared.ProtoReflect.Descriptor instead.
+func (*AudioCleared) Descriptor() ([]byte, []int) {
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *AudioCleared) GetLastAudioSequence() uint32 {
+	if x != nil && x.LastAudioSequence != nil {
+		return *x.LastAudioSequence
+	}
+	return 0
+}
+
+func (x *AudioCleared) GetSegmentIds() []string {
+	if x != nil {
+		return x.SegmentIds
+	}
+	return nil
+}
 
 // WordTiming says when a word is spoken in the stream's audio.
 type WordTiming struct {
@@ -1421,14 +1747,16 @@ type WordTiming struct {
 	// audio. Word timings never go backwards across the whole stream.
 	StartMs uint32 `protobuf:"varint,2,opt,name=start_ms,json=startMs,proto3" json:"start_ms,omitempty"`
 	// When the word ends, in milliseconds from the start of the stream's audio.
-	EndMs         uint32 `protobuf:"varint,3,opt,name=end_ms,json=endMs,proto3" json:"end_ms,omitempty"`
+	EndMs uint32 `protobuf:"varint,3,opt,name=end_ms,json=endMs,proto3" json:"end_ms,omitempty"`
+	// The segment the word is in, as AudioChunk.segment_id.
+	SegmentId     string `protobuf:"bytes,4,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WordTiming) Reset() {
 	*x = WordTiming{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[9]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1768,7 @@ func (x *WordTiming) String() string {
 func (*WordTiming) ProtoMessage() {}
 
 func (x *WordTiming) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[9]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1781,7 @@ func (x *WordTiming) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WordTiming.ProtoReflect.Descriptor instead.
 func (*WordTiming) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{9}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WordTiming) GetWord() string {
@@ -1477,6 +1805,13 @@ func (x *WordTiming) GetEndMs() uint32 {
 	return 0
 }
 
+func (x *WordTiming) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
 // ListVoicesRequest filters the voice list. With no filter every voice is returned.
 type ListVoicesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1492,7 +1827,7 @@ type ListVoicesRequest struct {
 
 func (x *ListVoicesRequest) Reset() {
 	*x = ListVoicesRequest{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[10]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +1839,7 @@ func (x *ListVoicesRequest) String() string {
 func (*ListVoicesRequest) ProtoMessage() {}
 
 func (x *ListVoicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[10]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +1852,7 @@ func (x *ListVoicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVoicesRequest.ProtoReflect.Descriptor instead.
 func (*ListVoicesRequest) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{10}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListVoicesRequest) GetLanguage() string {
@@ -1545,7 +1880,7 @@ type ListVoicesResponse struct {
 
 func (x *ListVoicesResponse) Reset() {
 	*x = ListVoicesResponse{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[11]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1892,7 @@ func (x *ListVoicesResponse) String() string {
 func (*ListVoicesResponse) ProtoMessage() {}
 
 func (x *ListVoicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[11]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1905,7 @@ func (x *ListVoicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVoicesResponse.ProtoReflect.Descriptor instead.
 func (*ListVoicesResponse) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{11}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListVoicesResponse) GetVoices() []*Voice {
@@ -1618,7 +1953,7 @@ type Voice struct {
 
 func (x *Voice) Reset() {
 	*x = Voice{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[12]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +1965,7 @@ func (x *Voice) String() string {
 func (*Voice) ProtoMessage() {}
 
 func (x *Voice) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[12]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +1978,7 @@ func (x *Voice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Voice.ProtoReflect.Descriptor instead.
 func (*Voice) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{12}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Voice) GetVoiceId() string {
@@ -1755,7 +2090,7 @@ type VoiceCapabilities struct {
 
 func (x *VoiceCapabilities) Reset() {
 	*x = VoiceCapabilities{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[13]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +2102,7 @@ func (x *VoiceCapabilities) String() string {
 func (*VoiceCapabilities) ProtoMessage() {}
 
 func (x *VoiceCapabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[13]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +2115,7 @@ func (x *VoiceCapabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoiceCapabilities.ProtoReflect.Descriptor instead.
 func (*VoiceCapabilities) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{13}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *VoiceCapabilities) GetSampleRatesHz() []uint32 {
@@ -1820,7 +2155,7 @@ type ListPronunciationDictionariesRequest struct {
 
 func (x *ListPronunciationDictionariesRequest) Reset() {
 	*x = ListPronunciationDictionariesRequest{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[14]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +2167,7 @@ func (x *ListPronunciationDictionariesRequest) String() string {
 func (*ListPronunciationDictionariesRequest) ProtoMessage() {}
 
 func (x *ListPronunciationDictionariesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[14]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +2180,7 @@ func (x *ListPronunciationDictionariesRequest) ProtoReflect() protoreflect.Messa
 
 // Deprecated: Use ListPronunciationDictionariesRequest.ProtoReflect.Descriptor instead.
 func (*ListPronunciationDictionariesRequest) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{14}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{17}
 }
 
 // ListPronunciationDictionariesResponse lists the account's dictionaries.
@@ -1859,7 +2194,7 @@ type ListPronunciationDictionariesResponse struct {
 
 func (x *ListPronunciationDictionariesResponse) Reset() {
 	*x = ListPronunciationDictionariesResponse{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[15]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +2206,7 @@ func (x *ListPronunciationDictionariesResponse) String() string {
 func (*ListPronunciationDictionariesResponse) ProtoMessage() {}
 
 func (x *ListPronunciationDictionariesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[15]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +2219,7 @@ func (x *ListPronunciationDictionariesResponse) ProtoReflect() protoreflect.Mess
 
 // Deprecated: Use ListPronunciationDictionariesResponse.ProtoReflect.Descriptor instead.
 func (*ListPronunciationDictionariesResponse) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{15}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListPronunciationDictionariesResponse) GetDictionaries() []*PronunciationDictionary {
@@ -1909,7 +2244,7 @@ type PronunciationDictionary struct {
 
 func (x *PronunciationDictionary) Reset() {
 	*x = PronunciationDictionary{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[16]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +2256,7 @@ func (x *PronunciationDictionary) String() string {
 func (*PronunciationDictionary) ProtoMessage() {}
 
 func (x *PronunciationDictionary) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[16]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +2269,7 @@ func (x *PronunciationDictionary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PronunciationDictionary.ProtoReflect.Descriptor instead.
 func (*PronunciationDictionary) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{16}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PronunciationDictionary) GetId() string {
@@ -1972,7 +2307,7 @@ type PronunciationEntry struct {
 
 func (x *PronunciationEntry) Reset() {
 	*x = PronunciationEntry{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[17]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2319,7 @@ func (x *PronunciationEntry) String() string {
 func (*PronunciationEntry) ProtoMessage() {}
 
 func (x *PronunciationEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[17]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2332,7 @@ func (x *PronunciationEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PronunciationEntry.ProtoReflect.Descriptor instead.
 func (*PronunciationEntry) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{17}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PronunciationEntry) GetWord() string {
@@ -2025,7 +2360,7 @@ type CreatePronunciationDictionaryRequest struct {
 
 func (x *CreatePronunciationDictionaryRequest) Reset() {
 	*x = CreatePronunciationDictionaryRequest{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[18]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2037,7 +2372,7 @@ func (x *CreatePronunciationDictionaryRequest) String() string {
 func (*CreatePronunciationDictionaryRequest) ProtoMessage() {}
 
 func (x *CreatePronunciationDictionaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[18]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2050,7 +2385,7 @@ func (x *CreatePronunciationDictionaryRequest) ProtoReflect() protoreflect.Messa
 
 // Deprecated: Use CreatePronunciationDictionaryRequest.ProtoReflect.Descriptor instead.
 func (*CreatePronunciationDictionaryRequest) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{18}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreatePronunciationDictionaryRequest) GetEntries() []*PronunciationEntry {
@@ -2071,7 +2406,7 @@ type CreatePronunciationDictionaryResponse struct {
 
 func (x *CreatePronunciationDictionaryResponse) Reset() {
 	*x = CreatePronunciationDictionaryResponse{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[19]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2418,7 @@ func (x *CreatePronunciationDictionaryResponse) String() string {
 func (*CreatePronunciationDictionaryResponse) ProtoMessage() {}
 
 func (x *CreatePronunciationDictionaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[19]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2431,7 @@ func (x *CreatePronunciationDictionaryResponse) ProtoReflect() protoreflect.Mess
 
 // Deprecated: Use CreatePronunciationDictionaryResponse.ProtoReflect.Descriptor instead.
 func (*CreatePronunciationDictionaryResponse) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{19}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreatePronunciationDictionaryResponse) GetDictionary() *PronunciationDictionary {
@@ -2119,7 +2454,7 @@ type UpdatePronunciationDictionaryRequest struct {
 
 func (x *UpdatePronunciationDictionaryRequest) Reset() {
 	*x = UpdatePronunciationDictionaryRequest{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[20]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2131,7 +2466,7 @@ func (x *UpdatePronunciationDictionaryRequest) String() string {
 func (*UpdatePronunciationDictionaryRequest) ProtoMessage() {}
 
 func (x *UpdatePronunciationDictionaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[20]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2144,7 +2479,7 @@ func (x *UpdatePronunciationDictionaryRequest) ProtoReflect() protoreflect.Messa
 
 // Deprecated: Use UpdatePronunciationDictionaryRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePronunciationDictionaryRequest) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{20}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdatePronunciationDictionaryRequest) GetId() string {
@@ -2172,7 +2507,7 @@ type UpdatePronunciationDictionaryResponse struct {
 
 func (x *UpdatePronunciationDictionaryResponse) Reset() {
 	*x = UpdatePronunciationDictionaryResponse{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[21]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2519,7 @@ func (x *UpdatePronunciationDictionaryResponse) String() string {
 func (*UpdatePronunciationDictionaryResponse) ProtoMessage() {}
 
 func (x *UpdatePronunciationDictionaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[21]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2532,7 @@ func (x *UpdatePronunciationDictionaryResponse) ProtoReflect() protoreflect.Mess
 
 // Deprecated: Use UpdatePronunciationDictionaryResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePronunciationDictionaryResponse) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{21}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdatePronunciationDictionaryResponse) GetDictionary() *PronunciationDictionary {
@@ -2218,7 +2553,7 @@ type DeletePronunciationDictionaryRequest struct {
 
 func (x *DeletePronunciationDictionaryRequest) Reset() {
 	*x = DeletePronunciationDictionaryRequest{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[22]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2230,7 +2565,7 @@ func (x *DeletePronunciationDictionaryRequest) String() string {
 func (*DeletePronunciationDictionaryRequest) ProtoMessage() {}
 
 func (x *DeletePronunciationDictionaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[22]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2243,7 +2578,7 @@ func (x *DeletePronunciationDictionaryRequest) ProtoReflect() protoreflect.Messa
 
 // Deprecated: Use DeletePronunciationDictionaryRequest.ProtoReflect.Descriptor instead.
 func (*DeletePronunciationDictionaryRequest) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{22}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeletePronunciationDictionaryRequest) GetId() string {
@@ -2264,7 +2599,7 @@ type DeletePronunciationDictionaryResponse struct {
 
 func (x *DeletePronunciationDictionaryResponse) Reset() {
 	*x = DeletePronunciationDictionaryResponse{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[23]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2276,7 +2611,7 @@ func (x *DeletePronunciationDictionaryResponse) String() string {
 func (*DeletePronunciationDictionaryResponse) ProtoMessage() {}
 
 func (x *DeletePronunciationDictionaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[23]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2289,7 +2624,7 @@ func (x *DeletePronunciationDictionaryResponse) ProtoReflect() protoreflect.Mess
 
 // Deprecated: Use DeletePronunciationDictionaryResponse.ProtoReflect.Descriptor instead.
 func (*DeletePronunciationDictionaryResponse) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{23}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeletePronunciationDictionaryResponse) GetId() string {
@@ -2328,7 +2663,7 @@ type VoiceClone struct {
 
 func (x *VoiceClone) Reset() {
 	*x = VoiceClone{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[24]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2675,7 @@ func (x *VoiceClone) String() string {
 func (*VoiceClone) ProtoMessage() {}
 
 func (x *VoiceClone) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[24]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2688,7 @@ func (x *VoiceClone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoiceClone.ProtoReflect.Descriptor instead.
 func (*VoiceClone) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{24}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *VoiceClone) GetVoiceId() string {
@@ -2451,7 +2786,7 @@ type CreateVoiceCloneRequest struct {
 
 func (x *CreateVoiceCloneRequest) Reset() {
 	*x = CreateVoiceCloneRequest{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[25]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2463,7 +2798,7 @@ func (x *CreateVoiceCloneRequest) String() string {
 func (*CreateVoiceCloneRequest) ProtoMessage() {}
 
 func (x *CreateVoiceCloneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[25]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2476,7 +2811,7 @@ func (x *CreateVoiceCloneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVoiceCloneRequest.ProtoReflect.Descriptor instead.
 func (*CreateVoiceCloneRequest) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{25}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateVoiceCloneRequest) GetDisplayName() string {
@@ -2539,7 +2874,7 @@ type CreateVoiceCloneResponse struct {
 
 func (x *CreateVoiceCloneResponse) Reset() {
 	*x = CreateVoiceCloneResponse{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[26]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2551,7 +2886,7 @@ func (x *CreateVoiceCloneResponse) String() string {
 func (*CreateVoiceCloneResponse) ProtoMessage() {}
 
 func (x *CreateVoiceCloneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[26]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2564,7 +2899,7 @@ func (x *CreateVoiceCloneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVoiceCloneResponse.ProtoReflect.Descriptor instead.
 func (*CreateVoiceCloneResponse) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{26}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CreateVoiceCloneResponse) GetVoiceClone() *VoiceClone {
@@ -2583,7 +2918,7 @@ type ListVoiceClonesRequest struct {
 
 func (x *ListVoiceClonesRequest) Reset() {
 	*x = ListVoiceClonesRequest{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[27]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2595,7 +2930,7 @@ func (x *ListVoiceClonesRequest) String() string {
 func (*ListVoiceClonesRequest) ProtoMessage() {}
 
 func (x *ListVoiceClonesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[27]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2608,7 +2943,7 @@ func (x *ListVoiceClonesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVoiceClonesRequest.ProtoReflect.Descriptor instead.
 func (*ListVoiceClonesRequest) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{27}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{30}
 }
 
 // ListVoiceClonesResponse lists the account's clones.
@@ -2622,7 +2957,7 @@ type ListVoiceClonesResponse struct {
 
 func (x *ListVoiceClonesResponse) Reset() {
 	*x = ListVoiceClonesResponse{}
-	mi := &file_speech_v1_synthesis_proto_msgTypes[28]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2634,7 +2969,7 @@ func (x *ListVoiceClonesResponse) String() string {
 func (*ListVoiceClonesResponse) ProtoMessage() {}
 
 func (x *ListVoiceClonesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_speech_v1_synthesis_proto_msgTypes[28]
+	mi := &file_speech_v1_synthesis_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2647,7 +2982,7 @@ func (x *ListVoiceClonesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVoiceClonesResponse.ProtoReflect.Descriptor instead.
 func (*ListVoiceClonesResponse) Descriptor() ([]byte, []int) {
-	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{28}
+	return file_speech_v1_synthesis_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListVoiceClonesResponse) GetVoiceClones() []*VoiceClone {
@@ -2661,7 +2996,7 @@ var File_speech_v1_synthesis_proto protoreflect.FileDescriptor
 
 const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\n" +
-	"\x19speech/v1/synthesis.proto\x12\tspeech.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15speech/v1/audio.proto\"\xba\x04\n" +
+	"\x19speech/v1/synthesis.proto\x12\tspeech.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15speech/v1/audio.proto\x1a\x16speech/v1/stream.proto\"\xba\x04\n" +
 	"\x11SynthesizeRequest\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x19\n" +
 	"\bvoice_id\x18\x02 \x01(\tR\avoiceId\x12/\n" +
@@ -2702,17 +3037,19 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	" \x01(\tR\x11upstreamRequestId\x12.\n" +
 	"\x13upstream_session_id\x18\v \x01(\tR\x11upstreamSessionId\x12%\n" +
 	"\x0econtent_expiry\x18\f \x01(\tR\rcontentExpiry\x12'\n" +
-	"\x0fword_timestamps\x18\r \x01(\bR\x0ewordTimestamps\"\xa2\x01\n" +
+	"\x0fword_timestamps\x18\r \x01(\bR\x0ewordTimestamps\"\xc1\x01\n" +
 	"\n" +
 	"AudioChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\rR\bsequence\x12 \n" +
 	"\toffset_ms\x18\x03 \x01(\rH\x00R\boffsetMs\x88\x01\x01\x12$\n" +
 	"\vduration_ms\x18\x04 \x01(\rH\x01R\n" +
-	"durationMs\x88\x01\x01B\f\n" +
+	"durationMs\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x05 \x01(\tR\tsegmentIdB\f\n" +
 	"\n" +
 	"_offset_msB\x0e\n" +
-	"\f_duration_ms\"\xdc\x04\n" +
+	"\f_duration_ms\"\xa8\x05\n" +
 	"\x0fSynthesisTotals\x12/\n" +
 	"\x11audio_duration_ms\x18\x01 \x01(\rH\x00R\x0faudioDurationMs\x88\x01\x01\x12\x1f\n" +
 	"\vaudio_bytes\x18\x02 \x01(\x04R\n" +
@@ -2732,15 +3069,22 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\fcache_result\x18\v \x01(\x0e2\x16.speech.v1.CacheResultR\vcacheResult\x12#\n" +
 	"\rcached_pieces\x18\f \x01(\rR\fcachedPieces\x12#\n" +
 	"\rjoined_pieces\x18\r \x01(\rR\fjoinedPieces\x12$\n" +
-	"\x0efirst_audio_ms\x18\x0e \x01(\rR\ffirstAudioMsB\x14\n" +
-	"\x12_audio_duration_ms\"\x83\x01\n" +
+	"\x0efirst_audio_ms\x18\x0e \x01(\rR\ffirstAudioMs\x12\x16\n" +
+	"\x06clears\x18\x0f \x01(\rR\x06clears\x122\n" +
+	"\x15discarded_audio_bytes\x18\x10 \x01(\x04R\x13discardedAudioBytesB\x14\n" +
+	"\x12_audio_duration_ms\"\xb2\x01\n" +
 	"\x17SynthesizeStreamRequest\x124\n" +
 	"\x06config\x18\x01 \x01(\v2\x1a.speech.v1.SynthesisConfigH\x00R\x06config\x12*\n" +
-	"\x04text\x18\x02 \x01(\v2\x14.speech.v1.TextPieceH\x00R\x04textB\x06\n" +
-	"\x04part\"5\n" +
+	"\x04text\x18\x02 \x01(\v2\x14.speech.v1.TextPieceH\x00R\x04text\x12-\n" +
+	"\x05clear\x18\x03 \x01(\v2\x15.speech.v1.ClearAudioH\x00R\x05clearB\x06\n" +
+	"\x04part\"\f\n" +
+	"\n" +
+	"ClearAudio\"T\n" +
 	"\tTextPiece\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x14\n" +
-	"\x05flush\x18\x02 \x01(\bR\x05flush\"\xed\x04\n" +
+	"\x05flush\x18\x02 \x01(\bR\x05flush\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x03 \x01(\tR\tsegmentId\"\xa1\x05\n" +
 	"\x0fSynthesisConfig\x12\x19\n" +
 	"\bvoice_id\x18\x01 \x01(\tR\avoiceId\x12/\n" +
 	"\x05model\x18\x02 \x01(\x0e2\x19.speech.v1.SynthesisModelR\x05model\x12\x1a\n" +
@@ -2758,19 +3102,41 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\x1dnumber_pronunciation_language\x18\v \x01(\tR\x1bnumberPronunciationLanguage\x12#\n" +
 	"\rmath_notation\x18\f \x01(\bR\fmathNotation\x12-\n" +
 	"\x13max_buffer_flush_ms\x18\r \x01(\rR\x10maxBufferFlushMs\x123\n" +
-	"\x13complete_backoff_ms\x18\x0e \x01(\rH\x00R\x11completeBackoffMs\x88\x01\x01B\x16\n" +
-	"\x14_complete_backoff_ms\"\xeb\x01\n" +
+	"\x13complete_backoff_ms\x18\x0e \x01(\rH\x00R\x11completeBackoffMs\x88\x01\x01\x122\n" +
+	"\x15heartbeat_interval_ms\x18\x0f \x01(\rR\x13heartbeatIntervalMsB\x16\n" +
+	"\x14_complete_backoff_ms\"\x93\x03\n" +
 	"\x18SynthesizeStreamResponse\x124\n" +
 	"\x06format\x18\x01 \x01(\v2\x1a.speech.v1.SynthesisFormatH\x00R\x06format\x12-\n" +
 	"\x05audio\x18\x02 \x01(\v2\x15.speech.v1.AudioChunkH\x00R\x05audio\x124\n" +
 	"\x06totals\x18\x03 \x01(\v2\x1a.speech.v1.SynthesisTotalsH\x00R\x06totals\x12+\n" +
-	"\x04word\x18\x04 \x01(\v2\x15.speech.v1.WordTimingH\x00R\x04wordB\a\n" +
-	"\x05event\"R\n" +
+	"\x04word\x18\x04 \x01(\v2\x15.speech.v1.WordTimingH\x00R\x04word\x12;\n" +
+	"\fsegment_done\x18\x05 \x01(\v2\x16.speech.v1.SegmentDoneH\x00R\vsegmentDone\x123\n" +
+	"\acleared\x18\x06 \x01(\v2\x17.speech.v1.AudioClearedH\x00R\acleared\x124\n" +
+	"\theartbeat\x18\a \x01(\v2\x14.speech.v1.HeartbeatH\x00R\theartbeatB\a\n" +
+	"\x05event\"\xe8\x01\n" +
+	"\vSegmentDone\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x19\n" +
+	"\bstart_ms\x18\x02 \x01(\rR\astartMs\x12*\n" +
+	"\x11audio_duration_ms\x18\x03 \x01(\rR\x0faudioDurationMs\x12\x1e\n" +
+	"\n" +
+	"characters\x18\x04 \x01(\rR\n" +
+	"characters\x12\x19\n" +
+	"\x05words\x18\x05 \x01(\rH\x00R\x05words\x88\x01\x01\x12.\n" +
+	"\x13upstream_request_id\x18\x06 \x01(\tR\x11upstreamRequestIdB\b\n" +
+	"\x06_words\"|\n" +
+	"\fAudioCleared\x123\n" +
+	"\x13last_audio_sequence\x18\x01 \x01(\rH\x00R\x11lastAudioSequence\x88\x01\x01\x12\x1f\n" +
+	"\vsegment_ids\x18\x02 \x03(\tR\n" +
+	"segmentIdsB\x16\n" +
+	"\x14_last_audio_sequence\"q\n" +
 	"\n" +
 	"WordTiming\x12\x12\n" +
 	"\x04word\x18\x01 \x01(\tR\x04word\x12\x19\n" +
 	"\bstart_ms\x18\x02 \x01(\rR\astartMs\x12\x15\n" +
-	"\x06end_ms\x18\x03 \x01(\rR\x05endMs\"G\n" +
+	"\x06end_ms\x18\x03 \x01(\rR\x05endMs\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x04 \x01(\tR\tsegmentId\"G\n" +
 	"\x11ListVoicesRequest\x12\x1a\n" +
 	"\blanguage\x18\x01 \x01(\tR\blanguage\x12\x16\n" +
 	"\x06gender\x18\x02 \x01(\tR\x06gender\">\n" +
@@ -2899,7 +3265,7 @@ func file_speech_v1_synthesis_proto_rawDescGZIP() []byte {
 }
 
 var file_speech_v1_synthesis_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_speech_v1_synthesis_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_speech_v1_synthesis_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_speech_v1_synthesis_proto_goTypes = []any{
 	(SynthesisModel)(0),                           // 0: speech.v1.SynthesisModel
 	(CacheMode)(0),                                // 1: speech.v1.CacheMode
@@ -2911,89 +3277,97 @@ var file_speech_v1_synthesis_proto_goTypes = []any{
 	(*AudioChunk)(nil),                            // 7: speech.v1.AudioChunk
 	(*SynthesisTotals)(nil),                       // 8: speech.v1.SynthesisTotals
 	(*SynthesizeStreamRequest)(nil),               // 9: speech.v1.SynthesizeStreamRequest
-	(*TextPiece)(nil),                             // 10: speech.v1.TextPiece
-	(*SynthesisConfig)(nil),                       // 11: speech.v1.SynthesisConfig
-	(*SynthesizeStreamResponse)(nil),              // 12: speech.v1.SynthesizeStreamResponse
-	(*WordTiming)(nil),                            // 13: speech.v1.WordTiming
-	(*ListVoicesRequest)(nil),                     // 14: speech.v1.ListVoicesRequest
-	(*ListVoicesResponse)(nil),                    // 15: speech.v1.ListVoicesResponse
-	(*Voice)(nil),                                 // 16: speech.v1.Voice
-	(*VoiceCapabilities)(nil),                     // 17: speech.v1.VoiceCapabilities
-	(*ListPronunciationDictionariesRequest)(nil),  // 18: speech.v1.ListPronunciationDictionariesRequest
-	(*ListPronunciationDictionariesResponse)(nil), // 19: speech.v1.ListPronunciationDictionariesResponse
-	(*PronunciationDictionary)(nil),               // 20: speech.v1.PronunciationDictionary
-	(*PronunciationEntry)(nil),                    // 21: speech.v1.PronunciationEntry
-	(*CreatePronunciationDictionaryRequest)(nil),  // 22: speech.v1.CreatePronunciationDictionaryRequest
-	(*CreatePronunciationDictionaryResponse)(nil), // 23: speech.v1.CreatePronunciationDictionaryResponse
-	(*UpdatePronunciationDictionaryRequest)(nil),  // 24: speech.v1.UpdatePronunciationDictionaryRequest
-	(*UpdatePronunciationDictionaryResponse)(nil), // 25: speech.v1.UpdatePronunciationDictionaryResponse
-	(*DeletePronunciationDictionaryRequest)(nil),  // 26: speech.v1.DeletePronunciationDictionaryRequest
-	(*DeletePronunciationDictionaryResponse)(nil), // 27: speech.v1.DeletePronunciationDictionaryResponse
-	(*VoiceClone)(nil),                            // 28: speech.v1.VoiceClone
-	(*CreateVoiceCloneRequest)(nil),               // 29: speech.v1.CreateVoiceCloneRequest
-	(*CreateVoiceCloneResponse)(nil),              // 30: speech.v1.CreateVoiceCloneResponse
-	(*ListVoiceClonesRequest)(nil),                // 31: speech.v1.ListVoiceClonesRequest
-	(*ListVoiceClonesResponse)(nil),               // 32: speech.v1.ListVoiceClonesResponse
-	(AudioEncoding)(0),                            // 33: speech.v1.AudioEncoding
-	(AudioContainer)(0),                           // 34: speech.v1.AudioContainer
-	(*timestamppb.Timestamp)(nil),                 // 35: google.protobuf.Timestamp
+	(*ClearAudio)(nil),                            // 10: speech.v1.ClearAudio
+	(*TextPiece)(nil),                             // 11: speech.v1.TextPiece
+	(*SynthesisConfig)(nil),                       // 12: speech.v1.SynthesisConfig
+	(*SynthesizeStreamResponse)(nil),              // 13: speech.v1.SynthesizeStreamResponse
+	(*SegmentDone)(nil),                           // 14: speech.v1.SegmentDone
+	(*AudioCleared)(nil),                          // 15: speech.v1.AudioCleared
+	(*WordTiming)(nil),                            // 16: speech.v1.WordTiming
+	(*ListVoicesRequest)(nil),                     // 17: speech.v1.ListVoicesRequest
+	(*ListVoicesResponse)(nil),                    // 18: speech.v1.ListVoicesResponse
+	(*Voice)(nil),                                 // 19: speech.v1.Voice
+	(*VoiceCapabilities)(nil),                     // 20: speech.v1.VoiceCapabilities
+	(*ListPronunciationDictionariesRequest)(nil),  // 21: speech.v1.ListPronunciationDictionariesRequest
+	(*ListPronunciationDictionariesResponse)(nil), // 22: speech.v1.ListPronunciationDictionariesResponse
+	(*PronunciationDictionary)(nil),               // 23: speech.v1.PronunciationDictionary
+	(*PronunciationEntry)(nil),                    // 24: speech.v1.PronunciationEntry
+	(*CreatePronunciationDictionaryRequest)(nil),  // 25: speech.v1.CreatePronunciationDictionaryRequest
+	(*CreatePronunciationDictionaryResponse)(nil), // 26: speech.v1.CreatePronunciationDictionaryResponse
+	(*UpdatePronunciationDictionaryRequest)(nil),  // 27: speech.v1.UpdatePronunciationDictionaryRequest
+	(*UpdatePronunciationDictionaryResponse)(nil), // 28: speech.v1.UpdatePronunciationDictionaryResponse
+	(*DeletePronunciationDictionaryRequest)(nil),  // 29: speech.v1.DeletePronunciationDictionaryRequest
+	(*DeletePronunciationDictionaryResponse)(nil), // 30: speech.v1.DeletePronunciationDictionaryResponse
+	(*VoiceClone)(nil),                            // 31: speech.v1.VoiceClone
+	(*CreateVoiceCloneRequest)(nil),               // 32: speech.v1.CreateVoiceCloneRequest
+	(*CreateVoiceCloneResponse)(nil),              // 33: speech.v1.CreateVoiceCloneResponse
+	(*ListVoiceClonesRequest)(nil),                // 34: speech.v1.ListVoiceClonesRequest
+	(*ListVoiceClonesResponse)(nil),               // 35: speech.v1.ListVoiceClonesResponse
+	(AudioEncoding)(0),                            // 36: speech.v1.AudioEncoding
+	(AudioContainer)(0),                           // 37: speech.v1.AudioContainer
+	(*Heartbeat)(nil),                             // 38: speech.v1.Heartbeat
+	(*timestamppb.Timestamp)(nil),                 // 39: google.protobuf.Timestamp
 }
 var file_speech_v1_synthesis_proto_depIdxs = []int32{
 	0,  // 0: speech.v1.SynthesizeRequest.model:type_name -> speech.v1.SynthesisModel
-	33, // 1: speech.v1.SynthesizeRequest.encoding:type_name -> speech.v1.AudioEncoding
+	36, // 1: speech.v1.SynthesizeRequest.encoding:type_name -> speech.v1.AudioEncoding
 	1,  // 2: speech.v1.SynthesizeRequest.cache_mode:type_name -> speech.v1.CacheMode
 	6,  // 3: speech.v1.SynthesizeResponse.format:type_name -> speech.v1.SynthesisFormat
 	7,  // 4: speech.v1.SynthesizeResponse.audio:type_name -> speech.v1.AudioChunk
 	8,  // 5: speech.v1.SynthesizeResponse.totals:type_name -> speech.v1.SynthesisTotals
-	33, // 6: speech.v1.SynthesisFormat.encoding:type_name -> speech.v1.AudioEncoding
-	34, // 7: speech.v1.SynthesisFormat.container:type_name -> speech.v1.AudioContainer
+	36, // 6: speech.v1.SynthesisFormat.encoding:type_name -> speech.v1.AudioEncoding
+	37, // 7: speech.v1.SynthesisFormat.container:type_name -> speech.v1.AudioContainer
 	2,  // 8: speech.v1.SynthesisTotals.cache_result:type_name -> speech.v1.CacheResult
-	11, // 9: speech.v1.SynthesizeStreamRequest.config:type_name -> speech.v1.SynthesisConfig
-	10, // 10: speech.v1.SynthesizeStreamRequest.text:type_name -> speech.v1.TextPiece
-	0,  // 11: speech.v1.SynthesisConfig.model:type_name -> speech.v1.SynthesisModel
-	33, // 12: speech.v1.SynthesisConfig.encoding:type_name -> speech.v1.AudioEncoding
-	6,  // 13: speech.v1.SynthesizeStreamResponse.format:type_name -> speech.v1.SynthesisFormat
-	7,  // 14: speech.v1.SynthesizeStreamResponse.audio:type_name -> speech.v1.AudioChunk
-	8,  // 15: speech.v1.SynthesizeStreamResponse.totals:type_name -> speech.v1.SynthesisTotals
-	13, // 16: speech.v1.SynthesizeStreamResponse.word:type_name -> speech.v1.WordTiming
-	16, // 17: speech.v1.ListVoicesResponse.voices:type_name -> speech.v1.Voice
-	17, // 18: speech.v1.Voice.capabilities:type_name -> speech.v1.VoiceCapabilities
-	33, // 19: speech.v1.VoiceCapabilities.encodings:type_name -> speech.v1.AudioEncoding
-	20, // 20: speech.v1.ListPronunciationDictionariesResponse.dictionaries:type_name -> speech.v1.PronunciationDictionary
-	21, // 21: speech.v1.PronunciationDictionary.entries:type_name -> speech.v1.PronunciationEntry
-	35, // 22: speech.v1.PronunciationDictionary.create_time:type_name -> google.protobuf.Timestamp
-	21, // 23: speech.v1.CreatePronunciationDictionaryRequest.entries:type_name -> speech.v1.PronunciationEntry
-	20, // 24: speech.v1.CreatePronunciationDictionaryResponse.dictionary:type_name -> speech.v1.PronunciationDictionary
-	21, // 25: speech.v1.UpdatePronunciationDictionaryRequest.entries:type_name -> speech.v1.PronunciationEntry
-	20, // 26: speech.v1.UpdatePronunciationDictionaryResponse.dictionary:type_name -> speech.v1.PronunciationDictionary
-	3,  // 27: speech.v1.VoiceClone.status:type_name -> speech.v1.VoiceCloneStatus
-	35, // 28: speech.v1.VoiceClone.create_time:type_name -> google.protobuf.Timestamp
-	0,  // 29: speech.v1.CreateVoiceCloneRequest.model:type_name -> speech.v1.SynthesisModel
-	28, // 30: speech.v1.CreateVoiceCloneResponse.voice_clone:type_name -> speech.v1.VoiceClone
-	28, // 31: speech.v1.ListVoiceClonesResponse.voice_clones:type_name -> speech.v1.VoiceClone
-	4,  // 32: speech.v1.SynthesisService.Synthesize:input_type -> speech.v1.SynthesizeRequest
-	9,  // 33: speech.v1.SynthesisService.SynthesizeStream:input_type -> speech.v1.SynthesizeStreamRequest
-	14, // 34: speech.v1.SynthesisService.ListVoices:input_type -> speech.v1.ListVoicesRequest
-	18, // 35: speech.v1.SynthesisService.ListPronunciationDictionaries:input_type -> speech.v1.ListPronunciationDictionariesRequest
-	22, // 36: speech.v1.SynthesisService.CreatePronunciationDictionary:input_type -> speech.v1.CreatePronunciationDictionaryRequest
-	24, // 37: speech.v1.SynthesisService.UpdatePronunciationDictionary:input_type -> speech.v1.UpdatePronunciationDictionaryRequest
-	26, // 38: speech.v1.SynthesisService.DeletePronunciationDictionary:input_type -> speech.v1.DeletePronunciationDictionaryRequest
-	29, // 39: speech.v1.SynthesisService.CreateVoiceClone:input_type -> speech.v1.CreateVoiceCloneRequest
-	31, // 40: speech.v1.SynthesisService.ListVoiceClones:input_type -> speech.v1.ListVoiceClonesRequest
-	5,  // 41: speech.v1.SynthesisService.Synthesize:output_type -> speech.v1.SynthesizeResponse
-	12, // 42: speech.v1.SynthesisService.SynthesizeStream:output_type -> speech.v1.SynthesizeStreamResponse
-	15, // 43: speech.v1.SynthesisService.ListVoices:output_type -> speech.v1.ListVoicesResponse
-	19, // 44: speech.v1.SynthesisService.ListPronunciationDictionaries:output_type -> speech.v1.ListPronunciationDictionariesResponse
-	23, // 45: speech.v1.SynthesisService.CreatePronunciationDictionary:output_type -> speech.v1.CreatePronunciationDictionaryResponse
-	25, // 46: speech.v1.SynthesisService.UpdatePronunciationDictionary:output_type -> speech.v1.UpdatePronunciationDictionaryResponse
-	27, // 47: speech.v1.SynthesisService.DeletePronunciationDictionary:output_type -> speech.v1.DeletePronunciationDictionaryResponse
-	30, // 48: speech.v1.SynthesisService.CreateVoiceClone:output_type -> speech.v1.CreateVoiceCloneResponse
-	32, // 49: speech.v1.SynthesisService.ListVoiceClones:output_type -> speech.v1.ListVoiceClonesResponse
-	41, // [41:50] is the sub-list for method output_type
-	32, // [32:41] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	12, // 9: speech.v1.SynthesizeStreamRequest.config:type_name -> speech.v1.SynthesisConfig
+	11, // 10: speech.v1.SynthesizeStreamRequest.text:type_name -> speech.v1.TextPiece
+	10, // 11: speech.v1.SynthesizeStreamRequest.clear:type_name -> speech.v1.ClearAudio
+	0,  // 12: speech.v1.SynthesisConfig.model:type_name -> speech.v1.SynthesisModel
+	36, // 13: speech.v1.SynthesisConfig.encoding:type_name -> speech.v1.AudioEncoding
+	6,  // 14: speech.v1.SynthesizeStreamResponse.format:type_name -> speech.v1.SynthesisFormat
+	7,  // 15: speech.v1.SynthesizeStreamResponse.audio:type_name -> speech.v1.AudioChunk
+	8,  // 16: speech.v1.SynthesizeStreamResponse.totals:type_name -> speech.v1.SynthesisTotals
+	16, // 17: speech.v1.SynthesizeStreamResponse.word:type_name -> speech.v1.WordTiming
+	14, // 18: speech.v1.SynthesizeStreamResponse.segment_done:type_name -> speech.v1.SegmentDone
+	15, // 19: speech.v1.SynthesizeStreamResponse.cleared:type_name -> speech.v1.AudioCleared
+	38, // 20: speech.v1.SynthesizeStreamResponse.heartbeat:type_name -> speech.v1.Heartbeat
+	19, // 21: speech.v1.ListVoicesResponse.voices:type_name -> speech.v1.Voice
+	20, // 22: speech.v1.Voice.capabilities:type_name -> speech.v1.VoiceCapabilities
+	36, // 23: speech.v1.VoiceCapabilities.encodings:type_name -> speech.v1.AudioEncoding
+	23, // 24: speech.v1.ListPronunciationDictionariesResponse.dictionaries:type_name -> speech.v1.PronunciationDictionary
+	24, // 25: speech.v1.PronunciationDictionary.entries:type_name -> speech.v1.PronunciationEntry
+	39, // 26: speech.v1.PronunciationDictionary.create_time:type_name -> google.protobuf.Timestamp
+	24, // 27: speech.v1.CreatePronunciationDictionaryRequest.entries:type_name -> speech.v1.PronunciationEntry
+	23, // 28: speech.v1.CreatePronunciationDictionaryResponse.dictionary:type_name -> speech.v1.PronunciationDictionary
+	24, // 29: speech.v1.UpdatePronunciationDictionaryRequest.entries:type_name -> speech.v1.PronunciationEntry
+	23, // 30: speech.v1.UpdatePronunciationDictionaryResponse.dictionary:type_name -> speech.v1.PronunciationDictionary
+	3,  // 31: speech.v1.VoiceClone.status:type_name -> speech.v1.VoiceCloneStatus
+	39, // 32: speech.v1.VoiceClone.create_time:type_name -> google.protobuf.Timestamp
+	0,  // 33: speech.v1.CreateVoiceCloneRequest.model:type_name -> speech.v1.SynthesisModel
+	31, // 34: speech.v1.CreateVoiceCloneResponse.voice_clone:type_name -> speech.v1.VoiceClone
+	31, // 35: speech.v1.ListVoiceClonesResponse.voice_clones:type_name -> speech.v1.VoiceClone
+	4,  // 36: speech.v1.SynthesisService.Synthesize:input_type -> speech.v1.SynthesizeRequest
+	9,  // 37: speech.v1.SynthesisService.SynthesizeStream:input_type -> speech.v1.SynthesizeStreamRequest
+	17, // 38: speech.v1.SynthesisService.ListVoices:input_type -> speech.v1.ListVoicesRequest
+	21, // 39: speech.v1.SynthesisService.ListPronunciationDictionaries:input_type -> speech.v1.ListPronunciationDictionariesRequest
+	25, // 40: speech.v1.SynthesisService.CreatePronunciationDictionary:input_type -> speech.v1.CreatePronunciationDictionaryRequest
+	27, // 41: speech.v1.SynthesisService.UpdatePronunciationDictionary:input_type -> speech.v1.UpdatePronunciationDictionaryRequest
+	29, // 42: speech.v1.SynthesisService.DeletePronunciationDictionary:input_type -> speech.v1.DeletePronunciationDictionaryRequest
+	32, // 43: speech.v1.SynthesisService.CreateVoiceClone:input_type -> speech.v1.CreateVoiceCloneRequest
+	34, // 44: speech.v1.SynthesisService.ListVoiceClones:input_type -> speech.v1.ListVoiceClonesRequest
+	5,  // 45: speech.v1.SynthesisService.Synthesize:output_type -> speech.v1.SynthesizeResponse
+	13, // 46: speech.v1.SynthesisService.SynthesizeStream:output_type -> speech.v1.SynthesizeStreamResponse
+	18, // 47: speech.v1.SynthesisService.ListVoices:output_type -> speech.v1.ListVoicesResponse
+	22, // 48: speech.v1.SynthesisService.ListPronunciationDictionaries:output_type -> speech.v1.ListPronunciationDictionariesResponse
+	26, // 49: speech.v1.SynthesisService.CreatePronunciationDictionary:output_type -> speech.v1.CreatePronunciationDictionaryResponse
+	28, // 50: speech.v1.SynthesisService.UpdatePronunciationDictionary:output_type -> speech.v1.UpdatePronunciationDictionaryResponse
+	30, // 51: speech.v1.SynthesisService.DeletePronunciationDictionary:output_type -> speech.v1.DeletePronunciationDictionaryResponse
+	33, // 52: speech.v1.SynthesisService.CreateVoiceClone:output_type -> speech.v1.CreateVoiceCloneResponse
+	35, // 53: speech.v1.SynthesisService.ListVoiceClones:output_type -> speech.v1.ListVoiceClonesResponse
+	45, // [45:54] is the sub-list for method output_type
+	36, // [36:45] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_speech_v1_synthesis_proto_init() }
@@ -3002,6 +3376,7 @@ func file_speech_v1_synthesis_proto_init() {
 		return
 	}
 	file_speech_v1_audio_proto_init()
+	file_speech_v1_stream_proto_init()
 	file_speech_v1_synthesis_proto_msgTypes[1].OneofWrappers = []any{
 		(*SynthesizeResponse_Format)(nil),
 		(*SynthesizeResponse_Audio)(nil),
@@ -3012,21 +3387,27 @@ func file_speech_v1_synthesis_proto_init() {
 	file_speech_v1_synthesis_proto_msgTypes[5].OneofWrappers = []any{
 		(*SynthesizeStreamRequest_Config)(nil),
 		(*SynthesizeStreamRequest_Text)(nil),
+		(*SynthesizeStreamRequest_Clear)(nil),
 	}
-	file_speech_v1_synthesis_proto_msgTypes[7].OneofWrappers = []any{}
-	file_speech_v1_synthesis_proto_msgTypes[8].OneofWrappers = []any{
+	file_speech_v1_synthesis_proto_msgTypes[8].OneofWrappers = []any{}
+	file_speech_v1_synthesis_proto_msgTypes[9].OneofWrappers = []any{
 		(*SynthesizeStreamResponse_Format)(nil),
 		(*SynthesizeStreamResponse_Audio)(nil),
 		(*SynthesizeStreamResponse_Totals)(nil),
 		(*SynthesizeStreamResponse_Word)(nil),
+		(*SynthesizeStreamResponse_SegmentDone)(nil),
+		(*SynthesizeStreamResponse_Cleared)(nil),
+		(*SynthesizeStreamResponse_Heartbeat)(nil),
 	}
+	file_speech_v1_synthesis_proto_msgTypes[10].OneofWrappers = []any{}
+	file_speech_v1_synthesis_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_speech_v1_synthesis_proto_rawDesc), len(file_speech_v1_synthesis_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1273,8 +1273,13 @@ type LiveTranscriptionConfig struct {
 	SessionId string `protobuf:"bytes,21,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// Ask Smallest to expire stored content (Enterprise). Default false.
 	ExpireContent bool `protobuf:"varint,22,opt,name=expire_content,json=expireContent,proto3" json:"expire_content,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Send a `heartbeat` message whenever nothing else has been sent for this
+	// many milliseconds, so that a proxy's idle timer does not cut a session
+	// whose speaker is silent. 0 (the default): none. Otherwise 1,000 to
+	// 300,000.
+	HeartbeatIntervalMs uint32 `protobuf:"varint,23,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *LiveTranscriptionConfig) Reset() {
@@ -1461,6 +1466,13 @@ func (x *LiveTranscriptionConfig) GetExpireContent() bool {
 	return false
 }
 
+func (x *LiveTranscriptionConfig) GetHeartbeatIntervalMs() uint32 {
+	if x != nil {
+		return x.HeartbeatIntervalMs
+	}
+	return 0
+}
+
 // TranscribeLiveResponse is one message of a live session.
 type TranscribeLiveResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1471,6 +1483,7 @@ type TranscribeLiveResponse struct {
 	//	*TranscribeLiveResponse_Transcript
 	//	*TranscribeLiveResponse_SpeechStarted
 	//	*TranscribeLiveResponse_SpeechEnded
+	//	*TranscribeLiveResponse_Heartbeat
 	Event         isTranscribeLiveResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1540,6 +1553,15 @@ func (x *TranscribeLiveResponse) GetSpeechEnded() *SpeechEvent {
 	return nil
 }
 
+func (x *TranscribeLiveResponse) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		if x, ok := x.Event.(*TranscribeLiveResponse_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
 type isTranscribeLiveResponse_Event interface {
 	isTranscribeLiveResponse_Event()
 }
@@ -1559,11 +1581,18 @@ type TranscribeLiveResponse_SpeechEnded struct {
 	SpeechEnded *SpeechEvent `protobuf:"bytes,3,opt,name=speech_ended,json=speechEnded,proto3,oneof"`
 }
 
+type TranscribeLiveResponse_Heartbeat struct {
+	// Nothing else was sent for heartbeat_interval_ms (see Heartbeat).
+	Heartbeat *Heartbeat `protobuf:"bytes,4,opt,name=heartbeat,proto3,oneof"`
+}
+
 func (*TranscribeLiveResponse_Transcript) isTranscribeLiveResponse_Event() {}
 
 func (*TranscribeLiveResponse_SpeechStarted) isTranscribeLiveResponse_Event() {}
 
 func (*TranscribeLiveResponse_SpeechEnded) isTranscribeLiveResponse_Event() {}
+
+func (*TranscribeLiveResponse_Heartbeat) isTranscribeLiveResponse_Event() {}
 
 // LiveTranscript is the text of the current utterance so far.
 type LiveTranscript struct {
@@ -1745,7 +1774,7 @@ var File_speech_v1_transcription_proto protoreflect.FileDescriptor
 
 const file_speech_v1_transcription_proto_rawDesc = "" +
 	"\n" +
-	"\x1dspeech/v1/transcription.proto\x12\tspeech.v1\x1a\x15speech/v1/audio.proto\";\n" +
+	"\x1dspeech/v1/transcription.proto\x12\tspeech.v1\x1a\x15speech/v1/audio.proto\x1a\x16speech/v1/stream.proto\";\n" +
 	"\x1aDeleteTranscriptionRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\"<\n" +
@@ -1839,7 +1868,7 @@ const file_speech_v1_transcription_proto_rawDesc = "" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12$\n" +
 	"\vintensifier\x18\x02 \x01(\rB\x02\x18\x01R\vintensifier\x12\x1b\n" +
 	"\x06weight\x18\x03 \x01(\x01H\x00R\x06weight\x88\x01\x01B\t\n" +
-	"\a_weight\"\xc1\a\n" +
+	"\a_weight\"\xf5\a\n" +
 	"\x17LiveTranscriptionConfig\x123\n" +
 	"\x05model\x18\x01 \x01(\x0e2\x1d.speech.v1.TranscriptionModelR\x05model\x12\x1a\n" +
 	"\blanguage\x18\x02 \x01(\tR\blanguage\x124\n" +
@@ -1869,19 +1898,21 @@ const file_speech_v1_transcription_proto_rawDesc = "" +
 	"\bkeywords\x18\x14 \x03(\v2\x12.speech.v1.KeywordR\bkeywords\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x15 \x01(\tR\tsessionId\x12%\n" +
-	"\x0eexpire_content\x18\x16 \x01(\bR\rexpireContentB\x0e\n" +
+	"\x0eexpire_content\x18\x16 \x01(\bR\rexpireContent\x122\n" +
+	"\x15heartbeat_interval_ms\x18\x17 \x01(\rR\x13heartbeatIntervalMsB\x0e\n" +
 	"\f_endpointingB\t\n" +
 	"\a_formatB\f\n" +
 	"\n" +
 	"_punctuateB\r\n" +
 	"\v_capitalizeB\x14\n" +
-	"\x12_finalize_on_words\"\xdc\x01\n" +
+	"\x12_finalize_on_words\"\x92\x02\n" +
 	"\x16TranscribeLiveResponse\x12;\n" +
 	"\n" +
 	"transcript\x18\x01 \x01(\v2\x19.speech.v1.LiveTranscriptH\x00R\n" +
 	"transcript\x12?\n" +
 	"\x0espeech_started\x18\x02 \x01(\v2\x16.speech.v1.SpeechEventH\x00R\rspeechStarted\x12;\n" +
-	"\fspeech_ended\x18\x03 \x01(\v2\x16.speech.v1.SpeechEventH\x00R\vspeechEndedB\a\n" +
+	"\fspeech_ended\x18\x03 \x01(\v2\x16.speech.v1.SpeechEventH\x00R\vspeechEnded\x124\n" +
+	"\theartbeat\x18\x04 \x01(\v2\x14.speech.v1.HeartbeatH\x00R\theartbeatB\a\n" +
 	"\x05event\"\xf1\x02\n" +
 	"\x0eLiveTranscript\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x19\n" +
@@ -1951,6 +1982,7 @@ var file_speech_v1_transcription_proto_goTypes = []any{
 	nil,                                 // 19: speech.v1.TranscriptionConfig.WebhookExtraEntry
 	nil,                                 // 20: speech.v1.Transcript.EmotionsEntry
 	(AudioEncoding)(0),                  // 21: speech.v1.AudioEncoding
+	(*Heartbeat)(nil),                   // 22: speech.v1.Heartbeat
 }
 var file_speech_v1_transcription_proto_depIdxs = []int32{
 	0,  // 0: speech.v1.TranscriptionConfig.model:type_name -> speech.v1.TranscriptionModel
@@ -1972,21 +2004,22 @@ var file_speech_v1_transcription_proto_depIdxs = []int32{
 	17, // 16: speech.v1.TranscribeLiveResponse.transcript:type_name -> speech.v1.LiveTranscript
 	18, // 17: speech.v1.TranscribeLiveResponse.speech_started:type_name -> speech.v1.SpeechEvent
 	18, // 18: speech.v1.TranscribeLiveResponse.speech_ended:type_name -> speech.v1.SpeechEvent
-	10, // 19: speech.v1.LiveTranscript.words:type_name -> speech.v1.Word
-	11, // 20: speech.v1.LiveTranscript.utterances:type_name -> speech.v1.Utterance
-	5,  // 21: speech.v1.TranscriptionService.Transcribe:input_type -> speech.v1.TranscribeRequest
-	7,  // 22: speech.v1.TranscriptionService.TranscribeUpload:input_type -> speech.v1.TranscribeUploadRequest
-	12, // 23: speech.v1.TranscriptionService.TranscribeLive:input_type -> speech.v1.TranscribeLiveRequest
-	2,  // 24: speech.v1.TranscriptionService.DeleteTranscription:input_type -> speech.v1.DeleteTranscriptionRequest
-	6,  // 25: speech.v1.TranscriptionService.Transcribe:output_type -> speech.v1.TranscribeResponse
-	8,  // 26: speech.v1.TranscriptionService.TranscribeUpload:output_type -> speech.v1.TranscribeUploadResponse
-	16, // 27: speech.v1.TranscriptionService.TranscribeLive:output_type -> speech.v1.TranscribeLiveResponse
-	3,  // 28: speech.v1.TranscriptionService.DeleteTranscription:output_type -> speech.v1.DeleteTranscriptionResponse
-	25, // [25:29] is the sub-list for method output_type
-	21, // [21:25] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	22, // 19: speech.v1.TranscribeLiveResponse.heartbeat:type_name -> speech.v1.Heartbeat
+	10, // 20: speech.v1.LiveTranscript.words:type_name -> speech.v1.Word
+	11, // 21: speech.v1.LiveTranscript.utterances:type_name -> speech.v1.Utterance
+	5,  // 22: speech.v1.TranscriptionService.Transcribe:input_type -> speech.v1.TranscribeRequest
+	7,  // 23: speech.v1.TranscriptionService.TranscribeUpload:input_type -> speech.v1.TranscribeUploadRequest
+	12, // 24: speech.v1.TranscriptionService.TranscribeLive:input_type -> speech.v1.TranscribeLiveRequest
+	2,  // 25: speech.v1.TranscriptionService.DeleteTranscription:input_type -> speech.v1.DeleteTranscriptionRequest
+	6,  // 26: speech.v1.TranscriptionService.Transcribe:output_type -> speech.v1.TranscribeResponse
+	8,  // 27: speech.v1.TranscriptionService.TranscribeUpload:output_type -> speech.v1.TranscribeUploadResponse
+	16, // 28: speech.v1.TranscriptionService.TranscribeLive:output_type -> speech.v1.TranscribeLiveResponse
+	3,  // 29: speech.v1.TranscriptionService.DeleteTranscription:output_type -> speech.v1.DeleteTranscriptionResponse
+	26, // [26:30] is the sub-list for method output_type
+	22, // [22:26] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_speech_v1_transcription_proto_init() }
@@ -1995,6 +2028,7 @@ func file_speech_v1_transcription_proto_init() {
 		return
 	}
 	file_speech_v1_audio_proto_init()
+	file_speech_v1_stream_proto_init()
 	file_speech_v1_transcription_proto_msgTypes[2].OneofWrappers = []any{}
 	file_speech_v1_transcription_proto_msgTypes[3].OneofWrappers = []any{
 		(*TranscribeRequest_Audio)(nil),
@@ -2017,6 +2051,7 @@ func file_speech_v1_transcription_proto_init() {
 		(*TranscribeLiveResponse_Transcript)(nil),
 		(*TranscribeLiveResponse_SpeechStarted)(nil),
 		(*TranscribeLiveResponse_SpeechEnded)(nil),
+		(*TranscribeLiveResponse_Heartbeat)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -1,0 +1,79 @@
+package smallest
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Keepalive is how a realtime socket's peer is checked for: a WebSocket ping
+// every Interval (0: never), answered by a pong within Timeout. Smallest
+// documents no keep-alive of its own (docs/upstream.md §6.3); a ping finds a
+// connection that died without a close (a NAT that forgot it, a peer that
+// vanished), which would otherwise hang a quiet session until its deadline.
+type Keepalive struct {
+	Interval, Timeout time.Duration
+}
+
+// hearing is what a socket's reader has heard, for judging a missing pong:
+// coder/websocket reads a pong only inside Read, so a reader that was busy
+// elsewhere may have it waiting unread.
+type hearing struct {
+	last         atomic.Int64 // unix nanoseconds of the last message read
+	readingSince atomic.Int64 // unix nanoseconds since Read has waited; 0: not in Read
+}
+
+// read reads the next message of ws, noting when.
+func (h *hearing) read(ctx context.Context, ws *websocket.Conn) (websocket.MessageType, []byte, error) {
+	h.readingSince.Store(time.Now().UnixNano())
+	typ, data, err := ws.Read(ctx)
+	now := time.Now().UnixNano()
+	h.readingSince.Store(0)
+	h.last.Store(now)
+	return typ, data, err
+}
+
+// run pings the socket current returns (nil: none now) every Interval
+// until ctx ends. A ping whose pong does not come within Timeout, while the
+// reader waited in Read for at least half of it and heard nothing, ends the
+// session: dead is called with the *Error to end it with, and run returns.
+func (k Keepalive) run(ctx context.Context, endpoint string, current func() (*websocket.Conn, *hearing), dead func(error)) {
+	if k.Interval <= 0 {
+		return
+	}
+	timeout := k.Timeout
+	if timeout <= 0 {
+		timeout = k.Interval
+	}
+	t := time.NewTicker(k.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ws, h := current()
+		if ws == nil {
+			continue
+		}
+		sent := time.Now()
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		err := ws.Ping(pctx)
+		timedOut := pctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err == nil || !timedOut {
+			continue // answered, or the socket closed, which its reader reports
+		}
+		since := h.readingSince.Load()
+		waited := since != 0 && time.Since(time.Unix(0, since)) >= timeout/2
+		if waited && h.last.Load() < sent.UnixNano() {
+			dead(&Error{Kind: KindUnresponsive, Endpoint: endpoint, Message: fmt.Sprintf(
+				"no answer to a WebSocket ping within %s, and nothing else from Smallest since: the connection is presumed dead", timeout)})
+			return
+		}
+	}
+}
