@@ -161,6 +161,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	httpClient := &http.Client{Transport: metrics.NewUpstream(reg).Transport(otelhttp.NewTransport(
 		smallest.NewTransport(cfg.UpstreamTimeout, cfg.UpstreamIdleConnTimeout),
 		otelhttp.WithTracerProvider(tr.Provider), otelhttp.WithPropagators(tr.Propagator),
+		otelhttp.WithFilter(smallest.Traceable), // a span would record Hydra's URL, key and all
 		otelhttp.WithMeterProvider(noopmetric.NewMeterProvider())))}
 	up, err := newUpstream(cfg, httpClient, baseURL, usBaseURL, authn.UpstreamKey, gate, admissionMetrics.Retried)
 	if err != nil {
@@ -207,7 +208,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		CallerStallTimeout:    cfg.CallerStallTimeout,
 		Descriptors:           docs,
 		Quota:                 quotas,
-	}, speech.NewSynthesis(up, speechOpts), speech.NewTranscription(up, speechOpts))
+	}, speech.NewSynthesis(up, speechOpts), speech.NewTranscription(up, speechOpts), speech.NewConversation(up, speechOpts))
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 // Package audio holds the small pieces of audio arithmetic the gateway needs on
 // its streaming path: a streaming WAV header, a timeline that turns byte counts
-// into millisecond offsets without drift, and G.711 companding.
+// into millisecond offsets without drift, G.711 companding, and lowering a
+// sample rate by a whole factor.
 package audio
 
 import "encoding/binary"

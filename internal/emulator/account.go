@@ -134,7 +134,10 @@ func (e *Emulator) stats(w http.ResponseWriter, r *http.Request) {
 
 // keyOf returns the key a request authenticates with.
 func keyOf(r *http.Request) string {
-	_, key, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	_, key, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok {
+		return r.URL.Query().Get("api_key") // Hydra takes its key in the query
+	}
 	return strings.TrimSpace(key)
 }
 

@@ -55,6 +55,13 @@ type Options struct {
 	// Faults are injected at random into a share of requests (see faults.go);
 	// a request can also name its own fault in its key.
 	Faults []FaultRate
+	// HydraIdleTimeout is how long a Hydra session may pass with no traffic
+	// either way before it is closed. Default 30 s, as Smallest documents.
+	HydraIdleTimeout time.Duration
+	// HydraToolTimeout is how long Hydra waits for a called tool's output
+	// and response.create before it reports tool_response_timeout.
+	// Default 10 s.
+	HydraToolTimeout time.Duration
 	// Logger receives a line per request; nil logs nothing.
 	Logger *slog.Logger
 }
@@ -106,6 +113,7 @@ func New(opts Options) *Emulator {
 	// The US host, which alone serves some realtime languages, is emulated
 	// under this prefix: point the gateway's US base URL at it.
 	e.mux.HandleFunc("GET "+USPrefix+"/waves/v1/stt/live", e.authed(e.live(true)))
+	e.mux.HandleFunc("GET /waves/v1/s2s", e.hydra)
 	e.mux.HandleFunc("GET /waves/v1/health", e.health)
 	e.mux.HandleFunc("/_emulator/stats", e.stats)
 	// The self-hosted server's routes (docs/upstream.md §4), side by side with the

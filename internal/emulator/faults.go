@@ -42,11 +42,19 @@ import (
 //	ws-close-1011       WebSocket close 1011 (server error)
 //	ws-close-1000       an early, normal WebSocket close
 //	ws-inactivity       the inactivity error, then a close
+//
+// Hydra's faults apply to its speech-to-speech socket:
+//
+//	hydra-server-full     error server_full, then close 1013 (at capacity)
+//	hydra-invalid-audio   every audio message answered with error invalid_audio
+//	hydra-idle            the idle timeout's close 1000, at once after configuring
+//	hydra-internal-error  error internal_error, then close 1011
 var faultNames = []string{
 	"http-401", "http-403", "http-429", "http-429-body", "http-400", "http-410", "http-413", "http-500", "http-503",
 	"plan-not-entitled", "org-not-allowed", "clone-limit",
 	"reset", "stall", "reset-after", "stall-after", "malformed", "truncate",
 	"ws-close-1008", "ws-close-1011", "ws-close-1000", "ws-inactivity",
+	"hydra-server-full", "hydra-invalid-audio", "hydra-idle", "hydra-internal-error",
 }
 
 // FaultPrefix starts a key that names a fault.
@@ -117,8 +125,8 @@ func faultOf(ctx context.Context) (fault, bool) {
 // pickFault returns the fault r asks for, or one drawn at the configured rates.
 func (e *Emulator) pickFault(r *http.Request) (fault, bool) {
 	name := r.Header.Get("X-Emulator-Fault")
-	if _, key, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.HasPrefix(strings.TrimSpace(key), FaultPrefix) {
-		name = strings.TrimPrefix(strings.TrimSpace(key), FaultPrefix)
+	if key := keyOf(r); strings.HasPrefix(key, FaultPrefix) {
+		name = strings.TrimPrefix(key, FaultPrefix)
 	}
 	if name != "" {
 		return parseFault(name)

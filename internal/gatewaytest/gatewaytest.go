@@ -78,6 +78,7 @@ type Gateway struct {
 	Conn   *grpc.ClientConn
 	Synth  speechv1.SynthesisServiceClient
 	Trans  speechv1.TranscriptionServiceClient
+	Conv   speechv1.ConversationServiceClient
 	Health healthpb.HealthClient
 	// Logs holds every line the gateway logged, as JSON.
 	Logs *Logs
@@ -151,7 +152,8 @@ func Start(t testing.TB, upstream http.Handler, o Options) *Gateway {
 	if o.Speech != nil {
 		o.Speech(&opts)
 	}
-	srv, err := server.New(cfg, speech.NewSynthesis(upstreamClient, opts), speech.NewTranscription(upstreamClient, opts))
+	srv, err := server.New(cfg, speech.NewSynthesis(upstreamClient, opts), speech.NewTranscription(upstreamClient, opts),
+		speech.NewConversation(upstreamClient, opts))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,6 +178,7 @@ func Start(t testing.TB, upstream http.Handler, o Options) *Gateway {
 	g.Conn = g.Dial(t)
 	g.Synth = speechv1.NewSynthesisServiceClient(g.Conn)
 	g.Trans = speechv1.NewTranscriptionServiceClient(g.Conn)
+	g.Conv = speechv1.NewConversationServiceClient(g.Conn)
 	g.Health = healthpb.NewHealthClient(g.Conn)
 	return g
 }

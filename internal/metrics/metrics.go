@@ -82,6 +82,8 @@ type Speech struct {
 	chunkGap         *prometheus.HistogramVec
 	audioBytes       *prometheus.CounterVec
 	audioSeconds     *prometheus.CounterVec
+	answerLatency    prometheus.Histogram
+	conversation     *prometheus.CounterVec
 }
 
 // NewSpeech returns the speech metrics, registered on reg.
@@ -105,8 +107,17 @@ func NewSpeech(reg prometheus.Registerer) *Speech {
 			Name: "speechgate_audio_seconds_total",
 			Help: "Seconds of synthesized audio sent to callers (MP3 is not counted: its length is not known without decoding).",
 		}, []string{"method"}),
+		answerLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "speechgate_conversation_answer_latency_seconds",
+			Help:    "Converse: time from the end of the user's speech (Hydra's speech_stopped) to the first audio of the answer sent to the caller.",
+			Buckets: latencyBuckets,
+		}),
+		conversation: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speechgate_conversation_events_total",
+			Help: "Converse events: event is \"response\", \"barge_in\" (a response interrupted while speaking), \"tool_call\", \"error\" (non-fatal) or \"stale_audio_dropped\".",
+		}, []string{"event"}),
 	}
-	reg.MustRegister(m.timeToFirstAudio, m.chunkGap, m.audioBytes, m.audioSeconds)
+	reg.MustRegister(m.timeToFirstAudio, m.chunkGap, m.audioBytes, m.audioSeconds, m.answerLatency, m.conversation)
 	return m
 }
 
@@ -114,6 +125,18 @@ func NewSpeech(reg prometheus.Registerer) *Speech {
 func (m *Speech) AudioIn(method string, n int) {
 	m.audioBytes.WithLabelValues(method, "in").Add(float64(n))
 }
+
+// AudioOut counts audio sent to a caller outside a synthesis stream.
+func (m *Speech) AudioOut(method string, n int) {
+	m.audioBytes.WithLabelValues(method, "out").Add(float64(n))
+}
+
+// AnswerLatency records the time from the end of a user's speech to the
+// first audio of the answer.
+func (m *Speech) AnswerLatency(d time.Duration) { m.answerLatency.Observe(d.Seconds()) }
+
+// ConversationEvent counts an event of a conversation.
+func (m *Speech) ConversationEvent(event string) { m.conversation.WithLabelValues(event).Inc() }
 
 // Stream measures one synthesis stream as its audio goes out. Its series
 // are looked up once, not for every chunk.

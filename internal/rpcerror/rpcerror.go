@@ -39,6 +39,7 @@ const (
 	ReasonUpstreamNoAnswer           = "UPSTREAM_NO_ANSWER"
 	ReasonUpstreamStreamBroken       = "UPSTREAM_STREAM_BROKEN"
 	ReasonUpstreamUnresponsive       = "UPSTREAM_UNRESPONSIVE"
+	ReasonUpstreamSessionIdle        = "UPSTREAM_SESSION_IDLE"
 	ReasonUpstreamStreamError        = "UPSTREAM_STREAM_ERROR"
 	ReasonUpstreamMalformedResponse  = "UPSTREAM_MALFORMED_RESPONSE"
 	ReasonUpstreamUnexpectedResponse = "UPSTREAM_UNEXPECTED_RESPONSE"

@@ -161,9 +161,11 @@ type Capabilities struct {
 	Live bool
 	// History: deleting a transcription from the account's history.
 	History bool
+	// Conversation: Hydra's speech-to-speech sessions.
+	Conversation bool
 	// The ...Missing fields say, when one is not offered, why not, in words
 	// for the caller.
-	SynthesisMissing, StreamingMissing, CatalogMissing, LiveMissing, HistoryMissing string
+	SynthesisMissing, StreamingMissing, CatalogMissing, LiveMissing, HistoryMissing, ConversationMissing string
 	// MaxUploadBytes is the largest recording transcription accepts.
 	MaxUploadBytes int64
 }
@@ -173,7 +175,7 @@ const MaxUploadBytes = 250 << 20
 
 // Capabilities says what Smallest's cloud offers: everything.
 func (c *Client) Capabilities() Capabilities {
-	return Capabilities{Backend: "Smallest's cloud", Synthesis: true, StreamingSynthesis: true, Catalog: true, Live: true, History: true,
+	return Capabilities{Backend: "Smallest's cloud", Synthesis: true, StreamingSynthesis: true, Catalog: true, Live: true, History: true, Conversation: true,
 		MaxUploadBytes: MaxUploadBytes}
 }
 

@@ -40,6 +40,9 @@ const (
 	// WebSocket pings, and sent nothing else: the connection is presumed
 	// dead.
 	KindUnresponsive
+	// KindIdleClosed: Smallest closed a session normally, on its own, while
+	// the caller still held it: Hydra's idle timeout.
+	KindIdleClosed
 )
 
 func (k Kind) String() string {
@@ -60,6 +63,8 @@ func (k Kind) String() string {
 		return "no answer"
 	case KindUnresponsive:
 		return "unresponsive"
+	case KindIdleClosed:
+		return "idle close"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -372,7 +377,7 @@ func (e *Error) Status() int {
 	switch {
 	case e.HTTPStatus != 0:
 		return e.HTTPStatus
-	case e.CloseCode == ClosePolicyViolation:
+	case e.CloseCode == ClosePolicyViolation || e.CloseCode == CloseTryAgainLater:
 		return http.StatusTooManyRequests
 	case e.FrameStatus >= 400:
 		return e.FrameStatus
@@ -392,6 +397,13 @@ var codeStatus = map[string]int{
 	"FILE_TOO_LARGE":                 http.StatusUnprocessableEntity,
 	"RATE_LIMIT_EXCEEDED":            http.StatusTooManyRequests,
 	"SERVICE_UNAVAILABLE":            http.StatusServiceUnavailable,
+	// Hydra's codes (docs/upstream.md §6.5).
+	"invalid_audio":         http.StatusBadRequest,
+	"invalid_request_error": http.StatusBadRequest,
+	"invalid_frame":         http.StatusBadRequest,
+	"server_full":           http.StatusTooManyRequests,
+	"tool_response_timeout": http.StatusRequestTimeout,
+	"internal_error":        http.StatusInternalServerError,
 }
 
 // IsRateLimited reports whether err is Smallest refusing for its rate or

@@ -3,6 +3,8 @@ package smallest
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/url"
 	"sync/atomic"
 	"time"
 
@@ -76,4 +78,67 @@ func (k Keepalive) run(ctx context.Context, endpoint string, current func() (*we
 			return
 		}
 	}
+}
+
+// realtime is an open realtime socket (a recognition or a conversation
+// session): the connection, the context whose end closes it and gives its
+// Gate slot back, the call it is, and its keepalive.
+type realtime struct {
+	conn    *websocket.Conn
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	call    call
+	granted granted
+	hear    hearing
+	pinged  chan struct{} // closed when the keepalive has stopped; nil: none
+}
+
+// openRealtime dials the socket at u, holding a slot of the account's
+// budget for gated, with retries as attempt allows.
+func (c *Client) openRealtime(ctx context.Context, u *url.URL, gated string, header http.Header, secret string, readLimit int64) (*realtime, error) {
+	endpoint := "WS " + u.Path
+	ctx, cancel := context.WithCancelCause(ctx)
+	rt := &realtime{ctx: ctx, cancel: cancel}
+	g, err := c.attempt(ctx, use{endpoint: endpoint, gated: gated, retries: true}, func() error {
+		rt.call = newCall(endpoint, secret)
+		var err error
+		rt.conn, err = c.dialWS(ctx, rt.call, u.String(), header)
+		return err
+	})
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	rt.granted = g
+	rt.conn.SetReadLimit(readLimit)
+	// Whatever ends the context (the caller's cancel or deadline, Close, an
+	// idle timer, a dead peer) closes the socket at once, so Smallest sees
+	// the session end, and gives its slot back.
+	context.AfterFunc(ctx, func() {
+		rt.conn.CloseNow()
+		g.release()
+	})
+	return rt, nil
+}
+
+// keepAlive starts the socket's keepalive, if the client has one.
+func (c *Client) keepAlive(rt *realtime) {
+	if c.keepalive.Interval <= 0 {
+		return
+	}
+	rt.pinged = make(chan struct{})
+	go func() {
+		defer close(rt.pinged)
+		c.keepalive.run(rt.ctx, rt.call.endpoint, func() (*websocket.Conn, *hearing) { return rt.conn, &rt.hear },
+			func(err error) { rt.cancel(err) })
+	}()
+}
+
+// close ends the session at once and waits for its keepalive to stop.
+func (rt *realtime) close() error {
+	rt.cancel(context.Canceled)
+	if rt.pinged != nil {
+		<-rt.pinged
+	}
+	return rt.conn.CloseNow()
 }

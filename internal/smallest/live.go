@@ -101,16 +101,11 @@ type LiveSession struct {
 	Attempts int
 	Waited   time.Duration
 
-	conn        *websocket.Conn
-	ctx         context.Context
-	cancel      context.CancelCauseFunc
-	call        call
+	*realtime
 	last        bool
 	idleTimeout time.Duration
 	closing     atomic.Pointer[time.Timer] // set by CloseStream, stopped by Close
 	refused     func()                     // tells the Gate of a close 1008
-	hear        hearing
-	pinged      chan struct{} // closed when the keepalive has stopped; nil: none
 }
 
 // Listen opens a realtime session. Languages only Smallest's US host serves
@@ -130,36 +125,13 @@ func (c *Client) Listen(ctx context.Context, r *LiveRequest) (*LiveSession, erro
 		header.Set("x-expire-content", "true")
 	}
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	var conn *websocket.Conn
-	var cl call
-	g, err := c.attempt(ctx, use{endpoint: "WS " + u.Path, gated: UseLive, retries: true}, func() error {
-		cl = newCall("WS "+u.Path, secret)
-		var err error
-		conn, err = c.dialWS(ctx, cl, u.String(), header)
-		return err
-	})
+	rt, err := c.openRealtime(ctx, &u, UseLive, header, secret, maxLiveMessage)
 	if err != nil {
-		cancel(nil)
 		return nil, err
 	}
-	conn.SetReadLimit(maxLiveMessage)
-	// Whatever ends the context (the caller's cancel or deadline, Close, the
-	// idle timer) closes the socket at once, so Smallest sees the session
-	// end, and gives its slot back.
-	context.AfterFunc(ctx, func() {
-		conn.CloseNow()
-		g.release()
-	})
-	s := &LiveSession{conn: conn, ctx: ctx, cancel: cancel, call: cl, idleTimeout: c.idleTimeout,
-		Attempts: g.attempts, Waited: g.waited, refused: func() { c.refused(secret, UseLive) }}
-	if c.keepalive.Interval > 0 {
-		s.pinged = make(chan struct{})
-		go func() {
-			defer close(s.pinged)
-			c.keepalive.run(ctx, cl.endpoint, func() (*websocket.Conn, *hearing) { return conn, &s.hear }, func(err error) { cancel(err) })
-		}()
-	}
+	s := &LiveSession{realtime: rt, idleTimeout: c.idleTimeout,
+		Attempts: rt.granted.attempts, Waited: rt.granted.waited, refused: func() { c.refused(secret, UseLive) }}
+	c.keepAlive(rt)
 	return s, nil
 }
 
@@ -199,11 +171,7 @@ func (s *LiveSession) Close() error {
 	if t := s.closing.Load(); t != nil {
 		t.Stop()
 	}
-	s.cancel(context.Canceled)
-	if s.pinged != nil {
-		<-s.pinged
-	}
-	return s.conn.CloseNow()
+	return s.close()
 }
 
 // LiveEvent is one message from Smallest.

@@ -91,6 +91,8 @@ func (s *SelfHost) Capabilities() Capabilities {
 			"whose streaming protocol is not documented; use TranscribeUpload",
 		HistoryMissing: "deleting a transcription is not available: this gateway uses a self-hosted Smallest server, " +
 			"which keeps no history of transcriptions at Smallest",
+		ConversationMissing: "conversations are not available: this gateway uses a self-hosted Smallest server, " +
+			"which does not serve Hydra speech-to-speech",
 		MaxUploadBytes: s.maxUpload,
 	}
 }
@@ -257,6 +259,9 @@ func (noSynthesis) CreateVoiceClone(context.Context, *CloneRequest) (*VoiceClone
 func (noSynthesis) ListVoiceClones(context.Context) ([]VoiceClone, error) { return nil, errNotOffered }
 func (noSynthesis) DeleteTranscription(context.Context, string) error     { return errNotOffered }
 func (noSynthesis) Listen(context.Context, *LiveRequest) (*LiveSession, error) {
+	return nil, errNotOffered
+}
+func (noSynthesis) Converse(context.Context, *ConversationRequest) (*Conversation, error) {
 	return nil, errNotOffered
 }
 

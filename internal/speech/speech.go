@@ -1,6 +1,7 @@
 // Package speech is the speech.v1 services: synthesis (Synthesize,
-// SynthesizeStream, the voice catalog, dictionaries and clones) and
-// transcription (Transcribe, TranscribeUpload, TranscribeLive). Each
+// SynthesizeStream, the voice catalog, dictionaries and clones),
+// transcription (Transcribe, TranscribeUpload, TranscribeLive) and
+// conversation (Converse, with Hydra). Each
 // service registers itself on a *grpc.Server and calls one Upstream, which
 // says what it can do; validation and the mapping to and from Smallest's
 // API are package contract's, and handlers return the upstream client's
@@ -53,6 +54,8 @@ type Upstream interface {
 	Transcribe(ctx context.Context, r *smallest.TranscribeRequest) (*smallest.Transcript, error)
 	DeleteTranscription(ctx context.Context, requestID string) error
 	Listen(ctx context.Context, r *smallest.LiveRequest) (*smallest.LiveSession, error)
+
+	Converse(ctx context.Context, r *smallest.ConversationRequest) (*smallest.Conversation, error)
 }
 
 // Defaults of Options.

@@ -113,6 +113,8 @@ func classify(e *smallest.Error) mapping {
 		return mapping{codes.Unavailable, rpcerror.ReasonUpstreamStreamBroken, "Smallest's stream broke off"}
 	case smallest.KindUnresponsive:
 		return mapping{codes.Unavailable, rpcerror.ReasonUpstreamUnresponsive, "Smallest stopped answering on the realtime socket"}
+	case smallest.KindIdleClosed:
+		return mapping{codes.Aborted, rpcerror.ReasonUpstreamSessionIdle, "Smallest ended the session for inactivity; open a new one"}
 	case smallest.KindMalformed:
 		return mapping{codes.Internal, rpcerror.ReasonUpstreamMalformedResponse, "Smallest's answer could not be understood"}
 	}
