@@ -25,16 +25,11 @@ func liveFlags(fs *flag.FlagSet) func(context.Context, *client, []string) error 
 		if len(args) != 1 {
 			return usageError{errors.New("live takes one FILE (- for stdin)")}
 		}
-		var in = c.stdin
-		if args[0] != "-" {
-			f, err := os.Open(args[0])
-			if err != nil {
-				return usageError{err}
-			}
-			defer f.Close()
-			in = f
+		br, wav, container, closeIn, err := openAudio(c, args[0])
+		if err != nil {
+			return err
 		}
-		br := bufio.NewReaderSize(in, 64<<10)
+		defer closeIn()
 		enc, ok := encodings[*encoding]
 		if !ok || enc == speechv1.AudioEncoding_AUDIO_ENCODING_WAV || enc == speechv1.AudioEncoding_AUDIO_ENCODING_MP3 {
 			return usageError{fmt.Errorf("--encoding=%q: want pcm, mulaw or alaw", *encoding)}
@@ -43,25 +38,46 @@ func liveFlags(fs *flag.FlagSet) func(context.Context, *client, []string) error 
 		if enc != speechv1.AudioEncoding_AUDIO_ENCODING_PCM_S16LE {
 			bytesPerSample = 1
 		}
-		head, _ := br.Peek(12)
-		switch container := containerOf(head); container {
-		case "WAV":
-			f, err := audio.ReadWAVHeader(br)
-			if err != nil {
-				return usageError{fmt.Errorf("%s: %w", args[0], err)}
-			}
-			if f.Tag != 1 || f.Channels != 1 || f.BitsPerSample != 16 {
+		switch {
+		case wav != nil:
+			if !wav.MonoPCM16() {
 				return usageError{fmt.Errorf("%s is not mono 16-bit PCM WAV, which realtime recognition takes", args[0])}
 			}
-			sampleRate, enc, bytesPerSample = f.SampleRate, speechv1.AudioEncoding_AUDIO_ENCODING_PCM_S16LE, 2
-		case "":
-		default:
+			sampleRate, enc, bytesPerSample = wav.SampleRate, speechv1.AudioEncoding_AUDIO_ENCODING_PCM_S16LE, 2
+		case container != "":
 			return usageError{fmt.Errorf("%s is %s: live takes a WAV file or raw audio (--encoding); "+
 				"'speechctl transcribe' takes recordings in other formats", args[0], container)}
 		}
 		return live(ctx, c, br, &speechv1.LiveTranscriptionConfig{Language: *language, Encoding: enc, SampleRateHz: sampleRate,
 			InterimResults: *interim || c.terminal, WordTimestamps: *words}, int(sampleRate)*bytesPerSample, *realtime, *interim)
 	}
+}
+
+// openAudio opens name (- for stdin) and reads past a WAV header, if it
+// has one: it returns the reader at the samples, the WAV's format (nil for
+// other input), the container other input is in ("" for raw audio), and
+// what closes the file.
+func openAudio(c *client, name string) (*bufio.Reader, *audio.WAVFormat, string, func(), error) {
+	in, closeIn := c.stdin, func() {}
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, nil, "", nil, usageError{err}
+		}
+		in, closeIn = f, func() { f.Close() }
+	}
+	br := bufio.NewReaderSize(in, 64<<10)
+	head, _ := br.Peek(12)
+	container := containerOf(head)
+	if container != "WAV" {
+		return br, nil, container, closeIn, nil
+	}
+	f, err := audio.ReadWAVHeader(br)
+	if err != nil {
+		closeIn()
+		return nil, nil, "", nil, usageError{fmt.Errorf("%s: %w", name, err)}
+	}
+	return br, &f, "", closeIn, nil
 }
 
 // containerOf names the container a file's first bytes show, or "" for
@@ -95,7 +111,7 @@ func live(ctx context.Context, c *client, in io.Reader, cfg *speechv1.LiveTransc
 		return err
 	}
 	if err := stream.Send(&speechv1.TranscribeLiveRequest{Part: &speechv1.TranscribeLiveRequest_Config{Config: cfg}}); err != nil {
-		return recvErr(stream)
+		return recvErr(stream.Recv)
 	}
 	fed := make(chan error, 1)
 	go func() { fed <- feed(ctx, stream, in, bytesPerSecond, realtime) }()
@@ -138,38 +154,63 @@ func live(ctx context.Context, c *client, in io.Reader, cfg *speechv1.LiveTransc
 
 // feed sends the audio, paced at real time when asked, then half-closes.
 func feed(ctx context.Context, stream speechv1.TranscriptionService_TranscribeLiveClient, in io.Reader, bytesPerSecond int, realtime bool) error {
-	piece := make([]byte, max(bytesPerSecond/10, 2)) // 100 ms
+	open, err := paced(ctx, in, max(bytesPerSecond/10, 2), bytesPerSecond, realtime, sleepUntil, func(b []byte) bool { // 100 ms pieces
+		return stream.Send(&speechv1.TranscribeLiveRequest{Part: &speechv1.TranscribeLiveRequest_Audio{Audio: b}}) == nil
+	})
+	if !open || err != nil {
+		return err // a call that ended has its status in Recv
+	}
+	return stream.CloseSend()
+}
+
+// paced reads in, in pieces of size bytes, and sends each when its time
+// comes: at the pace of speech (bytesPerSecond) when realtime, else at
+// once. wait waits for that time, and may do other work meanwhile. It
+// returns at the end of the input, open false if send reported that the
+// call has ended.
+func paced(ctx context.Context, in io.Reader, size, bytesPerSecond int, realtime bool,
+	wait func(context.Context, time.Time) error, send func([]byte) bool) (open bool, err error) {
+	piece := make([]byte, size)
 	start := time.Now()
 	var sent int
 	for {
 		n, err := io.ReadFull(in, piece)
 		if n > 0 {
+			due := start
 			if realtime {
-				due := start.Add(time.Duration(float64(sent) / float64(bytesPerSecond) * float64(time.Second)))
-				select {
-				case <-time.After(time.Until(due)):
-				case <-ctx.Done():
-					return ctx.Err()
-				}
+				due = start.Add(time.Duration(float64(sent) / float64(bytesPerSecond) * float64(time.Second)))
 			}
-			if stream.Send(&speechv1.TranscribeLiveRequest{Part: &speechv1.TranscribeLiveRequest_Audio{Audio: piece[:n]}}) != nil {
-				return nil //nolint:nilerr // the call ended; Recv has its status
+			if err := wait(ctx, due); err != nil {
+				return true, err
+			}
+			if !send(piece[:n]) {
+				return false, nil
 			}
 			sent += n
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return stream.CloseSend()
+			return true, nil
 		}
 		if err != nil {
-			return err
+			return true, err
 		}
 	}
 }
 
-// recvErr returns the status of a stream whose Send failed.
-func recvErr(stream speechv1.TranscriptionService_TranscribeLiveClient) error {
+// sleepUntil waits until t, or until ctx ends.
+func sleepUntil(ctx context.Context, t time.Time) error {
+	select {
+	case <-time.After(time.Until(t)):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// recvErr returns the status of a stream whose Send failed, read with recv.
+func recvErr[M any](recv func() (M, error)) error {
 	for {
-		if _, err := stream.Recv(); err != nil {
+		if _, err := recv(); err != nil {
 			return err
 		}
 	}

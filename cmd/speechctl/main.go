@@ -1,6 +1,6 @@
 // Command speechctl is the command-line client of speechgate: synthesize text
-// to audio, transcribe a recording, recognize a file in real time, and list
-// voices. Run `speechctl help` for its commands and flags.
+// to audio, transcribe a recording, recognize a file in real time, hold a
+// spoken conversation, and list voices. Run `speechctl help` for its commands and flags.
 package main
 
 import (
@@ -47,6 +47,7 @@ var commands = []struct {
 	{"synthesize", "[flags] [TEXT]", "speak TEXT (or --file, or stdin) to a WAV, MP3 or raw audio file", synthesizeFlags},
 	{"transcribe", "[flags] FILE", "transcribe a recording (- for stdin), streamed to the gateway in pieces", transcribeFlags},
 	{"live", "[flags] FILE", "feed a WAV or raw PCM file to realtime recognition, at the pace of speech", liveFlags},
+	{"converse", "[flags] FILE", "hold a spoken conversation with Hydra: play a 16 kHz WAV in, write the answers to a WAV", converseFlags},
 	{"voices", "[flags]", "list the voices and what each can do", voicesFlags},
 }
 

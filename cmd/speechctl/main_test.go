@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/go-audio/wav"
 	"go.uber.org/goleak"
 
+	"github.com/speechgate/speechgate/internal/audio"
 	"github.com/speechgate/speechgate/internal/emulator"
 	"github.com/speechgate/speechgate/internal/gatewaytest"
 )
@@ -240,5 +242,49 @@ func TestRefusesWhatItCannotDo(t *testing.T) {
 	os.WriteFile(text, []byte(strings.Repeat("a", 10000)+"\n"), 0o644)
 	if code, _, stderr := speechctl(t, addr, "", "synthesize", "--file", text, "--out", filepath.Join(dir, "long.pcm")); code != 0 {
 		t.Errorf("a 10,000-character file with its final newline: exit %d, %q", code, stderr)
+	}
+}
+
+func TestConverse(t *testing.T) {
+	t.Parallel()
+	addr := gateway(t)
+	dir := t.TempDir()
+	// A turn of "speech" the emulated Hydra hears and echoes: 800 ms of a
+	// loud tone at 16 kHz, in a WAV file.
+	in := filepath.Join(dir, "question.wav")
+	pcm := make([]byte, 2*12800)
+	for i := range 12800 {
+		s := int16(8000 * math.Sin(2*math.Pi*300*float64(i)/16000))
+		pcm[2*i], pcm[2*i+1] = byte(s), byte(uint16(s)>>8)
+	}
+	if err := os.WriteFile(in, append(audio.AppendWAVHeader(nil, 16000, 1, 16, uint32(len(pcm))), pcm...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "answer.wav")
+	code, _, stderr := speechctl(t, addr, "", "converse", "--realtime=false", "--tools", "lookup", "--sample-rate-hz", "16000", "--out", out, in)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"conversation sess_", "you speak", "you stop", "tool call lookup(", "answer resp_", "completed", "first audio"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("the output lacks %q:\n%s", want, stderr)
+		}
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d := wav.NewDecoder(f)
+	if err := d.FwdToPCM(); err != nil {
+		t.Fatal(err)
+	}
+	// The echo of the 800 ms turn and 300 ms of the silence after it.
+	if ms := d.PCMSize / 32; d.SampleRate != 16000 || ms < 1080 || ms > 1120 {
+		t.Errorf("answer: %d Hz, %d ms; want 16000 Hz, about 1100 ms", d.SampleRate, ms)
+	}
+
+	if code, _, stderr := speechctl(t, addr, "", "converse", "--out", filepath.Join(dir, "a.mp3"), in); code != 2 || !strings.Contains(stderr, "writes WAV") {
+		t.Errorf("--out a.mp3: exit %d, %s; want a usage error", code, stderr)
 	}
 }

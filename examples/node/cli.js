@@ -2,10 +2,11 @@
 // Try the client by hand:
 //   node cli.js synthesize "Hello from Node." hello.wav
 //   node cli.js transcribe hello.wav
+//   node cli.js converse question.wav answer.wav   (16 kHz mono 16-bit WAV in)
 // SPEECHCTL_GRPC_ADDR (default localhost:50051) and SPEECHCTL_TOKEN (else
 // SMALLEST_API_KEY) set the gateway and the bearer token, as for speechctl.
 
-import { connect, errorDetails, synthesizeToWav, transcribeFile } from './speechgate.js';
+import { connect, converseWav, errorDetails, synthesizeToWav, transcribeFile } from './speechgate.js';
 
 const [command, ...args] = process.argv.slice(2);
 const env = process.env;
@@ -17,8 +18,11 @@ try {
   } else if (command === 'transcribe' && args.length === 1) {
     const transcript = await transcribeFile(client, args[0], { language: 'en' });
     console.log(transcript.text);
+  } else if (command === 'converse' && args.length === 2) {
+    const { kinds, audioMs } = await converseWav(client, args[0], args[1], { config: { output: { sampleRateHz: 24000 } } });
+    console.log(`${kinds.join(' ')}\n${args[1]}: ${audioMs} ms of answers`);
   } else {
-    console.error('usage: node cli.js synthesize TEXT OUT.wav | node cli.js transcribe FILE');
+    console.error('usage: node cli.js synthesize TEXT OUT.wav | node cli.js transcribe FILE | node cli.js converse IN.wav OUT.wav');
     process.exitCode = 2;
   }
 } catch (err) {

@@ -1,9 +1,9 @@
 // A Node.js client of speechgate. It loads the contract from proto/ at run
-// time with @grpc/proto-loader (no generated code), and shows the three
-// things most callers need: synthesize to a WAV file, transcribe a file, and
-// read the google.rpc details of an error.
+// time with @grpc/proto-loader (no generated code), and shows the things
+// most callers need: synthesize to a WAV file, transcribe a file, hold a
+// spoken conversation, and read the google.rpc details of an error.
 
-import { open } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +14,7 @@ import protobuf from 'protobufjs';
 
 const protoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../proto');
 
-const definition = protoLoader.loadSync(['speech/v1/synthesis.proto', 'speech/v1/transcription.proto'], {
+const definition = protoLoader.loadSync(['speech/v1/synthesis.proto', 'speech/v1/transcription.proto', 'speech/v1/conversation.proto'], {
   includeDirs: [protoRoot],
   keepCase: false, // fields in lowerCamelCase, as in JSON
   longs: Number, // audio byte counts fit a double
@@ -25,7 +25,7 @@ const definition = protoLoader.loadSync(['speech/v1/synthesis.proto', 'speech/v1
 const speech = grpc.loadPackageDefinition(definition).speech.v1;
 
 /**
- * Clients of both services on one connection.
+ * Clients of the three services on one connection.
  * @param {string} address host:port of the gateway
  * @param {string} token the bearer token (a Smallest key with --auth=passthrough)
  */
@@ -33,12 +33,13 @@ export function connect(address, token) {
   const creds = grpc.credentials.createInsecure(); // h2c; use createSsl() for --tls-cert gateways
   const channel = new speech.SynthesisService(address, creds);
   const transcription = new speech.TranscriptionService(address, creds, { channelOverride: channel.getChannel() });
+  const conversation = new speech.ConversationService(address, creds, { channelOverride: channel.getChannel() });
   const metadata = () => {
     const md = new grpc.Metadata();
     if (token) md.set('authorization', `Bearer ${token}`);
     return md;
   };
-  return { synthesis: channel, transcription, metadata, close: () => channel.close() };
+  return { synthesis: channel, transcription, conversation, metadata, close: () => channel.close() };
 }
 
 /**
@@ -99,6 +100,73 @@ export function transcribeFile(client, file, config) {
       reject(err);
     });
   });
+}
+
+/**
+ * Holds a conversation with Hydra: plays a 16 kHz mono 16-bit WAV file in
+ * (as fast as the gateway takes it, then 1.5 s of silence so that the last
+ * turn ends), answers every tool call with toolResult, and writes the
+ * answers' audio to a WAV file. With tools, it ends its side 2 s after the
+ * last tool call; the gateway ends the call once Hydra is quiet. Resolves to
+ * the events' kinds in order and the answers' length in milliseconds.
+ */
+export async function converseWav(client, inFile, outFile, { config = {}, toolResult = '{"ok": true}' } = {}) {
+  const wav = await readFile(inFile);
+  if (wav.toString('ascii', 0, 4) !== 'RIFF' || wav.readUInt16LE(22) !== 1 || wav.readUInt32LE(24) !== 16000 || wav.readUInt16LE(34) !== 16) {
+    throw new Error(`${inFile}: want a 16 kHz mono 16-bit WAV file`);
+  }
+  const pcm = Buffer.concat([wav.subarray(44), Buffer.alloc(48000)]);
+  const out = await open(outFile, 'w');
+  try {
+    const call = client.conversation.converse(client.metadata());
+    const tools = (config.tools ?? []).length > 0;
+    let endTimer = null;
+    const endLater = () => {
+      clearTimeout(endTimer);
+      endTimer = setTimeout(() => call.end(), 2000);
+    };
+    call.write({ config });
+    for (let i = 0; i < pcm.length; i += 1280) call.write({ audio: pcm.subarray(i, i + 1280) });
+    if (tools) endLater();
+    else call.end();
+    const kinds = [];
+    let format = null;
+    let written = 0;
+    await out.write(Buffer.alloc(44)); // the header, written once the format is known
+    for await (const msg of call) {
+      if (kinds.at(-1) !== msg.event || msg.event !== 'audio') kinds.push(msg.event);
+      if (msg.event === 'format') format = msg.format;
+      if (msg.event === 'audio') {
+        await out.write(msg.audio.data);
+        written += msg.audio.data.length;
+      }
+      if (msg.event === 'toolCall') {
+        call.write({ toolResult: { callId: msg.toolCall.callId, output: toolResult } });
+        call.write({ respond: {} });
+        endLater();
+      }
+    }
+    clearTimeout(endTimer);
+    if (!format) throw new Error('the conversation ended without an answer');
+    const header = Buffer.alloc(44);
+    const bytesPerSample = format.bitsPerSample / 8;
+    header.write('RIFF', 0, 'ascii');
+    header.writeUInt32LE(36 + written, 4);
+    header.write('WAVEfmt ', 8, 'ascii');
+    header.writeUInt32LE(16, 16);
+    header.writeUInt16LE(format.encoding === 'AUDIO_ENCODING_PCM_S16LE' ? 1 : 7, 20); // 7: μ-law
+    header.writeUInt16LE(1, 22);
+    header.writeUInt32LE(format.sampleRateHz, 24);
+    header.writeUInt32LE(format.sampleRateHz * bytesPerSample, 28);
+    header.writeUInt16LE(bytesPerSample, 32);
+    header.writeUInt16LE(format.bitsPerSample, 34);
+    header.write('data', 36, 'ascii');
+    header.writeUInt32LE(written, 40);
+    await out.write(header, 0, 44, 0);
+    return { kinds, audioMs: Math.round((written / bytesPerSample / format.sampleRateHz) * 1000) };
+  } finally {
+    await out.close();
+  }
 }
 
 // The google.rpc types an error carries, declared here rather than loaded

@@ -18,6 +18,9 @@ type WAVFormat struct {
 	DataSize uint32
 }
 
+// MonoPCM16 reports whether the audio is mono 16-bit integer PCM.
+func (f WAVFormat) MonoPCM16() bool { return f.Tag == 1 && f.Channels == 1 && f.BitsPerSample == 16 }
+
 // BytesPerSecond is the audio's byte rate.
 func (f WAVFormat) BytesPerSecond() int {
 	return int(f.SampleRate) * int(f.Channels) * int(f.BitsPerSample) / 8

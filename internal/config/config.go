@@ -308,7 +308,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	l.duration(&c.StreamIdleTimeout, "stream-idle-timeout", "SPEECHGATE_STREAM_IDLE_TIMEOUT", "300s", "the idle timeout asked of Lightning's WebSocket for SynthesizeStream (upstream default 60s); longer pauses reopen it")
 	l.count(&c.StreamPoolSize, "stream-pool-size", "SPEECHGATE_STREAM_POOL_SIZE", "4", "idle Lightning WebSocket connections kept per Smallest key for reuse (0: none)")
 	l.count(&c.BudgetSynthesis, "budget-synthesis", "SPEECHGATE_BUDGET_SYNTHESIS", "0", "synthesis streams over HTTP (Synthesize) at once per Smallest account; more wait their turn (0: unlimited)")
-	l.count(&c.BudgetWebSockets, "budget-websockets", "SPEECHGATE_BUDGET_WEBSOCKETS", "0", "Lightning WebSocket connections (SynthesizeStream), idle pooled ones included, per Smallest account (0: unlimited)")
+	l.count(&c.BudgetWebSockets, "budget-websockets", "SPEECHGATE_BUDGET_WEBSOCKETS", "0", "WebSocket connections per Smallest account: Lightning's (SynthesizeStream, idle pooled ones included) and Hydra's (Converse), which share the plan's pool (0: unlimited)")
 	l.count(&c.BudgetLiveSessions, "budget-live-sessions", "SPEECHGATE_BUDGET_LIVE_SESSIONS", "0", "realtime recognition sessions (TranscribeLive) at once per Smallest account (0: unlimited)")
 	l.count(&c.BudgetTranscriptions, "budget-transcriptions", "SPEECHGATE_BUDGET_TRANSCRIPTIONS", "0", "recordings being transcribed (Transcribe, TranscribeUpload) at once per Smallest account (0: unlimited)")
 	l.duration(&c.AdmissionMaxWait, "admission-max-wait", "SPEECHGATE_ADMISSION_MAX_WAIT", "10s", "the longest a call waits for a budget's slot; a call's deadline can make it shorter")

@@ -7,13 +7,13 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import readline from 'node:readline';
 
-import { connect, errorDetails, synthesizeToWav, transcribeFile } from '../speechgate.js';
+import { connect, converseWav, errorDetails, synthesizeToWav, transcribeFile } from '../speechgate.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -111,6 +111,41 @@ describe('speechgate from Node', () => {
       details.fieldViolations.map((v) => v.field),
       ['voice_id'],
     );
+  });
+
+  it('holds a conversation with a tool call', async () => {
+    // 800 ms of a loud tone: a turn the emulated Hydra hears and echoes.
+    const samples = 12800;
+    const wav = Buffer.alloc(44 + 2 * samples);
+    wav.write('RIFF', 0, 'ascii');
+    wav.writeUInt32LE(36 + 2 * samples, 4);
+    wav.write('WAVEfmt ', 8, 'ascii');
+    wav.writeUInt32LE(16, 16);
+    wav.writeUInt16LE(1, 20);
+    wav.writeUInt16LE(1, 22);
+    wav.writeUInt32LE(16000, 24);
+    wav.writeUInt32LE(32000, 28);
+    wav.writeUInt16LE(2, 32);
+    wav.writeUInt16LE(16, 34);
+    wav.write('data', 36, 'ascii');
+    wav.writeUInt32LE(2 * samples, 40);
+    for (let i = 0; i < samples; i++) wav.writeInt16LE(Math.round(8000 * Math.sin((2 * Math.PI * 300 * i) / 16000)), 44 + 2 * i);
+    const question = path.join(dir, 'question.wav');
+    await writeFile(question, wav);
+    const client = connect(address, 'any-key');
+    const answer = path.join(dir, 'answer.wav');
+    const { kinds, audioMs } = await converseWav(client, question, answer, {
+      config: { tools: [{ name: 'lookup' }], output: { sampleRateHz: 16000 } },
+    });
+    client.close();
+    assert.deepEqual(kinds, [
+      'started', 'speechStarted', 'speechStopped', 'responseStarted', 'toolCall', 'responseDone',
+      'responseStarted', 'format', 'audio', 'audioDone', 'responseDone',
+    ]);
+    assert.ok(audioMs > 1050 && audioMs < 1150, `the 1.1 s turn echoed, got ${audioMs} ms`);
+    const out = await readFile(answer);
+    assert.equal(out.readUInt32LE(24), 16000, 'sample rate');
+    assert.equal(out.readUInt32LE(40), out.length - 44, 'the data size is patched');
   });
 
   it('refuses a call without credentials', async () => {
