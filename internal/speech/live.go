@@ -69,6 +69,7 @@ func (s *Transcription) TranscribeLive(stream liveStream) error {
 	go uplink(stream, session, uplinkErr, s.metrics, bytesPerSecond(req))
 
 	interim := config.GetInterimResults()
+	var ids upstreamIDs
 	for {
 		ev, err := session.Next()
 		if errors.Is(err, io.EOF) {
@@ -85,9 +86,7 @@ func (s *Transcription) TranscribeLive(stream liveStream) error {
 			}
 			return err
 		}
-		if ev.SessionID != "" {
-			noteUpstreamID(ctx, ev.SessionID)
-		}
+		ids.note(ctx, ev.SessionID)
 		msg := contract.LiveResponse(ev, interim)
 		if msg == nil {
 			continue

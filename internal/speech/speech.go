@@ -142,3 +142,15 @@ func noteUpstreamID(ctx context.Context, id string) {
 		grpc.SetHeader(ctx, metadata.Pairs(correlation.UpstreamHeader, id))
 	}
 }
+
+// upstreamIDs notes the ids of a stream's upstream requests, each once: a
+// stream's events repeat the id they belong to, and noting it is not free
+// (a log field, response metadata).
+type upstreamIDs struct{ last string }
+
+func (u *upstreamIDs) note(ctx context.Context, id string) {
+	if id != "" && id != u.last {
+		u.last = id
+		noteUpstreamID(ctx, id)
+	}
+}

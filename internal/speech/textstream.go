@@ -88,6 +88,7 @@ func (s *Synthesis) SynthesizeStream(stream textStream) error {
 	}
 	start := time.Now()
 	var firstByte time.Duration
+	var ids upstreamIDs
 	for {
 		ev, err := session.Next()
 		if errors.Is(err, io.EOF) {
@@ -109,18 +110,10 @@ func (s *Synthesis) SynthesizeStream(stream textStream) error {
 		if ev.Audio != nil && g711 != nil {
 			ev.Audio = g711.Encode(make([]byte, 0, len(ev.Audio)/2+1), ev.Audio)
 		}
-		if err := out.do(func(send func(*speechv1.SynthesizeStreamResponse) error) error {
-			if ev.Epoch != session.Epoch() {
-				out.discarded += uint64(len(ev.Audio)) // of text a clear dropped
-				return nil
-			}
-			return out.relayEvent(ev, send)
-		}); err != nil {
+		if err := out.relayCurrent(ev, session.Epoch); err != nil {
 			return err
 		}
-		if ev.RequestID != "" {
-			noteUpstreamID(ctx, ev.RequestID)
-		}
+		ids.note(ctx, ev.RequestID)
 	}
 	select {
 	case uerr := <-up.done:
@@ -184,6 +177,20 @@ func (o *textOut) segment(n int) *segmentState {
 		o.segments[n] = st
 	}
 	return st
+}
+
+// relayCurrent relays ev with the outbox held, unless a clear dropped the
+// text it is of (its epoch is not the session's). It holds the outbox
+// itself rather than through do: this runs for every chunk, and do's
+// closure would cost an allocation each time.
+func (o *textOut) relayCurrent(ev *smallest.SpeechEvent, epoch func() uint64) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if ev.Epoch != epoch() {
+		o.discarded += uint64(len(ev.Audio)) // of text a clear dropped
+		return nil
+	}
+	return o.relayEvent(ev, o.sendLocked)
 }
 
 // relayEvent sends what one of Smallest's events carries.
