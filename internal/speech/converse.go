@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
@@ -73,6 +75,9 @@ func (s *Conversation) Converse(stream converseStream) error {
 	}
 	defer conv.Close()
 	noteUpstreamID(ctx, conv.SessionID)
+	span := trace.SpanFromContext(ctx)
+	span.SetAttributes(attribute.String("speechgate.hydra.session_id", conv.SessionID),
+		attribute.String("speechgate.hydra.model", plan.Request.Model), attribute.Int("speechgate.hydra.tools", conv.Tools))
 	out := newOutbox(stream.Send, plan.Heartbeat, func(h *speechv1.Heartbeat) *speechv1.ConverseResponse {
 		return &speechv1.ConverseResponse{Event: &speechv1.ConverseResponse_Heartbeat{Heartbeat: h}}
 	})
@@ -81,7 +86,7 @@ func (s *Conversation) Converse(stream converseStream) error {
 		SessionId: conv.SessionID, Model: plan.Request.Model, Voice: conv.Voice, Tools: uint32(conv.Tools)}}}); err != nil {
 		return err
 	}
-	t := newTurns(plan, s.metrics)
+	t := newTurns(plan, s.metrics, span)
 	for i := range conv.Warnings {
 		if err := out.Send(t.relay(&conv.Warnings[i])); err != nil {
 			return err
@@ -129,6 +134,7 @@ func (s *Conversation) Converse(stream converseStream) error {
 // that a half-closed conversation can end when quiet).
 type turns struct {
 	metrics    *metrics.Speech
+	span       trace.Span // the call's: a conversation's turns are events on it
 	format     *speechv1.ConversationFormat
 	decimator  *audio.Decimator
 	decimation int
@@ -147,8 +153,8 @@ type turns struct {
 	lastEvent time.Time
 }
 
-func newTurns(plan *contract.Conversation, m *metrics.Speech) *turns {
-	t := &turns{metrics: m, format: plan.Format, decimator: audio.NewDecimator(plan.Decimation), decimation: plan.Decimation,
+func newTurns(plan *contract.Conversation, m *metrics.Speech, span trace.Span) *turns {
+	t := &turns{metrics: m, span: span, format: plan.Format, decimator: audio.NewDecimator(plan.Decimation), decimation: plan.Decimation,
 		inFlight: map[string]bool{}, lastEvent: time.Now()}
 	switch plan.Format.Encoding {
 	case speechv1.AudioEncoding_AUDIO_ENCODING_MULAW:
@@ -191,6 +197,7 @@ func (t *turns) relay(ev *smallest.ConversationEvent) *speechv1.ConverseResponse
 		interrupted := t.speaking
 		if interrupted != "" {
 			t.metrics.ConversationEvent("barge_in")
+			t.span.AddEvent("barge-in", trace.WithAttributes(attribute.String("interrupted_response_id", interrupted)))
 		}
 		t.metrics.ConversationEvent("response")
 		t.current = ev.ResponseID
@@ -209,6 +216,7 @@ func (t *turns) relay(ev *smallest.ConversationEvent) *speechv1.ConverseResponse
 			ResponseId: cmp.Or(ev.ResponseID, t.current), AudioDurationMs: t.timeline.Elapsed()}}}
 	case "response.function_call_arguments.done":
 		t.metrics.ConversationEvent("tool_call")
+		t.span.AddEvent("tool call", trace.WithAttributes(attribute.String("name", ev.Name), attribute.String("call_id", ev.CallID)))
 		return &speechv1.ConverseResponse{Event: &speechv1.ConverseResponse_ToolCall{ToolCall: &speechv1.ToolCall{
 			CallId: ev.CallID, Name: ev.Name, Arguments: ev.Arguments, ResponseId: ev.ResponseID}}}
 	case "response.done":
@@ -216,6 +224,8 @@ func (t *turns) relay(ev *smallest.ConversationEvent) *speechv1.ConverseResponse
 		// never got done, and the next response names it as interrupted.
 		t.track(func() { delete(t.inFlight, ev.ResponseID) })
 		done := &speechv1.ResponseDone{ResponseId: ev.ResponseID, Status: contract.ResponseStatus(ev.Status), Reason: ev.Reason}
+		t.span.AddEvent("response done", trace.WithAttributes(attribute.String("response_id", ev.ResponseID),
+			attribute.String("status", ev.Status), attribute.String("reason", ev.Reason)))
 		if u := ev.Usage; u != nil {
 			done.Usage = &speechv1.ConversationUsage{InputTokens: uint32(max(u.InputTokens, 0)),
 				OutputTokens: uint32(max(u.OutputTokens, 0)), TotalTokens: uint32(max(u.TotalTokens, 0))}
@@ -225,6 +235,7 @@ func (t *turns) relay(ev *smallest.ConversationEvent) *speechv1.ConverseResponse
 		return &speechv1.ConverseResponse{Event: &speechv1.ConverseResponse_Warning{Warning: notice(ev)}}
 	case "error":
 		t.metrics.ConversationEvent("error")
+		t.span.AddEvent("hydra error", trace.WithAttributes(attribute.String("code", ev.Code)))
 		return &speechv1.ConverseResponse{Event: &speechv1.ConverseResponse_Error{Error: notice(ev)}}
 	}
 	return nil

@@ -1,6 +1,7 @@
 package speech_test
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -8,12 +9,15 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -22,6 +26,7 @@ import (
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/emulator"
 	"github.com/speechgate/speechgate/internal/gatewaytest"
+	"github.com/speechgate/speechgate/server"
 )
 
 type converseClient = interface {
@@ -177,7 +182,10 @@ func TestConverseEcho(t *testing.T) {
 
 func TestConverseToolCall(t *testing.T) {
 	t.Parallel()
-	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{})
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	g := gatewaytest.Start(t, emulator.New(emulator.Options{}), gatewaytest.Options{Server: func(c *server.Config) { c.TracerProvider = tp }})
 	c, err := g.Conv.Converse(gatewaytest.WithKey(t.Context(), callerKey))
 	if err != nil {
 		t.Fatal(err)
@@ -226,6 +234,26 @@ func TestConverseToolCall(t *testing.T) {
 	c.CloseSend()
 	if _, err := events(t, c, nil); err != nil {
 		t.Errorf("the call ended with %v, want OK", err)
+	}
+	// The call's span tells the conversation's story to whoever is on call.
+	gatewaytest.WaitFor(t, func() bool { return len(spans.GetSpans()) > 0 })
+	var story []string
+	for _, sp := range spans.GetSpans() {
+		if sp.Name != "speech.v1.ConversationService/Converse" {
+			continue
+		}
+		for _, a := range sp.Attributes {
+			if a.Key == "speechgate.hydra.session_id" && a.Value.AsString() != "" {
+				story = append(story, "session")
+			}
+		}
+		for _, ev := range sp.Events {
+			story = append(story, ev.Name)
+		}
+	}
+	want = []string{"session", "tool call", "response done", "response done"}
+	if diff := gatewaytest.Diff(want, slices.DeleteFunc(story, func(s string) bool { return s == "message" })); diff != "" {
+		t.Errorf("span (-want +got):\n%s", diff)
 	}
 }
 
