@@ -109,10 +109,13 @@ type SpeechSession struct {
 	// unflushedSpoken: audio came while no flush was outstanding, so
 	// Smallest is speaking the unflushed text by itself (max_buffer_flush_ms).
 	unflushedSpoken bool
-	heard           bool // a message arrived since the oldest segment was sent
-	lastComplete    bool // the latest message was a complete
-	ended           bool // End has been sent
-	done            bool // the end's complete has arrived
+	// spokenUpTo is how much of unflushed Smallest had when that audio
+	// came: what it is speaking by itself, never to be sent again.
+	spokenUpTo   int
+	heard        bool // a message arrived since the oldest segment was sent
+	lastComplete bool // the latest message was a complete
+	ended        bool // End has been sent
+	done         bool // the end's complete has arrived
 	// completes is how Smallest has shown that it answers flushes (see
 	// onComplete); speaking is the segment its audio is for.
 	completes completeMode
@@ -259,8 +262,10 @@ func (s *SpeechSession) send(text string, flush, end bool) (int, error) {
 		}
 		s.flushes++
 		n = s.flushes
-		s.segments = append(s.segments, segment{n: n, text: s.unflushed, end: end})
-		s.unflushed, s.unflushedSpoken = nil, false
+		// The segment's text is what it would take to say it again: without
+		// what Smallest already spoke by itself.
+		s.segments = append(s.segments, segment{n: n, text: s.unflushed[s.spokenUpTo:], end: end})
+		s.unflushed, s.unflushedSpoken, s.spokenUpTo = nil, false, 0
 		wake(s.kick)
 	}
 	s.ended = s.ended || end
@@ -301,7 +306,7 @@ func (s *SpeechSession) Clear() (dropped []int, abandoned bool) {
 		return nil, false // every flush is complete: the socket is clean
 	}
 	s.conn = nil
-	s.segments, s.unflushed, s.unflushedSpoken = nil, nil, false
+	s.segments, s.unflushed, s.unflushedSpoken, s.spokenUpTo = nil, nil, false, 0
 	s.speaking, s.lastID, s.completed, s.lastComplete, s.heard = 0, "", false, false, false
 	s.sent, s.answered, s.unsure, s.reopens = nil, false, false, 0
 	s.mu.Unlock()
@@ -538,7 +543,7 @@ func (s *SpeechSession) onAudio(id string) int {
 	case s.speaking < len(s.segments):
 		s.segments[s.speaking].started = true
 	case len(s.unflushed) > 0:
-		s.unflushedSpoken = true
+		s.unflushedSpoken, s.spokenUpTo = true, len(s.unflushed)
 	}
 	return s.speakingSegment()
 }
@@ -692,8 +697,8 @@ func (s *SpeechSession) unanswered() [][]byte {
 	}
 	s.segments = kept
 	s.speaking, s.lastID, s.completed = 0, "", false
-	if len(s.unflushed) > 0 && !s.unflushedSpoken {
-		add(streamMessage{Text: string(s.unflushed), Continue: true, StreamOptions: s.opts})
+	if rest := s.unflushed[s.spokenUpTo:]; len(rest) > 0 {
+		add(streamMessage{Text: string(rest), Continue: true, StreamOptions: s.opts})
 	}
 	return out
 }
