@@ -21,5 +21,5 @@ COPY --from=build /out/speechgate /speechgate
 USER 65532:65532
 # gRPC (plaintext h2c unless --tls-cert is set), and the admin HTTP server
 # (/metrics, /healthz, /readyz).
-EXPOSE 50051 9090
+EXPOSE 50051 8080 9090
 ENTRYPOINT ["/speechgate"]

@@ -98,7 +98,7 @@ func TestDeployment(t *testing.T) {
 		m := p.(map[string]any)
 		ports[m["name"].(string)] = m["containerPort"].(int)
 	}
-	if ports["grpc"] != 50051 || ports["admin"] != 9090 {
+	if ports["grpc"] != 50051 || ports["admin"] != 9090 || ports["http"] != 8080 {
 		t.Errorf("container ports = %v", ports)
 	}
 
@@ -172,7 +172,7 @@ func TestDockerfileBuildsWhatCIBuilds(t *testing.T) {
 	if !build.Match(dockerfile) || !build.Match(ci) {
 		t.Error("the Dockerfile and .ci/run must build with the same command")
 	}
-	for _, want := range []string{"EXPOSE 50051 9090", "USER 65532:65532", "distroless/static"} {
+	for _, want := range []string{"EXPOSE 50051 8080 9090", "USER 65532:65532", "distroless/static"} {
 		if !strings.Contains(string(dockerfile), want) {
 			t.Errorf("the Dockerfile lacks %q", want)
 		}

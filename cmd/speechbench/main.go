@@ -340,7 +340,7 @@ func startGateway(ctx context.Context, s *settings, baseURL string, extra ...str
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"--grpc-addr=" + addr, "--admin-addr=" + admin, "--smallest-base-url=" + baseURL,
+	args := append([]string{"--grpc-addr=" + addr, "--admin-addr=" + admin, "--http-addr=", "--smallest-base-url=" + baseURL,
 		"--log-level=warn", "--upstream-idle-timeout=0s", "--voices-cache-ttl=0s"}, extra...)
 	cmd := exec.Command(s.gatewayBin, args...)
 	cmd.Stderr = s.log

@@ -111,7 +111,7 @@ type replica struct {
 
 func startReplica(t *testing.T, bin string, args ...string) *replica {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"--grpc-addr=127.0.0.1:0", "--admin-addr=", "--auth=none", "--log-format=json"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"--grpc-addr=127.0.0.1:0", "--admin-addr=", "--http-addr=", "--auth=none", "--log-format=json"}, args...)...)
 	cmd.Env = append(os.Environ(), "SMALLEST_API_KEY=sk_fleet_account_0123456789")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -14,6 +14,8 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -32,6 +34,7 @@ import (
 	"github.com/speechgate/speechgate/internal/correlation"
 	"github.com/speechgate/speechgate/internal/emulator"
 	"github.com/speechgate/speechgate/internal/fleet"
+	"github.com/speechgate/speechgate/internal/httpapi"
 	"github.com/speechgate/speechgate/internal/metrics"
 	"github.com/speechgate/speechgate/internal/probe"
 	"github.com/speechgate/speechgate/internal/quota"
@@ -243,6 +246,47 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Info("serving admin HTTP", "addr", adminLis.Addr().String(), "pprof", cfg.Pprof)
 	}
 
+	// HTTP access: Connect, gRPC-Web and REST transcoded onto the gRPC
+	// server, and audio over plain HTTP through an in-process client.
+	var httpSrv *http.Server
+	if cfg.HTTPAddr != "" {
+		httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			lis.Close()
+			return err
+		}
+		self, err := srv.InProcess(tlsConfig)
+		if err != nil {
+			httpLis.Close()
+			lis.Close()
+			return err
+		}
+		defer self.Close()
+		h, err := httpapi.New(httpapi.Config{Server: srv.GRPCServer(), Conn: self, CORSOrigins: cfg.CORSOrigins,
+			MaxUploadBytes: up.Capabilities().MaxUploadBytes, Logger: log})
+		if err != nil {
+			httpLis.Close()
+			lis.Close()
+			return err
+		}
+		httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig, Protocols: new(http.Protocols)}
+		httpSrv.Protocols.SetHTTP1(true)
+		httpSrv.Protocols.SetHTTP2(true)
+		httpSrv.Protocols.SetUnencryptedHTTP2(true) // h2c, for Connect and gRPC-Web streams without TLS
+		go func() {
+			var err error
+			if tlsConfig != nil {
+				err = httpSrv.ServeTLS(httpLis, "", "")
+			} else {
+				err = httpSrv.Serve(httpLis)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				log.Error("HTTP access stopped", "err", err)
+			}
+		}()
+		log.Info("serving HTTP", "addr", httpLis.Addr().String(), "tls", tlsConfig != nil, "cors_origins", strings.Join(cfg.CORSOrigins, ","))
+	}
+
 	// Health follows a self-hosted server's own.
 	probing := make(chan struct{})
 	if up.healthy == nil {
@@ -264,7 +308,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("shutting down: draining calls in flight (a second signal stops at once)", "grace", cfg.ShutdownGrace)
 	start := time.Now()
+	var httpDrained sync.WaitGroup
+	if httpSrv != nil {
+		// HTTP calls in flight are gRPC calls in process: the gRPC drain
+		// finishes or cuts them; this stops new HTTP requests meanwhile.
+		httpDrained.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace+5*time.Second)
+			defer cancel()
+			if err := httpSrv.Shutdown(ctx); err != nil {
+				httpSrv.Close()
+			}
+		})
+	}
 	drained := srv.Shutdown(cfg.ShutdownGrace)
+	httpDrained.Wait()
 	if err := <-served; err != nil {
 		return fmt.Errorf("serving gRPC: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,7 +185,7 @@ func (r *running) stop(t *testing.T) {
 // would, calls it, and stops it by ending its context.
 func TestRunServesTheEmulatorAndStops(t *testing.T) {
 	t.Parallel()
-	r := startRun(t, "--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr=")
+	r := startRun(t, "--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--http-addr=")
 	logs := r.logs
 	conn := dial(t, r.addr)
 	call := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer any-key")
@@ -216,7 +217,7 @@ func TestRotatedClientKeysTakeEffect(t *testing.T) {
 	if err := os.WriteFile(keysFile, []byte("billing "+oldKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := startRun(t, "--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--auth=keys",
+	r := startRun(t, "--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--http-addr=", "--auth=keys",
 		"--keys-file="+keysFile, "--keys-file-check-interval=10ms")
 	voices := speechv1.NewSynthesisServiceClient(dial(t, r.addr))
 	code := func(key string) codes.Code {
@@ -258,7 +259,7 @@ func TestSIGTERMDrainsThenExitsZero(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--emulator-pace=1", "--shutdown-grace=20s")
+	cmd := exec.Command(bin, "--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--http-addr=", "--emulator-pace=1", "--shutdown-grace=20s")
 	cmd.Env = append(os.Environ(), "SPEECHGATE_LOG_FORMAT=json")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -342,7 +343,7 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--emulator-pace=1", "--shutdown-grace=60s")
+	cmd := exec.Command(bin, "--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--http-addr=", "--emulator-pace=1", "--shutdown-grace=60s")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -432,4 +433,32 @@ func TestVersion(t *testing.T) {
 	if !strings.HasPrefix(out.String(), "speechgate ") || !strings.Contains(out.String(), "go1.") {
 		t.Errorf("--version printed %q", out.String())
 	}
+}
+
+// TestHTTPAccess runs the gateway with its HTTP access, as the README's
+// curl examples use it, and stops it.
+func TestHTTPAccess(t *testing.T) {
+	t.Parallel()
+	r := startRun(t, "--upstream=emulator", "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--http-addr=127.0.0.1:0")
+	var line map[string]any
+	for deadline := time.Now().Add(30 * time.Second); line == nil; time.Sleep(10 * time.Millisecond) {
+		if line = r.logs.line("serving HTTP"); line == nil && time.Now().After(deadline) {
+			t.Fatal("the HTTP access did not start")
+		}
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", "http://"+line["addr"].(string)+"/v1/speech:synthesize",
+		strings.NewReader(`{"text": "Hello.", "voice_id": "avery"}`))
+	req.Header.Set("Authorization", "Bearer any-key")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// 6 characters at 60 ms of 24 kHz PCM16, and the WAV header.
+	if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "audio/wav" || len(b) != 44+360*48 {
+		t.Fatalf("%s %s, %d bytes, %v", resp.Status, resp.Header.Get("Content-Type"), len(b), err)
+	}
+	http.DefaultClient.CloseIdleConnections()
+	r.stop(t)
 }

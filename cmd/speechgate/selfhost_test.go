@@ -99,7 +99,7 @@ func TestSelfHostBackend(t *testing.T) {
 	env := map[string]string{"SMALLEST_LICENSE_KEY": "lic-0123456789"}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--upstream=selfhost", "--auth=none", "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--smallest-base-url=" + up.URL,
+		done <- run(ctx, []string{"--upstream=selfhost", "--auth=none", "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--http-addr=", "--smallest-base-url=" + up.URL,
 			"--selfhost-health-interval=20ms"}, func(k string) string { return env[k] }, io.Discard, pw)
 		pw.Close()
 	}()

@@ -128,7 +128,7 @@ func TestTelemetry(t *testing.T) {
 	}()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--pprof", "--smallest-base-url=" + upstream.URL},
+		done <- run(ctx, []string{"--grpc-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--http-addr=", "--pprof", "--smallest-base-url=" + upstream.URL},
 			os.Getenv, io.Discard, pw)
 		pw.Close()
 	}()

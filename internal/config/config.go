@@ -40,10 +40,14 @@ const (
 type Config struct {
 	GRPCAddr  string
 	AdminAddr string
-	Pprof     bool
-	Upstream  Upstream
-	Auth      auth.Mode
-	KeysFile  string
+	// HTTPAddr serves the HTTP access (Connect, gRPC-Web, REST, audio);
+	// empty: off. CORSOrigins may call it from browsers.
+	HTTPAddr    string
+	CORSOrigins []string
+	Pprof       bool
+	Upstream    Upstream
+	Auth        auth.Mode
+	KeysFile    string
 	// KeysFileCheckInterval is how often the keys file is looked at for
 	// changes; 0: never.
 	KeysFileCheckInterval time.Duration
@@ -263,6 +267,16 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	l := &loader{fs: fs, getenv: getenv}
 
 	l.str(&c.GRPCAddr, "grpc-addr", "SPEECHGATE_GRPC_ADDR", ":50051", "address to serve gRPC on (plaintext h2c unless TLS is set)")
+	l.str(&c.HTTPAddr, "http-addr", "SPEECHGATE_HTTP_ADDR", ":8080", "address of the HTTP access: Connect, gRPC-Web, REST/JSON and audio over HTTP (empty: off)")
+	l.value("cors-origins", "SPEECHGATE_CORS_ORIGINS", "", "comma-separated origins browsers may call the HTTP access from (* for any; empty: none)", func(s string) error {
+		c.CORSOrigins = nil
+		for o := range strings.SplitSeq(s, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				c.CORSOrigins = append(c.CORSOrigins, o)
+			}
+		}
+		return nil
+	})
 	l.str(&c.AdminAddr, "admin-addr", "SPEECHGATE_ADMIN_ADDR", ":9090", "address of the admin HTTP server: /metrics, /healthz, /readyz (empty: off)")
 	l.boolean(&c.Pprof, "pprof", "SPEECHGATE_PPROF", "false", "serve /debug/pprof/ on the admin server")
 	l.value("upstream", "SPEECHGATE_UPSTREAM", "cloud", "which Smallest to call: cloud, selfhost, or emulator (built in, for trying and testing)",

@@ -23,7 +23,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &config.Config{
-		GRPCAddr: ":50051", AdminAddr: ":9090", Upstream: config.UpstreamCloud, Auth: auth.ModePassthrough, KeysFileCheckInterval: 10 * time.Second,
+		GRPCAddr: ":50051", AdminAddr: ":9090", HTTPAddr: ":8080", Upstream: config.UpstreamCloud, Auth: auth.ModePassthrough, KeysFileCheckInterval: 10 * time.Second,
 		ShutdownGrace: 30 * time.Second, MaxRecvMsgBytes: 32 << 20, MaxSendMsgBytes: 16 << 20, KeepaliveMinTime: 10 * time.Second,
 		UpstreamTimeout: 30 * time.Second, UpstreamIdleTimeout: 30 * time.Second, CallerStallTimeout: time.Minute, UpstreamPingInterval: 15 * time.Second, UpstreamPongTimeout: 10 * time.Second, UpstreamIdleConnTimeout: 90 * time.Second, LogLevel: slog.LevelInfo, LogFormat: "json",
 		SmallestUSBaseURL: "https://api.us.smallest.ai", SelfhostAuthScheme: "Token", SelfhostTranscribePath: "/v1/listen",

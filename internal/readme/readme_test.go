@@ -94,7 +94,7 @@ func TestREADMEExamples(t *testing.T) {
 			t.Fatalf("go build %s: %v\n%s", cmd, err, out)
 		}
 	}
-	addr := startGateway(t, filepath.Join(bin, "speechgate"), root)
+	addr, httpAddr := startGateway(t, filepath.Join(bin, "speechgate"), root)
 	work := t.TempDir()
 	outputs := map[string]string{}
 	for _, b := range blocks {
@@ -112,6 +112,7 @@ func TestREADMEExamples(t *testing.T) {
 		script := strings.NewReplacer(
 			"go run ./cmd/speechctl", filepath.Join(bin, "speechctl"),
 			"localhost:50051", addr,
+			"localhost:8080", httpAddr,
 		).Replace(b.body)
 		cmd := exec.Command("bash", "-o", "pipefail", "-c", script)
 		cmd.Dir = work
@@ -138,16 +139,12 @@ func TestREADMEExamples(t *testing.T) {
 	}
 }
 
-// startGateway runs the gateway binary on the emulator, on a free port.
-func startGateway(t *testing.T, bin, dir string) string {
+// startGateway runs the gateway binary on the emulator, on free ports:
+// gRPC's and the HTTP access's.
+func startGateway(t *testing.T, bin, dir string) (addr, httpAddr string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(bin, "--upstream=emulator", "--grpc-addr="+addr, "--admin-addr=", "--log-level=warn")
+	addr, httpAddr = freePort(t), freePort(t)
+	cmd := exec.Command(bin, "--upstream=emulator", "--grpc-addr="+addr, "--http-addr="+httpAddr, "--admin-addr=", "--log-level=warn")
 	cmd.Dir = dir
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -165,7 +162,7 @@ func startGateway(t *testing.T, bin, dir string) string {
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
-			return addr
+			return addr, httpAddr
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the gateway did not start")
@@ -321,4 +318,14 @@ func shorten(s string) string {
 		lines = append(lines[:60], fmt.Sprintf("… (%d more lines)", len(lines)-60))
 	}
 	return strings.Join(lines, "\n")
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

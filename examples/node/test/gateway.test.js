@@ -28,7 +28,7 @@ before(async () => {
     bin = path.join(dir, 'speechgate');
     await promisify(execFile)('go', ['build', '-o', bin, './cmd/speechgate'], { cwd: repo });
   }
-  const args = ['--upstream=emulator', '--grpc-addr=127.0.0.1:0', '--admin-addr='];
+  const args = ['--upstream=emulator', '--grpc-addr=127.0.0.1:0', '--admin-addr=', '--http-addr='];
   gateway = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   // Whatever happens to the suite, the gateway does not outlive it.
   process.once('exit', () => gateway.kill('SIGKILL'));

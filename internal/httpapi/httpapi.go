@@ -1,0 +1,141 @@
+// Package httpapi is the gateway's HTTP access to the speech services, for
+// callers that do not speak gRPC: the Connect protocol and gRPC-Web (for
+// browsers and `buf curl`) and REST/JSON for the unary RPCs, transcoded by
+// vanguard onto the same gRPC server, so that auth, limits, metrics and the
+// error model are the gRPC port's; and audio as plain HTTP bodies, for
+// `curl … -o hello.wav`, an <audio> element, or `curl --data-binary
+// @call.wav`, made by calling the gRPC services in process.
+package httpapi
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+
+	"connectrpc.com/vanguard"
+	"connectrpc.com/vanguard/vanguardgrpc"
+	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/grpc"
+
+	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
+)
+
+// Config is what the HTTP access needs.
+type Config struct {
+	// Server is the gateway's gRPC server, which the transcoder calls.
+	Server *grpc.Server
+	// Conn is a client connection to Server, in process, for the audio
+	// endpoints.
+	Conn grpc.ClientConnInterface
+	// CORSOrigins are the origins browsers may call from ("*": any); none:
+	// no cross-origin calls.
+	CORSOrigins []string
+	// MaxUploadBytes bounds a transcription's body, as the gRPC upload's.
+	MaxUploadBytes int64
+	Logger         *slog.Logger
+}
+
+// restRules map REST/JSON requests onto the unary RPCs (google.api.http
+// rules, given here rather than as annotations in the .proto: the
+// annotations' .proto files come from a registry this build cannot reach).
+// The README lists them. Transcribe has none: vanguard v0.4.0 matches a
+// selector as a prefix, so that its rule would also claim TranscribeUpload
+// and TranscribeLive; POST /v1/speech:transcribe and Connect serve it.
+func restRules() []*annotations.HttpRule {
+	const synth, trans = "speech.v1.SynthesisService.", "speech.v1.TranscriptionService."
+	rule := func(selector string, pattern *annotations.HttpRule, body string) *annotations.HttpRule {
+		pattern.Selector, pattern.Body = selector, body
+		return pattern
+	}
+	get := func(p string) *annotations.HttpRule {
+		return &annotations.HttpRule{Pattern: &annotations.HttpRule_Get{Get: p}}
+	}
+	post := func(p string) *annotations.HttpRule {
+		return &annotations.HttpRule{Pattern: &annotations.HttpRule_Post{Post: p}}
+	}
+	put := func(p string) *annotations.HttpRule {
+		return &annotations.HttpRule{Pattern: &annotations.HttpRule_Put{Put: p}}
+	}
+	del := func(p string) *annotations.HttpRule {
+		return &annotations.HttpRule{Pattern: &annotations.HttpRule_Delete{Delete: p}}
+	}
+	return []*annotations.HttpRule{
+		rule(synth+"ListVoices", get("/v1/voices"), ""),
+		rule(synth+"ListPronunciationDictionaries", get("/v1/pronunciation-dictionaries"), ""),
+		rule(synth+"CreatePronunciationDictionary", post("/v1/pronunciation-dictionaries"), "*"),
+		rule(synth+"UpdatePronunciationDictionary", put("/v1/pronunciation-dictionaries/{id}"), "*"),
+		rule(synth+"DeletePronunciationDictionary", del("/v1/pronunciation-dictionaries/{id}"), ""),
+		rule(synth+"ListVoiceClones", get("/v1/voice-clones"), ""),
+		rule(synth+"CreateVoiceClone", post("/v1/voice-clones"), "*"),
+		rule(trans+"DeleteTranscription", del("/v1/transcriptions/{request_id}"), ""),
+	}
+}
+
+// New returns the HTTP handler.
+func New(cfg Config) (http.Handler, error) {
+	if cfg.Server == nil || cfg.Conn == nil || cfg.Logger == nil {
+		return nil, errors.New("httpapi: Config.Server, Conn and Logger are required")
+	}
+	transcoder, err := vanguardgrpc.NewTranscoder(cfg.Server, vanguard.WithRules(restRules()...))
+	if err != nil {
+		return nil, err
+	}
+	a := &audioAPI{synth: speechv1.NewSynthesisServiceClient(cfg.Conn), trans: speechv1.NewTranscriptionServiceClient(cfg.Conn),
+		maxUpload: cfg.MaxUploadBytes, log: cfg.Logger}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/speech:synthesize", a.synthesize)
+	mux.HandleFunc("GET /v1/speech:synthesize", a.synthesize)
+	mux.HandleFunc("POST /v1/speech:transcribe", a.transcribe)
+	mux.Handle("/", transcoder)
+	return cors(cfg.CORSOrigins, mux), nil
+}
+
+// The headers a browser may send and read, beyond the safelisted ones.
+var (
+	corsAllowHeaders = "Authorization, Content-Type, Connect-Protocol-Version, Connect-Timeout-Ms, Grpc-Timeout, " +
+		"X-Grpc-Web, X-User-Agent, X-Request-Id"
+	corsExposeHeaders = "Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin, X-Request-Id, Retry-After, " +
+		"X-Speechgate-Sample-Rate-Hz, X-Speechgate-Encoding, X-Speechgate-Upstream-Request-Id"
+)
+
+// cors answers cross-origin requests from the allowed origins, and only
+// from them: a preflight from another origin is refused with 403, and its
+// other requests carry no CORS headers, so that the browser withholds the
+// answer.
+func cors(origins []string, next http.Handler) http.Handler {
+	if len(origins) == 0 {
+		return next
+	}
+	anyOrigin := slices.Contains(origins, "*")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		allowed := anyOrigin || slices.ContainsFunc(origins, func(o string) bool { return strings.EqualFold(o, origin) })
+		preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+		w.Header().Add("Vary", "Origin")
+		if !allowed {
+			if preflight {
+				http.Error(w, "origin not allowed", http.StatusForbidden)
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Expose-Headers", corsExposeHeaders)
+		if preflight {
+			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE")
+			h.Set("Access-Control-Allow-Headers", corsAllowHeaders)
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
