@@ -169,6 +169,29 @@ export async function converseWav(client, inFile, outFile, { config = {}, toolRe
   }
 }
 
+/**
+ * Calls a unary RPC over the Connect protocol, with nothing but fetch: what a
+ * browser or any HTTP client can do against the gateway's HTTP port
+ * (--http-addr). Resolves to the response as JSON; rejects with the Connect
+ * error ({code, message, details}) and its HTTP status.
+ * @param {string} httpBase e.g. http://localhost:8080
+ * @param {string} method e.g. 'speech.v1.SynthesisService/ListVoices'
+ */
+export async function connectCall(httpBase, token, method, request) {
+  const resp = await fetch(`${httpBase}/${method}`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      'connect-protocol-version': '1',
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    },
+    body: JSON.stringify(request),
+  });
+  const body = await resp.json();
+  if (!resp.ok) throw Object.assign(new Error(body.message), { httpStatus: resp.status, connect: body });
+  return body;
+}
+
 // The google.rpc types an error carries, declared here rather than loaded
 // from googleapis' .proto files, which this example does not ship.
 const rpc = protobuf.Root.fromJSON({

@@ -13,12 +13,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import readline from 'node:readline';
 
-import { connect, converseWav, errorDetails, synthesizeToWav, transcribeFile } from '../speechgate.js';
+import { connect, connectCall, converseWav, errorDetails, synthesizeToWav, transcribeFile } from '../speechgate.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
 let gateway;
 let address;
+let httpBase;
 let dir;
 
 before(async () => {
@@ -28,7 +29,7 @@ before(async () => {
     bin = path.join(dir, 'speechgate');
     await promisify(execFile)('go', ['build', '-o', bin, './cmd/speechgate'], { cwd: repo });
   }
-  const args = ['--upstream=emulator', '--grpc-addr=127.0.0.1:0', '--admin-addr=', '--http-addr='];
+  const args = ['--upstream=emulator', '--grpc-addr=127.0.0.1:0', '--admin-addr=', '--http-addr=127.0.0.1:0'];
   gateway = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   // Whatever happens to the suite, the gateway does not outlive it.
   process.once('exit', () => gateway.kill('SIGKILL'));
@@ -37,9 +38,11 @@ before(async () => {
     readline.createInterface({ input: gateway.stderr }).on('line', (line) => {
       try {
         const entry = JSON.parse(line);
-        if (entry.msg === 'serving gRPC') {
+        if (entry.msg === 'serving gRPC') address = entry.addr;
+        if (entry.msg === 'serving HTTP') httpBase = `http://${entry.addr}`;
+        if (address && httpBase) {
           clearTimeout(timer);
-          resolve(entry.addr);
+          resolve(address);
         }
       } catch {
         // not a log line
@@ -146,6 +149,15 @@ describe('speechgate from Node', () => {
     const out = await readFile(answer);
     assert.equal(out.readUInt32LE(24), 16000, 'sample rate');
     assert.equal(out.readUInt32LE(40), out.length - 44, 'the data size is patched');
+  });
+
+  it('calls the HTTP port with the Connect protocol', async () => {
+    const resp = await connectCall(httpBase, 'any-key', 'speech.v1.SynthesisService/ListVoices', { language: 'hi' });
+    assert.ok(resp.voices.length > 0);
+    assert.ok(resp.voices.every((v) => v.languageCodes.includes('hi')));
+    const err = await connectCall(httpBase, '', 'speech.v1.SynthesisService/ListVoices', {}).catch((e) => e);
+    assert.equal(err.httpStatus, 401);
+    assert.equal(err.connect.code, 'unauthenticated');
   });
 
   it('refuses a call without credentials', async () => {
