@@ -52,7 +52,8 @@ func chain(log *slog.Logger, authenticate func(context.Context) (context.Context
 	probeLog := append(slices.Clip(callLog), logging.WithLevels(func(codes.Code) logging.Level { return logging.LevelDebug }))
 
 	authFunc := authmw.AuthFunc(func(ctx context.Context) (context.Context, error) {
-		ctx, err := authenticate(ctx)
+		method, _ := grpc.Method(ctx)
+		ctx, err := authenticate(auth.WithMethod(ctx, method)) // a token's scope is per method
 		if err != nil {
 			return nil, err
 		}

@@ -41,6 +41,7 @@ import (
 	"github.com/speechgate/speechgate/internal/smallest"
 	"github.com/speechgate/speechgate/internal/speech"
 	"github.com/speechgate/speechgate/internal/synthcache"
+	"github.com/speechgate/speechgate/internal/tokens"
 	"github.com/speechgate/speechgate/internal/tracing"
 	"github.com/speechgate/speechgate/server"
 )
@@ -121,6 +122,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	authn.EnableTokens(cfg.TokenSigningKeys)
 	if cfg.Auth == auth.ModeKeys && cfg.KeysFileCheckInterval > 0 {
 		// Keys are rotated by rewriting the file (a Kubernetes Secret's
 		// mount is), without a restart.
@@ -211,7 +213,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		CallerStallTimeout:    cfg.CallerStallTimeout,
 		Descriptors:           docs,
 		Quota:                 quotas,
-	}, speech.NewSynthesis(up, speechOpts), speech.NewTranscription(up, speechOpts), speech.NewConversation(up, speechOpts))
+	}, speech.NewSynthesis(up, speechOpts), speech.NewTranscription(up, speechOpts), speech.NewConversation(up, speechOpts),
+		tokens.New(authn.Tokens())) // last: a token may name the methods registered before it
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/speechgate/speechgate/internal/rpcerror"
@@ -90,6 +91,8 @@ type Authenticator struct {
 	mode        Mode
 	upstreamKey string
 	keys        atomic.Pointer[keySet] // replaced whole by SetKeys
+	tokens      *Signer                // nil: no tokens
+	now         func() time.Time
 }
 
 // keySet is the client keys of keys mode, as digests, with their limits.
@@ -102,7 +105,7 @@ type keySet struct {
 // New returns an Authenticator. upstreamKey is required in keys and none
 // modes and unused in passthrough; keys is required in keys mode only.
 func New(mode Mode, upstreamKey string, keys []ClientKey) (*Authenticator, error) {
-	a := &Authenticator{mode: mode}
+	a := &Authenticator{mode: mode, now: time.Now}
 	switch mode {
 	case ModePassthrough:
 		if len(keys) > 0 {
@@ -216,7 +219,15 @@ type ctxKey int
 const (
 	callerKey ctxKey = iota
 	tokenKey
+	methodKey
 )
+
+// WithMethod records the full gRPC method a call is of, for Authenticate:
+// a token may allow only some. (The transport knows it; this package
+// stays free of it.)
+func WithMethod(ctx context.Context, method string) context.Context {
+	return context.WithValue(ctx, methodKey, method)
+}
 
 // Authenticate checks the caller's credentials in the incoming metadata and
 // returns a context that carries its identity (and, in passthrough mode, its
@@ -235,12 +246,56 @@ func (a *Authenticator) Authenticate(ctx context.Context) (context.Context, erro
 		ctx = context.WithValue(ctx, tokenKey, token)
 		return context.WithValue(ctx, callerKey, Fingerprint(token)), nil
 	default: // ModeKeys
+		if IsToken(token) {
+			return a.fromToken(ctx, token)
+		}
 		name, ok := a.match(token)
 		if !ok {
 			return nil, rpcerror.Unauthenticated(rpcerror.ReasonInvalidCredentials, "the bearer token is not a valid client key")
 		}
 		return context.WithValue(ctx, callerKey, name), nil
 	}
+}
+
+// MintMethod is the method that mints tokens, which no token may call.
+const MintMethod = "/speech.v1.TokenService/MintToken"
+
+// EnableTokens makes keys mode accept the tokens s signed. Call it before
+// the Authenticator is used.
+func (a *Authenticator) EnableTokens(s *Signer) { a.tokens = s }
+
+// Tokens returns the Signer of keys mode's tokens; nil: tokens are off.
+func (a *Authenticator) Tokens() *Signer {
+	if a.mode != ModeKeys {
+		return nil
+	}
+	return a.tokens
+}
+
+// fromToken authenticates a call by a token: it acts as its client, if that
+// client's key still exists, for the methods it names.
+func (a *Authenticator) fromToken(ctx context.Context, token string) (context.Context, error) {
+	if a.tokens == nil {
+		return nil, rpcerror.Unauthenticated(rpcerror.ReasonInvalidCredentials, "the bearer token is a token, and this gateway has no token signing keys")
+	}
+	c, err := a.tokens.Verify(token, a.now())
+	switch {
+	case errors.Is(err, errTokenExpired):
+		return nil, rpcerror.Unauthenticated(rpcerror.ReasonTokenExpired, "the token has expired: mint a new one")
+	case err != nil:
+		return nil, rpcerror.Unauthenticated(rpcerror.ReasonInvalidCredentials, err.Error())
+	case !slices.Contains(a.keys.Load().names, c.Client):
+		return nil, rpcerror.Unauthenticated(rpcerror.ReasonInvalidCredentials, "the token's client key no longer exists")
+	}
+	method, _ := ctx.Value(methodKey).(string)
+	if method == MintMethod {
+		return nil, rpcerror.New(codes.PermissionDenied, "a token cannot mint tokens: mint with the client key", rpcerror.ReasonTokenScope, nil)
+	}
+	if len(c.Methods) > 0 && !slices.Contains(c.Methods, method) {
+		return nil, rpcerror.New(codes.PermissionDenied, fmt.Sprintf("the token does not allow %s; it allows %s", method,
+			strings.Join(c.Methods, ", ")), rpcerror.ReasonTokenScope, nil)
+	}
+	return context.WithValue(ctx, callerKey, c.Client), nil
 }
 
 // match finds the client key equal to token. It compares against every key,

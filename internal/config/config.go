@@ -48,6 +48,9 @@ type Config struct {
 	Upstream    Upstream
 	Auth        auth.Mode
 	KeysFile    string
+	// TokenSigningKeys sign and verify short-lived tokens in keys mode;
+	// nil: no tokens.
+	TokenSigningKeys *auth.Signer
 	// KeysFileCheckInterval is how often the keys file is looked at for
 	// changes; 0: never.
 	KeysFileCheckInterval time.Duration
@@ -283,6 +286,11 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 		oneOf(&c.Upstream, string(UpstreamCloud), string(UpstreamSelfhost), string(UpstreamEmulator)))
 	l.value("auth", "SPEECHGATE_AUTH", "passthrough", "caller authentication: passthrough (caller's bearer token is its Smallest key), keys (client keys from --keys-file), or none (trust the mesh)",
 		oneOf(&c.Auth, string(auth.ModePassthrough), string(auth.ModeKeys), string(auth.ModeNone)))
+	l.value("token-signing-keys", "SPEECHGATE_TOKEN_SIGNING_KEYS", "", "with --auth=keys: keys that sign short-lived tokens (MintToken), as id=base64secret,...; the first signs, all verify (prefer the variable: a flag shows in ps)", func(s string) error {
+		var err error
+		c.TokenSigningKeys, err = auth.ParseSigningKeys(s)
+		return err
+	})
 	l.str(&c.KeysFile, "keys-file", "SPEECHGATE_KEYS_FILE", "", "file of client keys for --auth=keys: one '<name> <key>' per line")
 	l.duration(&c.KeysFileCheckInterval, "keys-file-check-interval", "SPEECHGATE_KEYS_FILE_CHECK_INTERVAL", "10s", "how often --keys-file is read again, its new keys taking effect when it changed and is valid (0: only at start)")
 	l.str(&c.SmallestBaseURL, "smallest-base-url", "SMALLEST_BASE_URL", "", "Smallest API base URL (default "+CloudBaseURL+"; "+SelfhostBaseURL+" with --upstream=selfhost)")
@@ -370,6 +378,9 @@ func (c *Config) check() error {
 	}
 	if c.Auth != auth.ModeKeys && c.KeysFile != "" {
 		errs = append(errs, errors.New("--keys-file is only used with --auth=keys"))
+	}
+	if c.Auth != auth.ModeKeys && c.TokenSigningKeys != nil {
+		errs = append(errs, errors.New("--token-signing-keys is only used with --auth=keys: tokens act as a client key"))
 	}
 	switch {
 	case c.Auth == auth.ModePassthrough || c.Upstream == UpstreamEmulator:

@@ -35,6 +35,7 @@ import (
 	"github.com/speechgate/speechgate/internal/quota"
 	"github.com/speechgate/speechgate/internal/smallest"
 	"github.com/speechgate/speechgate/internal/speech"
+	"github.com/speechgate/speechgate/internal/tokens"
 	"github.com/speechgate/speechgate/server"
 )
 
@@ -67,6 +68,8 @@ type Options struct {
 	Upstream func(speech.Upstream) speech.Upstream
 	// Loopback serves on a loopback TCP port (Addr) instead of in memory.
 	Loopback bool
+	// Tokens, in keys mode, sign and verify short-lived tokens.
+	Tokens *auth.Signer
 	// Store keeps the account's budgets and the quotas of keys mode, which
 	// the gateway always applies. Default: a new fleet.Local.
 	Store fleet.Store
@@ -79,6 +82,7 @@ type Gateway struct {
 	Synth  speechv1.SynthesisServiceClient
 	Trans  speechv1.TranscriptionServiceClient
 	Conv   speechv1.ConversationServiceClient
+	Tokens speechv1.TokenServiceClient
 	Health healthpb.HealthClient
 	// Logs holds every line the gateway logged, as JSON.
 	Logs *Logs
@@ -104,6 +108,7 @@ func Start(t testing.TB, upstream http.Handler, o Options) *Gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
+	authn.EnableTokens(o.Tokens)
 	hc := up.Client()
 	if o.UpstreamTimeout > 0 {
 		hc = &http.Client{Transport: smallest.NewTransport(o.UpstreamTimeout, 0)}
@@ -153,7 +158,7 @@ func Start(t testing.TB, upstream http.Handler, o Options) *Gateway {
 		o.Speech(&opts)
 	}
 	srv, err := server.New(cfg, speech.NewSynthesis(upstreamClient, opts), speech.NewTranscription(upstreamClient, opts),
-		speech.NewConversation(upstreamClient, opts))
+		speech.NewConversation(upstreamClient, opts), tokens.New(authn.Tokens()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,6 +184,7 @@ func Start(t testing.TB, upstream http.Handler, o Options) *Gateway {
 	g.Synth = speechv1.NewSynthesisServiceClient(g.Conn)
 	g.Trans = speechv1.NewTranscriptionServiceClient(g.Conn)
 	g.Conv = speechv1.NewConversationServiceClient(g.Conn)
+	g.Tokens = speechv1.NewTokenServiceClient(g.Conn)
 	g.Health = healthpb.NewHealthClient(g.Conn)
 	return g
 }

@@ -70,6 +70,7 @@ func restRules() []*annotations.HttpRule {
 		rule(synth+"ListVoiceClones", get("/v1/voice-clones"), ""),
 		rule(synth+"CreateVoiceClone", post("/v1/voice-clones"), "*"),
 		rule(trans+"DeleteTranscription", del("/v1/transcriptions/{request_id}"), ""),
+		rule("speech.v1.TokenService.MintToken", post("/v1/tokens"), "*"),
 	}
 }
 

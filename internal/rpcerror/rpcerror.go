@@ -25,6 +25,8 @@ const (
 	ReasonInvalidRequest             = "INVALID_REQUEST"
 	ReasonMissingCredentials         = "MISSING_CREDENTIALS"
 	ReasonInvalidCredentials         = "INVALID_CREDENTIALS"
+	ReasonTokenExpired               = "TOKEN_EXPIRED"
+	ReasonTokenScope                 = "TOKEN_SCOPE"
 	ReasonUpstreamUnauthenticated    = "UPSTREAM_UNAUTHENTICATED"
 	ReasonUpstreamPermissionDenied   = "UPSTREAM_PERMISSION_DENIED"
 	ReasonUpstreamRateLimited        = "UPSTREAM_RATE_LIMITED"
