@@ -4,7 +4,8 @@
 // vanguard onto the same gRPC server, so that auth, limits, metrics and the
 // error model are the gRPC port's; and audio as plain HTTP bodies, for
 // `curl … -o hello.wav`, an <audio> element, or `curl --data-binary
-// @call.wav`, made by calling the gRPC services in process.
+// @call.wav`, made by calling the gRPC services in process; and a WebSocket
+// bridge for the bidirectional RPCs, which browsers cannot call otherwise.
 package httpapi
 
 import (
@@ -89,6 +90,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("POST /v1/speech:synthesize", a.synthesize)
 	mux.HandleFunc("GET /v1/speech:synthesize", a.synthesize)
 	mux.HandleFunc("POST /v1/speech:transcribe", a.transcribe)
+	mux.HandleFunc("GET /v1/ws/{method}", newBridge(cfg.Conn, cfg.CORSOrigins).serve)
 	mux.Handle("/", transcoder)
 	return cors(cfg.CORSOrigins, mux), nil
 }
