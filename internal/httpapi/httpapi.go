@@ -5,7 +5,8 @@
 // error model are the gRPC port's; and audio as plain HTTP bodies, for
 // `curl … -o hello.wav`, an <audio> element, or `curl --data-binary
 // @call.wav`, made by calling the gRPC services in process; and a WebSocket
-// bridge for the bidirectional RPCs, which browsers cannot call otherwise.
+// bridge for the bidirectional RPCs, which browsers cannot call otherwise;
+// and a playground page that uses all of it.
 package httpapi
 
 import (
@@ -91,6 +92,8 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /v1/speech:synthesize", a.synthesize)
 	mux.HandleFunc("POST /v1/speech:transcribe", a.transcribe)
 	mux.HandleFunc("GET /v1/ws/{method}", newBridge(cfg.Conn, cfg.CORSOrigins).serve)
+	mux.Handle("GET /playground/", playground())
+	mux.Handle("GET /playground", http.RedirectHandler("/playground/", http.StatusMovedPermanently))
 	mux.Handle("/", transcoder)
 	return cors(cfg.CORSOrigins, mux), nil
 }

@@ -301,3 +301,19 @@ func TestCORS(t *testing.T) {
 		})
 	}
 }
+
+// TestPlaygroundIsServed checks what the browser test relies on: the page
+// and its script, from the binary, under a policy that keeps it to its origin.
+func TestPlaygroundIsServed(t *testing.T) {
+	t.Parallel()
+	base := start(t, emulator.New(emulator.Options{}))
+	for _, path := range []string{"/playground/", "/playground/playground.js", "/playground/playground.css"} {
+		resp, b, err := do(t, "GET", base+path, "", nil)
+		if err != nil || resp.StatusCode != 200 || len(b) == 0 || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'self'") {
+			t.Errorf("%s: %s %v, %d bytes, CSP %q", path, resp.Status, err, len(b), resp.Header.Get("Content-Security-Policy"))
+		}
+	}
+	if resp, _, _ := do(t, "GET", base+"/playground/missing.js", "", nil); resp.StatusCode != 404 {
+		t.Errorf("a file that is not there: %s", resp.Status)
+	}
+}
