@@ -22,6 +22,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -55,6 +56,7 @@ type settings struct {
 	quick          bool
 	cpuProfile     string
 	heapProfile    string
+	gatewayArgs    []string // added to every gateway's flags
 	log            io.Writer
 }
 
@@ -108,6 +110,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.BoolVar(&s.quick, "quick", false, "small counts and short times: a smoke run, not a measurement")
 	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the gateway, taken during the throughput phase, to this file")
 	fs.StringVar(&s.heapProfile, "heapprofile", "", "write a heap profile of the gateway, taken at the memory phase's largest stream count, to this file")
+	fs.Func("gateway-arg", "a flag for every gateway the bench starts, such as --gateway-arg=--http-addr=127.0.0.1:0 (repeatable)", func(v string) error {
+		s.gatewayArgs = append(s.gatewayArgs, v)
+		return nil
+	})
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -341,7 +347,7 @@ func startGateway(ctx context.Context, s *settings, baseURL string, extra ...str
 		return nil, err
 	}
 	args := append([]string{"--grpc-addr=" + addr, "--admin-addr=" + admin, "--http-addr=", "--smallest-base-url=" + baseURL,
-		"--log-level=warn", "--upstream-idle-timeout=0s", "--voices-cache-ttl=0s"}, extra...)
+		"--log-level=warn", "--upstream-idle-timeout=0s", "--voices-cache-ttl=0s"}, append(slices.Clone(s.gatewayArgs), extra...)...)
 	cmd := exec.Command(s.gatewayBin, args...)
 	cmd.Stderr = s.log
 	c, err := start(cmd)
