@@ -16,9 +16,7 @@ import (
 	"slices"
 	"strings"
 
-	"connectrpc.com/vanguard"
 	"connectrpc.com/vanguard/vanguardgrpc"
-	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/grpc"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
@@ -39,49 +37,13 @@ type Config struct {
 	Logger         *slog.Logger
 }
 
-// restRules map REST/JSON requests onto the unary RPCs (google.api.http
-// rules, given here rather than as annotations in the .proto: the
-// annotations' .proto files come from a registry this build cannot reach).
-// The README lists them. Transcribe has none: vanguard v0.4.0 matches a
-// selector as a prefix, so that its rule would also claim TranscribeUpload
-// and TranscribeLive; POST /v1/speech:transcribe and Connect serve it.
-func restRules() []*annotations.HttpRule {
-	const synth, trans = "speech.v1.SynthesisService.", "speech.v1.TranscriptionService."
-	rule := func(selector string, pattern *annotations.HttpRule, body string) *annotations.HttpRule {
-		pattern.Selector, pattern.Body = selector, body
-		return pattern
-	}
-	get := func(p string) *annotations.HttpRule {
-		return &annotations.HttpRule{Pattern: &annotations.HttpRule_Get{Get: p}}
-	}
-	post := func(p string) *annotations.HttpRule {
-		return &annotations.HttpRule{Pattern: &annotations.HttpRule_Post{Post: p}}
-	}
-	put := func(p string) *annotations.HttpRule {
-		return &annotations.HttpRule{Pattern: &annotations.HttpRule_Put{Put: p}}
-	}
-	del := func(p string) *annotations.HttpRule {
-		return &annotations.HttpRule{Pattern: &annotations.HttpRule_Delete{Delete: p}}
-	}
-	return []*annotations.HttpRule{
-		rule(synth+"ListVoices", get("/v1/voices"), ""),
-		rule(synth+"ListPronunciationDictionaries", get("/v1/pronunciation-dictionaries"), ""),
-		rule(synth+"CreatePronunciationDictionary", post("/v1/pronunciation-dictionaries"), "*"),
-		rule(synth+"UpdatePronunciationDictionary", put("/v1/pronunciation-dictionaries/{id}"), "*"),
-		rule(synth+"DeletePronunciationDictionary", del("/v1/pronunciation-dictionaries/{id}"), ""),
-		rule(synth+"ListVoiceClones", get("/v1/voice-clones"), ""),
-		rule(synth+"CreateVoiceClone", post("/v1/voice-clones"), "*"),
-		rule(trans+"DeleteTranscription", del("/v1/transcriptions/{request_id}"), ""),
-		rule("speech.v1.TokenService.MintToken", post("/v1/tokens"), "*"),
-	}
-}
-
 // New returns the HTTP handler.
 func New(cfg Config) (http.Handler, error) {
 	if cfg.Server == nil || cfg.Conn == nil || cfg.Logger == nil {
 		return nil, errors.New("httpapi: Config.Server, Conn and Logger are required")
 	}
-	transcoder, err := vanguardgrpc.NewTranscoder(cfg.Server, vanguard.WithRules(restRules()...))
+	// REST routes come from the .proto's google.api.http annotations.
+	transcoder, err := vanguardgrpc.NewTranscoder(cfg.Server)
 	if err != nil {
 		return nil, err
 	}

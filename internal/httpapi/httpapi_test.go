@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"io"
@@ -245,6 +246,17 @@ func TestConnectGRPCWebAndREST(t *testing.T) {
 		resp, b, err := do(t, "GET", base+"/v1/voices?language=hi", key, nil)
 		if err != nil || resp.StatusCode != 200 || !strings.Contains(string(b), `"voiceId":"meher"`) || strings.Contains(string(b), `"voiceId":"avery"`) {
 			t.Errorf("%s %v: %s; want the Hindi voices only", resp.Status, err, b)
+		}
+	})
+	t.Run("REST with a body: a unary transcription", func(t *testing.T) {
+		_, wav, err := do(t, "POST", base+"/v1/speech:synthesize", key, strings.NewReader(`{"text": "Rest is easy.", "voice_id": "avery", "sample_rate_hz": 16000}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := `{"config": {"language": "en"}, "audio": "` + base64.StdEncoding.EncodeToString(wav) + `"}`
+		resp, b, err := do(t, "POST", base+"/v1/transcriptions", key, strings.NewReader(body), "Content-Type", "application/json")
+		if err != nil || resp.StatusCode != 200 || !strings.Contains(string(b), `"text":"Rest is easy."`) {
+			t.Errorf("%s %v: %s", resp.Status, err, b)
 		}
 	})
 	t.Run("gRPC-Web", func(t *testing.T) {

@@ -7,6 +7,7 @@
 package speechv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -2996,7 +2997,7 @@ var File_speech_v1_synthesis_proto protoreflect.FileDescriptor
 
 const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\n" +
-	"\x19speech/v1/synthesis.proto\x12\tspeech.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15speech/v1/audio.proto\x1a\x16speech/v1/stream.proto\"\xba\x04\n" +
+	"\x19speech/v1/synthesis.proto\x12\tspeech.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15speech/v1/audio.proto\x1a\x16speech/v1/stream.proto\"\xba\x04\n" +
 	"\x11SynthesizeRequest\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x19\n" +
 	"\bvoice_id\x18\x02 \x01(\tR\avoiceId\x12/\n" +
@@ -3238,19 +3239,20 @@ const file_speech_v1_synthesis_proto_rawDesc = "" +
 	"\x1aVOICE_CLONE_STATUS_PENDING\x10\x01\x12!\n" +
 	"\x1dVOICE_CLONE_STATUS_PROCESSING\x10\x02\x12 \n" +
 	"\x1cVOICE_CLONE_STATUS_COMPLETED\x10\x03\x12\x1d\n" +
-	"\x19VOICE_CLONE_STATUS_FAILED\x10\x042\xd6\a\n" +
+	"\x19VOICE_CLONE_STATUS_FAILED\x10\x042\xd1\t\n" +
 	"\x10SynthesisService\x12K\n" +
 	"\n" +
 	"Synthesize\x12\x1c.speech.v1.SynthesizeRequest\x1a\x1d.speech.v1.SynthesizeResponse0\x01\x12_\n" +
-	"\x10SynthesizeStream\x12\".speech.v1.SynthesizeStreamRequest\x1a#.speech.v1.SynthesizeStreamResponse(\x010\x01\x12I\n" +
+	"\x10SynthesizeStream\x12\".speech.v1.SynthesizeStreamRequest\x1a#.speech.v1.SynthesizeStreamResponse(\x010\x01\x12]\n" +
 	"\n" +
-	"ListVoices\x12\x1c.speech.v1.ListVoicesRequest\x1a\x1d.speech.v1.ListVoicesResponse\x12\x82\x01\n" +
-	"\x1dListPronunciationDictionaries\x12/.speech.v1.ListPronunciationDictionariesRequest\x1a0.speech.v1.ListPronunciationDictionariesResponse\x12\x82\x01\n" +
-	"\x1dCreatePronunciationDictionary\x12/.speech.v1.CreatePronunciationDictionaryRequest\x1a0.speech.v1.CreatePronunciationDictionaryResponse\x12\x82\x01\n" +
-	"\x1dUpdatePronunciationDictionary\x12/.speech.v1.UpdatePronunciationDictionaryRequest\x1a0.speech.v1.UpdatePronunciationDictionaryResponse\x12\x82\x01\n" +
-	"\x1dDeletePronunciationDictionary\x12/.speech.v1.DeletePronunciationDictionaryRequest\x1a0.speech.v1.DeletePronunciationDictionaryResponse\x12[\n" +
-	"\x10CreateVoiceClone\x12\".speech.v1.CreateVoiceCloneRequest\x1a#.speech.v1.CreateVoiceCloneResponse\x12X\n" +
-	"\x0fListVoiceClones\x12!.speech.v1.ListVoiceClonesRequest\x1a\".speech.v1.ListVoiceClonesResponseB9Z7github.com/speechgate/speechgate/gen/speech/v1;speechv1b\x06proto3"
+	"ListVoices\x12\x1c.speech.v1.ListVoicesRequest\x1a\x1d.speech.v1.ListVoicesResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/voices\x12\xaa\x01\n" +
+	"\x1dListPronunciationDictionaries\x12/.speech.v1.ListPronunciationDictionariesRequest\x1a0.speech.v1.ListPronunciationDictionariesResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/pronunciation-dictionaries\x12\xad\x01\n" +
+	"\x1dCreatePronunciationDictionary\x12/.speech.v1.CreatePronunciationDictionaryRequest\x1a0.speech.v1.CreatePronunciationDictionaryResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/pronunciation-dictionaries\x12\xb2\x01\n" +
+	"\x1dUpdatePronunciationDictionary\x12/.speech.v1.UpdatePronunciationDictionaryRequest\x1a0.speech.v1.UpdatePronunciationDictionaryResponse\".\x82\xd3\xe4\x93\x02(:\x01*\x1a#/v1/pronunciation-dictionaries/{id}\x12\xaf\x01\n" +
+	"\x1dDeletePronunciationDictionary\x12/.speech.v1.DeletePronunciationDictionaryRequest\x1a0.speech.v1.DeletePronunciationDictionaryResponse\"+\x82\xd3\xe4\x93\x02%*#/v1/pronunciation-dictionaries/{id}\x12x\n" +
+	"\x10CreateVoiceClone\x12\".speech.v1.CreateVoiceCloneRequest\x1a#.speech.v1.CreateVoiceCloneResponse\"\x1b\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/voice-clones\x12r\n" +
+	"\x0fListVoiceClones\x12!.speech.v1.ListVoiceClonesRequest\x1a\".speech.v1.ListVoiceClonesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/voice-clonesB9Z7github.com/speechgate/speechgate/gen/speech/v1;speechv1b\x06proto3"
 
 var (
 	file_speech_v1_synthesis_proto_rawDescOnce sync.Once

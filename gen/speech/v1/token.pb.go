@@ -7,6 +7,7 @@
 package speechv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -157,7 +158,7 @@ var File_speech_v1_token_proto protoreflect.FileDescriptor
 
 const file_speech_v1_token_proto_rawDesc = "" +
 	"\n" +
-	"\x15speech/v1/token.proto\x12\tspeech.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"M\n" +
+	"\x15speech/v1/token.proto\x12\tspeech.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"M\n" +
 	"\x10MintTokenRequest\x12\x1f\n" +
 	"\vttl_seconds\x18\x01 \x01(\rR\n" +
 	"ttlSeconds\x12\x18\n" +
@@ -167,9 +168,10 @@ const file_speech_v1_token_proto_rawDesc = "" +
 	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12\x16\n" +
 	"\x06client\x18\x03 \x01(\tR\x06client\x12\x18\n" +
-	"\amethods\x18\x04 \x03(\tR\amethods2V\n" +
-	"\fTokenService\x12F\n" +
-	"\tMintToken\x12\x1b.speech.v1.MintTokenRequest\x1a\x1c.speech.v1.MintTokenResponseB9Z7github.com/speechgate/speechgate/gen/speech/v1;speechv1b\x06proto3"
+	"\amethods\x18\x04 \x03(\tR\amethods2m\n" +
+	"\fTokenService\x12]\n" +
+	"\tMintToken\x12\x1b.speech.v1.MintTokenRequest\x1a\x1c.speech.v1.MintTokenResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
+	"/v1/tokensB9Z7github.com/speechgate/speechgate/gen/speech/v1;speechv1b\x06proto3"
 
 var (
 	file_speech_v1_token_proto_rawDescOnce sync.Once

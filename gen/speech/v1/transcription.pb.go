@@ -7,6 +7,7 @@
 package speechv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -1774,7 +1775,7 @@ var File_speech_v1_transcription_proto protoreflect.FileDescriptor
 
 const file_speech_v1_transcription_proto_rawDesc = "" +
 	"\n" +
-	"\x1dspeech/v1/transcription.proto\x12\tspeech.v1\x1a\x15speech/v1/audio.proto\x1a\x16speech/v1/stream.proto\";\n" +
+	"\x1dspeech/v1/transcription.proto\x12\tspeech.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x15speech/v1/audio.proto\x1a\x16speech/v1/stream.proto\";\n" +
 	"\x1aDeleteTranscriptionRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\"<\n" +
@@ -1937,13 +1938,13 @@ const file_speech_v1_transcription_proto_rawDesc = "" +
 	"\x13TranscriptionStatus\x12$\n" +
 	" TRANSCRIPTION_STATUS_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eTRANSCRIPTION_STATUS_COMPLETED\x10\x01\x12#\n" +
-	"\x1fTRANSCRIPTION_STATUS_PROCESSING\x10\x022\x81\x03\n" +
-	"\x14TranscriptionService\x12I\n" +
+	"\x1fTRANSCRIPTION_STATUS_PROCESSING\x10\x022\xca\x03\n" +
+	"\x14TranscriptionService\x12h\n" +
 	"\n" +
-	"Transcribe\x12\x1c.speech.v1.TranscribeRequest\x1a\x1d.speech.v1.TranscribeResponse\x12]\n" +
+	"Transcribe\x12\x1c.speech.v1.TranscribeRequest\x1a\x1d.speech.v1.TranscribeResponse\"\x1d\x82\xd3\xe4\x93\x02\x17:\x01*\"\x12/v1/transcriptions\x12]\n" +
 	"\x10TranscribeUpload\x12\".speech.v1.TranscribeUploadRequest\x1a#.speech.v1.TranscribeUploadResponse(\x01\x12Y\n" +
-	"\x0eTranscribeLive\x12 .speech.v1.TranscribeLiveRequest\x1a!.speech.v1.TranscribeLiveResponse(\x010\x01\x12d\n" +
-	"\x13DeleteTranscription\x12%.speech.v1.DeleteTranscriptionRequest\x1a&.speech.v1.DeleteTranscriptionResponseB9Z7github.com/speechgate/speechgate/gen/speech/v1;speechv1b\x06proto3"
+	"\x0eTranscribeLive\x12 .speech.v1.TranscribeLiveRequest\x1a!.speech.v1.TranscribeLiveResponse(\x010\x01\x12\x8d\x01\n" +
+	"\x13DeleteTranscription\x12%.speech.v1.DeleteTranscriptionRequest\x1a&.speech.v1.DeleteTranscriptionResponse\"'\x82\xd3\xe4\x93\x02!*\x1f/v1/transcriptions/{request_id}B9Z7github.com/speechgate/speechgate/gen/speech/v1;speechv1b\x06proto3"
 
 var (
 	file_speech_v1_transcription_proto_rawDescOnce sync.Once
