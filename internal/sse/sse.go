@@ -50,9 +50,19 @@ type Reader struct {
 	dispatched bool // typ and data are the last event's: clear them first
 }
 
+// The read buffer starts small, so that a stream read as fast as it
+// arrives (real time: a frame per read) holds little, and doubles, up to
+// maxReadBuffer, each time a read fills all the room it was given: input
+// is then arriving faster than it is read, and bigger reads take it in
+// fewer system calls.
+const (
+	initialReadBuffer = 4 << 10
+	maxReadBuffer     = 32 << 10
+)
+
 // NewReader returns a Reader that refuses lines and events larger than limit bytes.
 func NewReader(src io.Reader, limit int) *Reader {
-	return &Reader{src: src, limit: limit, buf: make([]byte, min(limit, 4096))}
+	return &Reader{src: src, limit: limit, buf: make([]byte, min(limit, initialReadBuffer))}
 }
 
 // Next returns the next event. At the end of the input it returns io.EOF, after
@@ -216,10 +226,17 @@ func (r *Reader) fill() error {
 		copy(grown, r.buf[:r.end])
 		r.buf = grown
 	}
+	room := len(r.buf) - r.end
 	n, err := r.src.Read(r.buf[r.end:])
 	r.end += n
 	if err != nil {
 		r.srcErr = err
+	}
+	if n == room && len(r.buf) < min(maxReadBuffer, r.limit) {
+		r.detach() // as above: an event's data may alias the old buffer
+		grown := make([]byte, min(2*len(r.buf), maxReadBuffer, r.limit))
+		r.end = copy(grown, r.buf[r.start:r.end])
+		r.start, r.buf = 0, grown
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package sse_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -232,4 +233,40 @@ func (c *chunked) Read(p []byte) (int, error) {
 	k := copy(p[:min(len(p), c.n)], c.s)
 	c.s = c.s[k:]
 	return k, nil
+}
+
+// countingReader counts the reads made of it.
+type countingReader struct {
+	r     io.Reader
+	reads int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	c.reads++
+	return c.r.Read(p)
+}
+
+// TestReaderGrowsWhenInputWaits: input that fills every read is taken in
+// bigger reads, and every event still comes out whole and in order.
+func TestReaderGrowsWhenInputWaits(t *testing.T) {
+	t.Parallel()
+	var in bytes.Buffer
+	const events = 1000
+	data := strings.Repeat("A", 1300) // about one of Smallest's base64 frames
+	for i := range events {
+		fmt.Fprintf(&in, "event: audio\ndata: {\"n\": %d, \"audio\": %q}\n\n", i, data)
+	}
+	total := in.Len()
+	src := &countingReader{r: &in}
+	r := sse.NewReader(src, 1<<20)
+	for i := range events {
+		ev, err := r.Next()
+		if err != nil || !strings.HasPrefix(string(ev.Data), fmt.Sprintf(`{"n": %d, `, i)) || len(ev.Data) != len(data)+len(fmt.Sprint(i))+20 {
+			t.Fatalf("event %d: %q…, %v", i, string(ev.Data[:min(30, len(ev.Data))]), err)
+		}
+	}
+	// 4 KiB reads would take total/4096 reads; 32 KiB ones an eighth of that.
+	if max := total/(16<<10) + 4; src.reads > max {
+		t.Errorf("%d reads for %d bytes, want at most %d: the buffer did not grow", src.reads, total, max)
+	}
 }
