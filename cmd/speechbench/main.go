@@ -95,6 +95,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) > 0 && args[0] == "emulator" {
 		return serveEmulator(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "floor" {
+		return serveFloor(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("speechbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	s := &settings{log: stderr}
@@ -399,17 +402,7 @@ func (g *gateway) rssBytes() (rss, peak int64) {
 }
 
 // cpuSeconds returns the CPU time the gateway process has used.
-func (g *gateway) cpuSeconds() float64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", g.cmd.Process.Pid))
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(fields) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	return (utime + stime) / 100 // clock ticks; USER_HZ is 100 on Linux
-}
+func (g *gateway) cpuSeconds() float64 { return pidCPU(g.cmd.Process.Pid) }
 
 // heapInuse reads the gateway's in-use heap from its /metrics.
 func (g *gateway) heapInuse() int64 {
