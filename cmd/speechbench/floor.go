@@ -89,26 +89,37 @@ type floorProcess struct {
 }
 
 func startFloor(chunkBytes int, audio time.Duration) (*floorProcess, error) {
-	self, err := os.Executable()
+	c, addr, err := startMode("floor", "--chunk-bytes="+strconv.Itoa(chunkBytes), "--audio="+audio.String())
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "floor", "--chunk-bytes="+strconv.Itoa(chunkBytes), "--audio="+audio.String())
+	return &floorProcess{addr: addr, child: c}, nil
+}
+
+// startMode runs this program in another mode (the emulator, the floor),
+// which prints its address on its first line, and returns it with that
+// address.
+func startMode(mode string, args ...string) (*child, string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", err
+	}
+	cmd := exec.Command(self, append([]string{mode}, args...)...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	c, err := start(cmd)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
 		c.stop(0)
-		return nil, fmt.Errorf("the floor did not start: %w", err)
+		return nil, "", fmt.Errorf("the %s did not start: %w", mode, err)
 	}
-	return &floorProcess{addr: strings.TrimSpace(line), child: c}, nil
+	return c, strings.TrimSpace(line), nil
 }
 
 // pidCPU is the CPU time process pid has used, in seconds.

@@ -8,7 +8,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -263,31 +262,16 @@ func (c *child) stop(grace time.Duration) {
 
 // startEmulator runs this program's emulator mode with opts.
 func startEmulator(opts emulator.Options) (*upstream, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(self, "emulator",
+	c, url, err := startMode("emulator",
 		"--chunk-bytes="+strconv.Itoa(opts.ChunkBytes),
 		"--pace="+strconv.FormatFloat(opts.Pace, 'g', -1, 64),
 		"--first-byte-delay="+opts.FirstByteDelay.String(),
 		"--audio-per-char="+opts.AudioPerChar.String(),
 		"--concurrency="+strconv.Itoa(opts.Concurrency))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
-	c, err := start(cmd)
-	if err != nil {
-		return nil, err
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		c.stop(0)
-		return nil, fmt.Errorf("the emulator did not start: %w", err)
-	}
-	return &upstream{URL: strings.TrimSpace(line), child: c}, nil
+	return &upstream{URL: url, child: c}, nil
 }
 
 // Close stops the emulator.
