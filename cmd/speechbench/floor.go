@@ -139,19 +139,20 @@ func pidCPU(pid int) float64 {
 	return (utime + stime) / 100 // clock ticks; USER_HZ is 100 on Linux
 }
 
-// machineCPU is the CPU time the whole machine has spent busy, in seconds
-// (/proc/stat: all but idle and iowait).
+// machineCPU is the CPU time the whole machine has spent busy in
+// processes, in seconds (/proc/stat: user, nice, system), plus the time a
+// hypervisor gave to other guests (steal). Interrupt time is left out: the
+// rig's own loopback traffic is handled there, charged to no process.
 func machineCPU() float64 {
 	b, _ := os.ReadFile("/proc/stat")
 	line, _, _ := strings.Cut(string(b), "\n")
 	fields := strings.Fields(line)
 	var busy float64
-	for i, f := range fields[1:] {
-		if i == 3 || i == 4 { // idle, iowait
-			continue
+	for _, i := range []int{1, 2, 3, 8} { // user nice system idle iowait irq softirq steal
+		if i < len(fields) {
+			v, _ := strconv.ParseFloat(fields[i], 64)
+			busy += v
 		}
-		v, _ := strconv.ParseFloat(f, 64)
-		busy += v
 	}
 	return busy / 100
 }
