@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.SetOutput(stderr)
 	s := &settings{log: stderr}
 	fs.StringVar(&s.gatewayBin, "gateway-bin", "", "the speechgate binary to measure (default: built from ./cmd/speechgate)")
-	phases := fs.String("phases", "ttfa,throughput,memory,longstream,upload,live,converse,chaos,fleet,cache", "phases to run, comma-separated")
+	phases := fs.String("phases", "ttfa,throughput,memory,saturation,longstream,upload,live,converse,chaos,fleet,cache", "phases to run, comma-separated")
 	fs.StringVar(&s.jsonOut, "json", "bench.json", "where to write the results as JSON")
 	fs.IntVar(&s.chunkBytes, "chunk-bytes", 960, "decoded audio per upstream SSE frame (Smallest sends about 960)")
 	fs.DurationVar(&s.firstByteDelay, "first-byte-delay", 0, "simulated upstream time to first byte")
@@ -166,6 +166,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		{"ttfa", timeToFirstAudio},
 		{"throughput", throughput},
 		{"memory", memoryPerStream},
+		{"saturation", saturation},
 		{"longstream", longStream},
 		{"upload", upload},
 		{"live", liveLatency},
