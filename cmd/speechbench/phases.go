@@ -655,13 +655,34 @@ func (g *gateway) gcHeap() int64 {
 func memoryPerStream(ctx context.Context, s *settings) ([]*result, error) {
 	// Real-time streams, cheap enough that thousands fit on two cores: 8 kHz
 	// μ-law in one-second chunks, each stream two minutes long.
-	emu, err := startEmulator(emulator.Options{ChunkBytes: 8000, Pace: 1, AudioPerChar: time.Second})
+	cheap, err := memoryOf(ctx, s, "8 kHz μ-law, 1 s frames", emulator.Options{ChunkBytes: 8000, Pace: 1, AudioPerChar: time.Second},
+		&speechv1.SynthesizeRequest{CacheMode: fresh, Text: strings.Repeat("a", 120), VoiceId: "avery", SampleRateHz: 8000,
+			Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW}, s.memoryStreams, "≤ 64 KiB")
+	if err != nil {
+		return nil, err
+	}
+	// And as Smallest sends them: 24 kHz PCM in 20 ms frames, at a level
+	// below the gateway's saturation point.
+	n := []int{512}
+	if s.quick {
+		n = []int{50}
+	}
+	real, err := memoryOf(ctx, s, "24 kHz PCM, 20 ms frames", emulator.Options{ChunkBytes: 960, Pace: 1, AudioPerChar: time.Second},
+		&speechv1.SynthesizeRequest{CacheMode: fresh, Text: strings.Repeat("a", 120), VoiceId: "avery", SampleRateHz: 24000}, n, "≤ 48 KiB")
+	return append(cheap, real...), err
+}
+
+// memoryOf measures heap and RSS per active stream of req, at each count
+// of streams, each on a new gateway in front of an emulator with opts.
+func memoryOf(ctx context.Context, s *settings, label string, opts emulator.Options, req *speechv1.SynthesizeRequest, counts []int,
+	target string) ([]*result, error) {
+	emu, err := startEmulator(opts)
 	if err != nil {
 		return nil, err
 	}
 	defer emu.Close()
 	var out []*result
-	for _, n := range s.memoryStreams {
+	for _, n := range counts {
 		gw, err := startGateway(ctx, s, emu.URL, "--pprof")
 		if err != nil {
 			return nil, err
@@ -678,8 +699,6 @@ func memoryPerStream(ctx context.Context, s *settings) ([]*result, error) {
 		sctx, cancel := context.WithCancel(ctx)
 		var started atomic.Int64
 		var wg sync.WaitGroup
-		req := &speechv1.SynthesizeRequest{CacheMode: fresh, Text: strings.Repeat("a", 120), VoiceId: "avery", SampleRateHz: 8000,
-			Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW}
 		for i := range n {
 			wg.Add(1)
 			go func() {
@@ -709,16 +728,16 @@ func memoryPerStream(ctx context.Context, s *settings) ([]*result, error) {
 		gc.close()
 		gw.Close()
 		if active < int64(n) {
-			return nil, fmt.Errorf("only %d of %d streams started within 60 s", active, n)
+			return nil, fmt.Errorf("%s: only %d of %d streams started within 60 s", label, active, n)
 		}
-		fmt.Fprintf(s.log, "  %d streams: heap %d → %d KiB, RSS %d → %d KiB\n", n, idleHeap>>10, heap>>10, idleRSS>>10, rss>>10)
+		fmt.Fprintf(s.log, "  %s, %d streams: heap %d → %d KiB, RSS %d → %d KiB\n", label, n, idleHeap>>10, heap>>10, idleRSS>>10, rss>>10)
 		perHeap := float64(heap-idleHeap) / float64(n) / 1024
 		perRSS := float64(rss-idleRSS) / float64(n) / 1024
 		out = append(out,
-			&result{Phase: "memory", Name: fmt.Sprintf("heap per active stream, %s", streams(n)), Unit: "KiB",
+			&result{Phase: "memory", Name: fmt.Sprintf("heap per active stream, %s, %s", streams(n), label), Unit: "KiB",
 				Gateway: float64(heap) / 1024, Baseline: float64(idleHeap) / 1024, BaselineName: "idle gateway", Compare: "difference per stream",
-				Value: perHeap, Target: "≤ 64 KiB"},
-			&result{Phase: "memory", Name: fmt.Sprintf("RSS per active stream, %s", streams(n)), Unit: "KiB",
+				Value: perHeap, Target: target},
+			&result{Phase: "memory", Name: fmt.Sprintf("RSS per active stream, %s, %s", streams(n), label), Unit: "KiB",
 				Gateway: float64(rss) / 1024, Baseline: float64(idleRSS) / 1024, BaselineName: "idle gateway", Compare: "difference per stream",
 				Value: perRSS})
 	}
