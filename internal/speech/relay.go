@@ -18,6 +18,15 @@ type relay struct {
 	bytes    uint64
 	// segmentID is the segment the next audio is of (SynthesizeStream).
 	segmentID string
+	// msg is the chunk every send fills in and emits: gRPC encodes a message
+	// inside SendMsg, and nothing in the gateway's chain keeps it after
+	// (the stats handlers and interceptors read it synchronously, binary
+	// logging copies the encoding), so one chunk serves the whole stream
+	// instead of an allocation per message.
+	msg struct {
+		chunk    speechv1.AudioChunk
+		off, dur uint32
+	}
 }
 
 func newRelay(emit func(*speechv1.AudioChunk) error, meter *metrics.Stream, bytesPerSample int, rate uint32) *relay {
@@ -29,18 +38,14 @@ func newRelay(emit func(*speechv1.AudioChunk) error, meter *metrics.Stream, byte
 	return r
 }
 
-// send sends one audio message. data must not be modified afterwards: gRPC
-// may read a message after SendMsg returns. A container header is sent with
-// isAudio false, so that it takes no time on the timeline.
+// send sends one audio message. data may be reused once it returns: the
+// message has been encoded. A container header is sent with isAudio false,
+// so that it takes no time on the timeline.
 func (r *relay) send(data []byte, isAudio bool) error {
-	// The chunk and its optional fields in one allocation: this runs for
-	// every few hundred bytes of audio.
-	m := &struct {
-		chunk    speechv1.AudioChunk
-		off, dur uint32
-	}{}
+	m := &r.msg
 	chunk := &m.chunk
 	chunk.Data, chunk.Sequence, chunk.SegmentId = data, r.seq, r.segmentID
+	chunk.OffsetMs, chunk.DurationMs = nil, nil
 	if r.timeline != nil {
 		n := len(data)
 		if !isAudio {
@@ -49,7 +54,9 @@ func (r *relay) send(data []byte, isAudio bool) error {
 		m.off, m.dur = r.timeline.Advance(n)
 		chunk.OffsetMs, chunk.DurationMs = &m.off, &m.dur
 	}
-	if err := r.emit(chunk); err != nil {
+	err := r.emit(chunk)
+	chunk.Data = nil // the stream's bytes are not held past their send
+	if err != nil {
 		return err
 	}
 	if isAudio {

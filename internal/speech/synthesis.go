@@ -61,13 +61,16 @@ func (s *Synthesis) Synthesize(req *speechv1.SynthesizeRequest, stream grpc.Serv
 	defer pl.wait()
 	defer cancel() // before wait: it ends the pieces still running
 
+	// One message and its oneof wrapper serve every audio message of the
+	// call: gRPC encodes it within Send (see relay.msg).
+	audioMsg := &struct {
+		resp speechv1.SynthesizeResponse
+		wrap speechv1.SynthesizeResponse_Audio
+	}{}
+	audioMsg.resp.Event = &audioMsg.wrap
 	emit := func(c *speechv1.AudioChunk) error {
-		m := &struct { // the message and its oneof wrapper in one allocation
-			resp speechv1.SynthesizeResponse
-			wrap speechv1.SynthesizeResponse_Audio
-		}{}
-		m.wrap.Audio, m.resp.Event = c, &m.wrap
-		return stream.Send(&m.resp)
+		audioMsg.wrap.Audio = c
+		return stream.Send(&audioMsg.resp)
 	}
 	var out *relay
 	var first, last *fetch

@@ -58,13 +58,15 @@ func (s *Synthesis) SynthesizeStream(stream textStream) error {
 		return err
 	}
 	// The relay's emit runs with the outbox held: it sends directly.
+	// One message serves every audio message of the call (see relay.msg).
+	audioMsg := &struct {
+		resp speechv1.SynthesizeStreamResponse
+		wrap speechv1.SynthesizeStreamResponse_Audio
+	}{}
+	audioMsg.resp.Event = &audioMsg.wrap
 	out.relay = newRelay(func(c *speechv1.AudioChunk) error {
-		m := &struct { // the message and its oneof wrapper in one allocation
-			resp speechv1.SynthesizeStreamResponse
-			wrap speechv1.SynthesizeStreamResponse_Audio
-		}{}
-		m.wrap.Audio, m.resp.Event = c, &m.wrap
-		return out.sendLocked(&m.resp)
+		audioMsg.wrap.Audio = c
+		return out.sendLocked(&audioMsg.resp)
 	}, s.metrics.Stream("SynthesizeStream"), plan.BytesPerSample, plan.Rate)
 	if err := out.do(func(func(*speechv1.SynthesizeStreamResponse) error) error {
 		return out.relay.header(plan.Container, plan.Rate)
