@@ -272,7 +272,7 @@ func (s *Conversation) await(typ string) (*hydraFrame, error) {
 
 // read reads one JSON frame; nil for a frame of another kind.
 func (s *Conversation) read() (*hydraFrame, error) {
-	typ, data, err := s.hear.read(s.ctx, s.conn)
+	typ, data, err := s.hear.read(s.conn)
 	if err != nil {
 		return nil, s.readError(err)
 	}

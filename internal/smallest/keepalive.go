@@ -1,6 +1,7 @@
 package smallest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -26,16 +27,30 @@ type Keepalive struct {
 type hearing struct {
 	last         atomic.Int64 // unix nanoseconds of the last message read
 	readingSince atomic.Int64 // unix nanoseconds since Read has waited; 0: not in Read
+	buf          bytes.Buffer // a message as it is read, reused
 }
 
-// read reads the next message of ws, noting when.
-func (h *hearing) read(ctx context.Context, ws *websocket.Conn) (websocket.MessageType, []byte, error) {
+// read reads the next message of ws into a slice of its own, noting when.
+// The read has no context: what ends a session closes its socket (each
+// opening arranges it), which ends the read. A context would cost
+// coder/websocket a context.AfterFunc per message, and reading all of a
+// message at once lets its buffer be reused, so that a message costs one
+// allocation, not five or more (this runs for every 20 ms of audio).
+func (h *hearing) read(ws *websocket.Conn) (websocket.MessageType, []byte, error) {
 	h.readingSince.Store(time.Now().UnixNano())
-	typ, data, err := ws.Read(ctx)
-	now := time.Now().UnixNano()
-	h.readingSince.Store(0)
-	h.last.Store(now)
-	return typ, data, err
+	defer func() {
+		h.readingSince.Store(0)
+		h.last.Store(time.Now().UnixNano())
+	}()
+	typ, r, err := ws.Reader(context.Background())
+	if err != nil {
+		return 0, nil, err
+	}
+	h.buf.Reset()
+	if _, err := h.buf.ReadFrom(r); err != nil {
+		return 0, nil, err
+	}
+	return typ, bytes.Clone(h.buf.Bytes()), nil
 }
 
 // run pings the socket current returns (nil: none now) every Interval

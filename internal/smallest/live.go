@@ -225,7 +225,7 @@ func (s *LiveSession) Next() (*LiveEvent, error) {
 		if s.last {
 			return nil, io.EOF
 		}
-		typ, data, err := s.hear.read(s.ctx, s.conn)
+		typ, data, err := s.hear.read(s.conn)
 		if err != nil {
 			return nil, s.readError(err)
 		}

@@ -783,7 +783,7 @@ func (c *ttsConn) free() { c.freed.Do(c.release) }
 func (c *ttsConn) pump() {
 	defer close(c.pumped)
 	for {
-		typ, data, err := c.hear.read(c.ctx, c.ws)
+		typ, data, err := c.hear.read(c.ws)
 		if err != nil {
 			c.dead.Store(true)
 		}
