@@ -85,6 +85,12 @@ func (f *flight) leave(cursor *int) {
 	f.mu.Lock()
 	delete(f.cursors, cursor)
 	last := len(f.cursors) == 0 && !f.done
+	if last {
+		// Its upstream call is about to be cancelled: a request that finds
+		// it before it is forgotten must lead a flight of its own, not join
+		// one that will fail.
+		f.joinable = false
+	}
 	f.trimLocked()
 	f.mu.Unlock()
 	if f.entry != nil {
