@@ -266,7 +266,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		defer self.Close()
 		h, err := httpapi.New(httpapi.Config{Server: srv.GRPCServer(), Conn: self, CORSOrigins: cfg.CORSOrigins,
-			MaxUploadBytes: up.Capabilities().MaxUploadBytes, Logger: log})
+			Logger: log})
 		if err != nil {
 			httpLis.Close()
 			lis.Close()

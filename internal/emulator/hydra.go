@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -80,7 +81,7 @@ func (e *Emulator) hydra(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	f, _ := faultOf(r.Context())
 	h := &hydraSession{e: e, conn: conn, ctx: ctx, roster: roster.voices, voice: roster.defaultVoice, fault: f.kind,
-		idle: cmpDuration(e.opts.HydraIdleTimeout, hydraIdleDefault), toolWait: cmpDuration(e.opts.HydraToolTimeout, hydraToolDefault)}
+		idle: cmp.Or(e.opts.HydraIdleTimeout, hydraIdleDefault), toolWait: cmp.Or(e.opts.HydraToolTimeout, hydraToolDefault)}
 	defer h.stopResponse("")
 	if model == "hydra" {
 		h.send(map[string]any{"type": "warning", "event_id": h.eventID(), "warning": map[string]string{"code": "model_deprecated",
@@ -98,13 +99,6 @@ func (e *Emulator) hydra(w http.ResponseWriter, r *http.Request) {
 
 // CloseTryAgainLater is the close code of a full Hydra.
 const CloseTryAgainLater websocket.StatusCode = 1013
-
-func cmpDuration(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
-}
 
 type hydraSession struct {
 	e        *Emulator

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -31,10 +32,9 @@ const (
 )
 
 type audioAPI struct {
-	synth     speechv1.SynthesisServiceClient
-	trans     speechv1.TranscriptionServiceClient
-	maxUpload int64
-	log       *slog.Logger
+	synth speechv1.SynthesisServiceClient
+	trans speechv1.TranscriptionServiceClient
+	log   *slog.Logger
 }
 
 // outgoing carries the caller's credentials and request id to the
@@ -59,7 +59,7 @@ func (a *audioAPI) synthesize(w http.ResponseWriter, r *http.Request) {
 	var err error
 	if r.Method == http.MethodGet {
 		err = fromQuery(r.URL.Query(), req)
-		if err == nil && len([]rune(req.GetText())) > maxGETText {
+		if err == nil && utf8.RuneCountInString(req.GetText()) > maxGETText {
 			err = invalid("text", rpcerror.RuleTooLong, fmt.Sprintf("must be at most %d characters in a GET; POST longer text as JSON", maxGETText))
 		}
 	} else {
@@ -150,10 +150,9 @@ func (a *audioAPI) transcribe(w http.ResponseWriter, r *http.Request) {
 	}
 	send := func(m *speechv1.TranscribeUploadRequest) bool { return stream.Send(m) == nil }
 	if send(&speechv1.TranscribeUploadRequest{Part: &speechv1.TranscribeUploadRequest_Config{Config: cfg}}) {
+		// The upload's limit is the service's: it refuses the call as the
+		// body crosses it, the next send fails, and CloseAndRecv says why.
 		body := r.Body
-		if a.maxUpload > 0 {
-			body = http.MaxBytesReader(w, r.Body, a.maxUpload+1) // one byte over, so that the service says what the limit is
-		}
 		piece := make([]byte, uploadPiece)
 		for {
 			n, err := io.ReadFull(body, piece)

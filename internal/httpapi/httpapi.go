@@ -32,9 +32,7 @@ type Config struct {
 	// CORSOrigins are the origins browsers may call from ("*": any); none:
 	// no cross-origin calls.
 	CORSOrigins []string
-	// MaxUploadBytes bounds a transcription's body, as the gRPC upload's.
-	MaxUploadBytes int64
-	Logger         *slog.Logger
+	Logger      *slog.Logger
 }
 
 // New returns the HTTP handler.
@@ -48,7 +46,7 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, err
 	}
 	a := &audioAPI{synth: speechv1.NewSynthesisServiceClient(cfg.Conn), trans: speechv1.NewTranscriptionServiceClient(cfg.Conn),
-		maxUpload: cfg.MaxUploadBytes, log: cfg.Logger}
+		log: cfg.Logger}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/speech:synthesize", a.synthesize)
 	mux.HandleFunc("GET /v1/speech:synthesize", a.synthesize)

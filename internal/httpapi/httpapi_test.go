@@ -36,7 +36,7 @@ func start(t *testing.T, upstream http.Handler, origins ...string) string {
 	}
 	t.Cleanup(func() { self.Close() })
 	h, err := httpapi.New(httpapi.Config{Server: g.Server.GRPCServer(), Conn: self, CORSOrigins: origins,
-		MaxUploadBytes: 1 << 20, Logger: slog.New(slog.DiscardHandler)})
+		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -93,9 +92,8 @@ type Conversation struct {
 	*realtime
 	refused func()
 
-	wmu     sync.Mutex // serializes the frame buffer and writes
-	pending []byte     // audio short of a frame
-	frame   []byte     // the JSON of the next audio message, reused
+	pending []byte // audio short of a frame
+	frame   []byte // the JSON of the next audio message, reused
 
 	ended   atomic.Bool // the gateway ended the session (Finish or Close)
 	lastErr *ConversationEvent
@@ -290,8 +288,6 @@ func (s *Conversation) read() (*hydraFrame, error) {
 // does not fill one waits for the next call, or for EndAudio. b is not
 // retained.
 func (s *Conversation) SendAudio(b []byte) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
 	if n := len(s.pending); n > 0 {
 		take := min(hydraFrameBytes-n, len(b))
 		s.pending = append(s.pending, b[:take]...)
@@ -317,8 +313,6 @@ func (s *Conversation) SendAudio(b []byte) error {
 // EndAudio sends the audio short of a frame, padded with silence to
 // Hydra's shortest message.
 func (s *Conversation) EndAudio() error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
 	n := len(s.pending) &^ 1 // an odd last byte is half a sample
 	if n == 0 {
 		return nil

@@ -30,6 +30,11 @@ type hearing struct {
 	buf          bytes.Buffer // a message as it is read, reused
 }
 
+// maxKeptReadBuffer is the largest read buffer a socket keeps between
+// messages: audio messages are a few KiB; a rare larger one is read into a
+// buffer that is then let go.
+const maxKeptReadBuffer = 64 << 10
+
 // read reads the next message of ws into a slice of its own, noting when.
 // The read has no context: what ends a session closes its socket (each
 // opening arranges it), which ends the read. A context would cost
@@ -50,7 +55,11 @@ func (h *hearing) read(ws *websocket.Conn) (websocket.MessageType, []byte, error
 	if _, err := h.buf.ReadFrom(r); err != nil {
 		return 0, nil, err
 	}
-	return typ, bytes.Clone(h.buf.Bytes()), nil
+	data := bytes.Clone(h.buf.Bytes())
+	if h.buf.Cap() > maxKeptReadBuffer {
+		h.buf = bytes.Buffer{} // one large message must not stay with the session
+	}
+	return typ, data, nil
 }
 
 // run pings the socket current returns (nil: none now) every Interval
