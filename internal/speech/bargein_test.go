@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"google.golang.org/grpc"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/gatewaytest"
@@ -132,7 +133,11 @@ func TestSynthesizeStreamBargeIn(t *testing.T) {
 	// pace, so that the answer is still going when the clear comes.
 	fake := &pacedLightningWS{chunks: 400, burst: 100, pace: 2 * time.Millisecond, repeat: 300}
 	g := gatewaytest.Start(t, fake, gatewaytest.Options{})
-	stream, err := g.Synth.SynthesizeStream(gatewaytest.WithKey(t.Context(), callerKey))
+	// Fixed flow-control windows: gRPC's bandwidth estimate would otherwise
+	// grow them, on a busy machine, until the whole burst fits on the wire
+	// and nothing is left in the gateway to drop.
+	client := speechv1.NewSynthesisServiceClient(g.Dial(t, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10)))
+	stream, err := client.SynthesizeStream(gatewaytest.WithKey(t.Context(), callerKey))
 	if err != nil {
 		t.Fatal(err)
 	}
