@@ -143,18 +143,23 @@ func pidCPU(pid int) float64 {
 // processes, in seconds (/proc/stat: user, nice, system), plus the time a
 // hypervisor gave to other guests (steal). Interrupt time is left out: the
 // rig's own loopback traffic is handled there, charged to no process.
-func machineCPU() float64 {
+func machineCPU() float64 { return statSeconds(1, 2, 3, 8) }
+
+// statSeconds sums the machine-wide CPU times (/proc/stat's first line) of
+// the fields at the given indexes (1 user, 2 nice, 3 system, 4 idle, 5
+// iowait, 6 irq, 7 softirq, 8 steal), in seconds.
+func statSeconds(idx ...int) float64 {
 	b, _ := os.ReadFile("/proc/stat")
 	line, _, _ := strings.Cut(string(b), "\n")
 	fields := strings.Fields(line)
-	var busy float64
-	for _, i := range []int{1, 2, 3, 8} { // user nice system idle iowait irq softirq steal
+	var sum float64
+	for _, i := range idx {
 		if i < len(fields) {
 			v, _ := strconv.ParseFloat(fields[i], 64)
-			busy += v
+			sum += v
 		}
 	}
-	return busy / 100
+	return sum / 100
 }
 
 // neighbours measures, around a round of the bench, how much CPU the
@@ -162,28 +167,45 @@ func machineCPU() float64 {
 // itself), in cores: a round whose neighbours took a noticeable share of a
 // core is not comparable with the others.
 type neighbours struct {
-	pids          []int
-	start         time.Time
-	machine, rigs float64
+	pids    []int
+	start   time.Time
+	machine float64
+	irq     float64 // interrupt time, where loopback traffic is handled
+	idle    float64
+	rigs    []float64 // CPU seconds of each of pids at the start
 }
 
 func watchNeighbours(pids ...int) *neighbours {
-	n := &neighbours{pids: append(pids, os.Getpid()), start: time.Now(), machine: machineCPU()}
+	n := &neighbours{pids: append(pids, os.Getpid()), start: time.Now(), machine: machineCPU(), irq: statSeconds(6, 7), idle: statSeconds(4, 5)}
 	for _, p := range n.pids {
-		n.rigs += pidCPU(p)
+		n.rigs = append(n.rigs, pidCPU(p))
 	}
 	return n
 }
 
-// cores returns the outside load since watchNeighbours, in cores.
-func (n *neighbours) cores() float64 {
-	rigs := 0.0
-	for _, p := range n.pids {
-		rigs += pidCPU(p)
-	}
-	elapsed := time.Since(n.start).Seconds()
-	if elapsed <= 0 {
-		return 0
-	}
-	return max(0, (machineCPU()-n.machine)-(rigs-n.rigs)) / elapsed
+// cpuShares is where the machine's CPU went during a round, in cores:
+// to each of the rig's processes (in watchNeighbours' order, the bench
+// last) and to everything outside them.
+type cpuShares struct {
+	rig       []float64
+	outside   float64
+	irq, idle float64 // the machine's interrupt and idle time
 }
+
+// shares returns the load since watchNeighbours.
+func (n *neighbours) shares() cpuShares {
+	elapsed := max(time.Since(n.start).Seconds(), 1e-9)
+	sh := cpuShares{rig: make([]float64, len(n.pids))}
+	var rigs float64
+	for i, p := range n.pids {
+		used := pidCPU(p) - n.rigs[i]
+		rigs += used
+		sh.rig[i] = used / elapsed
+	}
+	sh.outside = max(0, (machineCPU()-n.machine)-rigs) / elapsed
+	sh.irq, sh.idle = (statSeconds(6, 7)-n.irq)/elapsed, (statSeconds(4, 5)-n.idle)/elapsed
+	return sh
+}
+
+// cores returns the outside load since watchNeighbours, in cores.
+func (n *neighbours) cores() float64 { return n.shares().outside }

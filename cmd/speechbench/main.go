@@ -50,6 +50,7 @@ type settings struct {
 	firstByteDelay time.Duration
 	concurrency    []int
 	memoryStreams  []int
+	satLevels      []int
 	phaseTime      time.Duration
 	uploadBytes    int64
 	quick          bool
@@ -107,10 +108,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.DurationVar(&s.firstByteDelay, "first-byte-delay", 0, "simulated upstream time to first byte")
 	conc := fs.String("concurrency", "1,64,512", "concurrent streams for time to first audio")
 	mem := fs.String("memory-streams", "1,1000,5000", "concurrent real-time streams for memory per stream")
+	sat := fs.String("saturation-levels", "256,512,768,1024,1280,1536,2048,2560", "real-time 24 kHz streams the saturation phase ramps through")
 	fs.DurationVar(&s.phaseTime, "phase-time", 10*time.Second, "how long each timed measurement runs")
 	fs.Int64Var(&s.uploadBytes, "upload-bytes", 250<<20, "size of the streamed upload")
 	fs.BoolVar(&s.quick, "quick", false, "small counts and short times: a smoke run, not a measurement")
-	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the gateway, taken during the throughput phase, to this file")
+	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the gateway, taken during the throughput phase, to this file (and one per saturation level, to this file with .sat<streams> added)")
 	fs.StringVar(&s.heapProfile, "heapprofile", "", "write a heap profile of the gateway, taken at the memory phase's largest stream count, to this file")
 	fs.Func("gateway-arg", "a flag for every gateway the bench starts, such as --gateway-arg=--http-addr=127.0.0.1:0 (repeatable)", func(v string) error {
 		s.gatewayArgs = append(s.gatewayArgs, v)
@@ -134,12 +136,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if s.memoryStreams, err = ints(*mem); err != nil {
 		return fmt.Errorf("--memory-streams: %w", err)
 	}
+	if s.satLevels, err = ints(*sat); err != nil {
+		return fmt.Errorf("--saturation-levels: %w", err)
+	}
 	s.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		s.phases[strings.TrimSpace(p)] = true
 	}
 	if s.quick {
-		s.concurrency, s.memoryStreams, s.phaseTime, s.uploadBytes = []int{1, 8}, []int{1, 50}, time.Second, 16<<20
+		s.concurrency, s.memoryStreams, s.satLevels, s.phaseTime, s.uploadBytes = []int{1, 8}, []int{1, 50}, []int{8, 16}, time.Second, 16<<20
 	}
 	if s.gatewayBin == "" {
 		dir, err := os.MkdirTemp("", "speechbench")

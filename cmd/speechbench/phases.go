@@ -137,8 +137,9 @@ func synthesizeDirect(ctx context.Context, c *smallest.Client, req *smallest.Spe
 	}
 	defer s.Close()
 	var n int64
+	var b []byte // each piece decoded into the last one's storage, as the gateway does
 	for {
-		b, err := s.Next()
+		b, err = s.NextInto(b)
 		if errors.Is(err, io.EOF) {
 			return n, nil
 		}
@@ -522,8 +523,9 @@ func throughput(ctx context.Context, s *settings) ([]*result, error) {
 			return err
 		}
 		defer s.Close()
+		var b []byte // each piece decoded into the last one's storage, as the gateway does
 		for {
-			b, err := s.Next()
+			b, err = s.NextInto(b)
 			if err != nil {
 				if errors.Is(err, io.EOF) {
 					return nil

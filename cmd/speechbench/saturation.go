@@ -21,12 +21,16 @@ const saturationP99 = 100 * time.Millisecond
 // when processes outside the rig took a noticeable share of a core), and reports
 // the first level at which time to first audio p99 passes saturationP99.
 func saturation(ctx context.Context, s *settings) ([]*result, error) {
-	levels, callAudio := []int{256, 512, 768, 1024, 1280, 1536, 2048}, 4*time.Second
+	levels, callAudio := s.satLevels, 4*time.Second
 	if s.quick {
-		levels, callAudio = []int{8, 16}, time.Second
+		callAudio = time.Second
 	}
 	const frame = 960 // 20 ms of 24 kHz PCM16
-	r, err := newRig(ctx, s, emulator.Options{ChunkBytes: frame, Pace: 1, AudioPerChar: callAudio / time.Duration(len(shortText))}, 8)
+	var flags []string
+	if s.cpuProfile != "" {
+		flags = append(flags, "--pprof")
+	}
+	r, err := newRig(ctx, s, emulator.Options{ChunkBytes: frame, Pace: 1, AudioPerChar: callAudio / time.Duration(len(shortText))}, 8, flags...)
 	if err != nil {
 		return nil, err
 	}
@@ -38,6 +42,10 @@ func saturation(ctx context.Context, s *settings) ([]*result, error) {
 		call      func(ctx context.Context, first func(time.Duration)) error
 		saturated int // the first level past the limit; 0: none
 		worst     string
+		// cores is the CPU, in cores, of the process doing the side's
+		// work at each level: the gateway's, or the bench's for the
+		// direct client.
+		cores map[int]float64
 	}{
 		{name: "direct", call: func(ctx context.Context, first func(time.Duration)) error {
 			_, err := synthesizeDirect(ctx, r.dc, dreq, first)
@@ -48,29 +56,51 @@ func saturation(ctx context.Context, s *settings) ([]*result, error) {
 			return err
 		}},
 	}
+	ref := levels[0] // the highest level the gateway carried
+	for i := range sides {
+		sides[i].cores = map[int]float64{}
+	}
 	for _, c := range levels {
 		for i := range sides {
 			if sides[i].saturated != 0 {
 				continue
 			}
 			var got []time.Duration
+			var use cpuShares
 			for attempt := 0; ; attempt++ {
 				watch := watchNeighbours(r.emu.cmd.Process.Pid, r.gw.cmd.Process.Pid)
+				profiled := make(chan error, 1)
+				if s.cpuProfile != "" && sides[i].name == "gateway" {
+					go func() { profiled <- r.gw.profile(fmt.Sprintf("%s.sat%d", s.cpuProfile, c), callAudio) }()
+				} else {
+					profiled <- nil
+				}
 				got, err = sampleTTFA(ctx, c, 2*c, callAudio, 4*callAudio, sides[i].call)
+				use = watch.shares()
+				if perr := <-profiled; err == nil && perr != nil {
+					err = fmt.Errorf("profile: %w", perr)
+				}
 				if err != nil {
 					return nil, fmt.Errorf("%s at %d streams: %w", sides[i].name, c, err)
 				}
-				if load := watch.cores(); load > maxNeighbourCores && attempt < 2 {
-					fmt.Fprintf(s.log, "  a %s level ran while %.2f cores went to processes outside the rig: run again\n", sides[i].name, load)
+				if use.outside > maxNeighbourCores && attempt < 2 {
+					fmt.Fprintf(s.log, "  a %s level ran while %.2f cores went to processes outside the rig: run again\n", sides[i].name, use.outside)
 					continue
 				}
 				break
 			}
 			p99 := time.Duration(percentile(got, 99) * float64(time.Millisecond))
-			fmt.Fprintf(s.log, "  %s, %d real-time streams: TTFA p99 %v over %d calls\n", sides[i].name, c, p99.Round(10*time.Microsecond), len(got))
+			fmt.Fprintf(s.log, "  %s, %d real-time streams: TTFA p50 %v p99 %v over %d calls; cores used: gateway %.2f, emulator %.2f, bench %.2f, interrupts %.2f, outside %.2f, idle %.2f\n",
+				sides[i].name, c, time.Duration(percentile(got, 50)*float64(time.Millisecond)).Round(10*time.Microsecond), p99.Round(10*time.Microsecond), len(got), use.rig[1], use.rig[0], use.rig[2], use.irq, use.outside, use.idle)
 			sides[i].worst = fmt.Sprintf("%v at %d", p99.Round(100*time.Microsecond), c)
+			sides[i].cores[c] = use.rig[2]
+			if sides[i].name == "gateway" {
+				sides[i].cores[c] = use.rig[1]
+			}
 			if p99 > saturationP99 {
 				sides[i].saturated = c
+			} else if sides[i].name == "gateway" {
+				ref = c
 			}
 		}
 	}
@@ -83,6 +113,11 @@ func saturation(ctx context.Context, s *settings) ([]*result, error) {
 	name := fmt.Sprintf("real-time 24 kHz streams (20 ms frames) at which TTFA p99 passes %v (%s if never)", saturationP99,
 		fmt.Sprint(levels[len(levels)-1], "+"))
 	fmt.Fprintf(s.log, "  last levels measured: direct %s, gateway %s\n", sides[0].worst, sides[1].worst)
-	return []*result{{Phase: "saturation", Name: name, Unit: "streams", Gateway: level(1), Baseline: level(0),
-		BaselineName: "direct SSE client", Compare: "ratio", Value: level(1) / level(0), Target: "gateway ≥ 2000"}}, nil
+	perK := func(i int) float64 { return sides[i].cores[ref] / float64(ref) * 1000 }
+	return []*result{
+		{Phase: "saturation", Name: name, Unit: "streams", Gateway: level(1), Baseline: level(0),
+			BaselineName: "direct SSE client", Compare: "ratio", Value: level(1) / level(0), Target: "gateway ≥ 2000"},
+		{Phase: "saturation", Name: fmt.Sprintf("CPU per 1,000 real-time 24 kHz streams, per process, at %d streams", ref), Unit: "cores",
+			Gateway: perK(1), Baseline: perK(0), BaselineName: "the direct client's process", Compare: "ratio", Value: perK(1) / perK(0)},
+	}, nil
 }
