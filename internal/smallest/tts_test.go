@@ -478,44 +478,64 @@ func TestNextJoinsOnlyFramesAlreadyReceived(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			release := make(chan struct{})
-			srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", "text/event-stream")
-				writeSplit(w, tt.burst, 1<<20)
-				if tt.rest != "" {
-					select {
-					case <-release:
-					case <-r.Context().Done():
-						return
-					}
-					writeSplit(w, tt.rest, 1<<20)
-				}
+		for _, reuse := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/reuse=%v", tt.name, reuse), func(t *testing.T) {
+				t.Parallel()
+				nextJoins(t, tt.burst, tt.rest, tt.want, tt.wantErr, reuse)
 			})
-			s, err := newClient(t, srv).StreamSpeech(t.Context(), &smallest.SpeechRequest{Text: "x", VoiceOptions: smallest.VoiceOptions{VoiceID: "v"}})
-			if err != nil {
-				t.Fatal(err)
+		}
+	}
+}
+
+// nextJoins reads a synthesis whose burst arrives at once and the rest
+// after the first piece is read, with Next or, reusing each piece's
+// storage for the next, with NextInto.
+func nextJoins(t *testing.T, burst, rest string, want [][]byte, wantErr smallest.Kind, reuse bool) {
+	release := make(chan struct{})
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		writeSplit(w, burst, 1<<20)
+		if rest != "" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
 			}
-			defer s.Close()
-			var got [][]byte
-			for {
-				b, err := s.Next() // the first returns before release: it cannot wait for rest
-				if len(got) == 0 {
-					close(release)
-				}
-				if err != nil {
-					if tt.wantErr == 0 && !errors.Is(err, io.EOF) || tt.wantErr != 0 && !smallest.IsKind(err, tt.wantErr) {
-						t.Fatalf("stream ended with %v, want kind %v", err, tt.wantErr)
-					}
-					break
-				}
-				got = append(got, b)
+			writeSplit(w, rest, 1<<20)
+		}
+	})
+	s, err := newClient(t, srv).StreamSpeech(t.Context(), &smallest.SpeechRequest{Text: "x", VoiceOptions: smallest.VoiceOptions{VoiceID: "v"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var got [][]byte
+	var last []byte
+	for {
+		var b []byte
+		var err error
+		if reuse {
+			b, err = s.NextInto(last)
+		} else {
+			b, err = s.Next() // the first returns before release: it cannot wait for rest
+		}
+		if len(got) == 0 {
+			close(release)
+		}
+		if err != nil {
+			if wantErr == 0 && !errors.Is(err, io.EOF) || wantErr != 0 && !smallest.IsKind(err, wantErr) {
+				t.Fatalf("stream ended with %v, want kind %v", err, wantErr)
 			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("pieces from Next (-want +got):\n%s", diff)
-			}
-		})
+			break
+		}
+		if reuse && len(b) <= cap(last) && &b[:1][0] != &last[:1][0] {
+			t.Errorf("piece %d: NextInto allocated although the last piece's %d bytes had room for its %d", len(got)+1, cap(last), len(b))
+		}
+		got = append(got, bytes.Clone(b))
+		last = b
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("pieces (-want +got):\n%s", diff)
 	}
 }
 

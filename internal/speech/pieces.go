@@ -1,6 +1,7 @@
 package speech
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -190,7 +191,7 @@ func (p *pipeline) run(f *fetch) {
 			return
 		}
 		select {
-		case f.chunks <- chunk:
+		case f.chunks <- bytes.Clone(chunk): // chunk's storage holds the next piece
 		case <-p.ctx.Done():
 			f.streamErr = p.ctx.Err()
 			return

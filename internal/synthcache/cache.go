@@ -266,7 +266,9 @@ type Stream struct {
 }
 
 // Next returns the next audio, and io.EOF after the last. Audio is shared
-// with other readers: it must not be modified.
+// with other readers: it must not be modified. It is valid until the next
+// call to Next or Close: an uncached stream decodes each piece into the
+// storage of the one before (see smallest.SpeechStream.NextInto).
 func (s *Stream) Next() ([]byte, error) { return s.next() }
 
 // Close ends the stream. It is safe to call more than once.
@@ -279,11 +281,19 @@ func (s *Stream) Close() error {
 // stream reads; zero for a hit, or until the first audio.
 func (s *Stream) FirstByte() time.Duration { return s.firstByte() }
 
-// direct reads an upstream stream, the cache aside.
+// direct reads an upstream stream, the cache aside, into one buffer.
 func direct(st *smallest.SpeechStream, o Outcome) *Stream {
+	var buf []byte
+	next := func() ([]byte, error) {
+		b, err := st.NextInto(buf)
+		if b != nil {
+			buf = b
+		}
+		return b, err
+	}
 	return &Stream{RequestID: st.RequestID, SessionID: st.SessionID, ContentExpiry: st.ContentExpiry,
 		Attempts: st.Attempts, Waited: st.Waited, Outcome: o, SampleRate: st.SampleRate,
-		next: st.Next, close: func() { st.Close() }, firstByte: st.FirstByte}
+		next: next, close: func() { st.Close() }, firstByte: st.FirstByte}
 }
 
 var zero = func() time.Duration { return 0 }

@@ -1,6 +1,7 @@
 package synthcache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -145,13 +146,17 @@ func (c *Cache) run(f *flight, open func(context.Context) (*smallest.SpeechStrea
 	if c.redis != nil {
 		shared = c.redis.writer(f.ctx, f.key, c.maxEntry)
 	}
+	var buf []byte // what add copies each piece from
 	for {
 		if !f.wait() {
 			c.forget(f)
 			f.finish(context.Cause(f.ctx))
 			return
 		}
-		b, err := st.Next()
+		b, err := st.NextInto(buf)
+		if b != nil {
+			buf = b
+		}
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -207,17 +212,21 @@ func (f *flight) wait() bool {
 	}
 }
 
-// add keeps a chunk: in the pending entry while it has room, else as it is.
+// add keeps a copy of a chunk: in the pending entry while it has room,
+// else on the heap (b's storage is reused for the next piece).
 func (f *flight) add(b []byte) {
+	var stored []byte
 	if f.entry != nil && f.storingNow() {
-		if stored := f.mem.write(f.entry, b); stored != nil {
-			b = stored
-		} else {
+		if stored = f.mem.write(f.entry, b); stored == nil {
 			f.mu.Lock()
 			f.storing = false
 			f.mu.Unlock()
 		}
 	}
+	if stored == nil {
+		stored = bytes.Clone(b)
+	}
+	b = stored
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.chunks = append(f.chunks, b)
