@@ -58,13 +58,32 @@ type settings struct {
 	heapProfile    string
 	gatewayArgs    []string // added to every gateway's flags
 	log            io.Writer
+	// outside is the most outside load seen in a kept round of the
+	// current phase; -1 when the phase does not check.
+	outside float64
 }
+
+// kept notes the outside load of a round that was kept.
+func (s *settings) kept(load float64) { s.outside = max(s.outside, load) }
 
 // report is the whole result, as written to the JSON file.
 type report struct {
-	Machine  machine   `json:"machine"`
-	Settings any       `json:"settings"`
-	Results  []*result `json:"results"`
+	Machine  machine     `json:"machine"`
+	Settings any         `json:"settings"`
+	Load     []phaseLoad `json:"load"`
+	Results  []*result   `json:"results"`
+}
+
+// phaseLoad is how busy the machine was during a phase, in cores: the
+// reader of a figure can tell a quiet run from a contended one.
+type phaseLoad struct {
+	Phase string `json:"phase"`
+	// Busy is the whole machine's CPU (user, nice, system, steal), on
+	// average over the phase, the rig's own processes included.
+	Busy float64 `json:"busy_cores"`
+	// Outside is the most that processes outside the rig took in a round
+	// that was kept (phases that check their neighbours; -1 otherwise).
+	Outside float64 `json:"outside_cores"`
 }
 
 type machine struct {
@@ -184,10 +203,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			continue
 		}
 		fmt.Fprintf(stderr, "== %s\n", ph.name)
+		s.outside = -1
+		busy0, start := machineCPU(), time.Now()
 		res, err := ph.run(ctx, s)
 		if err != nil {
 			return fmt.Errorf("%s: %w", ph.name, err)
 		}
+		rep.Load = append(rep.Load, phaseLoad{Phase: ph.name, Busy: (machineCPU() - busy0) / time.Since(start).Seconds(), Outside: s.outside})
 		rep.Results = append(rep.Results, res...)
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -400,6 +400,7 @@ func ttfaAt(ctx context.Context, s *settings, c int) ([]*result, error) {
 					continue
 				}
 				worst = max(worst, load)
+				s.kept(load)
 				sides[i].got = append(sides[i].got, got...)
 				break
 			}
@@ -578,6 +579,7 @@ func throughput(ctx context.Context, s *settings) ([]*result, error) {
 					continue
 				} else {
 					worst = max(worst, load)
+					s.kept(load)
 				}
 				side.into.bytes += got.bytes
 				side.into.seconds += got.seconds
@@ -603,7 +605,7 @@ func throughput(ctx context.Context, s *settings) ([]*result, error) {
 			Gateway: g.cpu / hours(g.bytes), Baseline: d.cpu / hours(d.bytes), BaselineName: "the direct client's process", Compare: "ratio",
 			Value: (g.cpu / hours(g.bytes)) / (d.cpu / hours(d.bytes))},
 		{Phase: "throughput", Name: fmt.Sprintf("decoded audio throughput, %s (shares two cores with the emulator)", streams(workers)), Unit: "MB/s",
-			Gateway: gMBps, Baseline: dMBps, BaselineName: "direct SSE client", Compare: "ratio", Value: gMBps / dMBps, Target: "≥ 0.6×"},
+			Gateway: gMBps, Baseline: dMBps, BaselineName: "direct SSE client", Compare: "ratio", Value: gMBps / dMBps, Target: "≥ 0.75×"},
 		{Phase: "throughput", Name: "the emulator's CPU seconds per GB, gateway rounds vs direct", Unit: "s/GB",
 			Gateway: g.upCPU / gb(g.bytes), Baseline: d.upCPU / gb(d.bytes), BaselineName: "in the direct rounds", Compare: "ratio",
 			Value: (g.upCPU / gb(g.bytes)) / (d.upCPU / gb(d.bytes))},

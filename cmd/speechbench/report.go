@@ -22,6 +22,17 @@ func printTable(w io.Writer, rep *report) {
 			r.BaselineName, compared(r), dash(r.Target))
 	}
 	tw.Flush()
+	fmt.Fprintf(w, "\nThe machine's load, in cores of %d: ", m.CPUs)
+	for i, l := range rep.Load {
+		if i > 0 {
+			fmt.Fprint(w, "; ")
+		}
+		fmt.Fprintf(w, "%s %.2f busy", l.Phase, l.Busy)
+		if l.Outside >= 0 {
+			fmt.Fprintf(w, " (outside the rig at most %.2f in kept rounds)", l.Outside)
+		}
+	}
+	fmt.Fprintln(w)
 }
 
 func figure(v float64, unit string) string {

@@ -87,6 +87,7 @@ func saturation(ctx context.Context, s *settings) ([]*result, error) {
 					fmt.Fprintf(s.log, "  a %s level ran while %.2f cores went to processes outside the rig: run again\n", sides[i].name, use.outside)
 					continue
 				}
+				s.kept(use.outside)
 				break
 			}
 			p99 := time.Duration(percentile(got, 99) * float64(time.Millisecond))
