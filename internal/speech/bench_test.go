@@ -140,3 +140,26 @@ func BenchmarkSynthesizeRealtime(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSynthesizeCall is a call of one frame: what the gateway spends
+// on a call besides its audio (the interceptors, validation, the upstream
+// request, the format and totals messages), which every caller waits for
+// before its first audio.
+func BenchmarkSynthesizeCall(b *testing.B) {
+	body := fmt.Appendf(nil, "event: audio\ndata: {\"audio\": %q, \"done\": false, \"status\": \"206\"}\n\ndata: {\"status\": \"200\", \"done\": true}\n\n",
+		base64.StdEncoding.EncodeToString(make([]byte, 960)))
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Write(body)
+	})
+	g := gatewaytest.Start(b, upstream, gatewaytest.Options{})
+	ctx := gatewaytest.WithKey(b.Context(), callerKey)
+	b.ReportAllocs()
+	for b.Loop() {
+		got := gatewaytest.Synthesize(ctx, g.Synth, &speechv1.SynthesizeRequest{Text: "hi", VoiceId: "avery", SampleRateHz: 24000})
+		if got.Err != nil || len(got.Audio) != 1 {
+			b.Fatalf("%v, %d audio messages", got.Err, len(got.Audio))
+		}
+	}
+}
