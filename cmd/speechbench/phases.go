@@ -699,6 +699,9 @@ func memoryOf(ctx context.Context, s *settings, label string, opts emulator.Opti
 		time.Sleep(500 * time.Millisecond)
 		idleHeap := gw.gcHeap()
 		idleRSS, _ := gw.rssBytes()
+		// Heap and RSS do not depend on the machine's other load as times
+		// do, so no level is discarded; the load is reported all the same.
+		watch := watchNeighbours(emu.cmd.Process.Pid, gw.cmd.Process.Pid)
 
 		sctx, cancel := context.WithCancel(ctx)
 		var started atomic.Int64
@@ -734,7 +737,9 @@ func memoryOf(ctx context.Context, s *settings, label string, opts emulator.Opti
 		if active < int64(n) {
 			return nil, fmt.Errorf("%s: only %d of %d streams started within 60 s", label, active, n)
 		}
-		fmt.Fprintf(s.log, "  %s, %d streams: heap %d → %d KiB, RSS %d → %d KiB\n", label, n, idleHeap>>10, heap>>10, idleRSS>>10, rss>>10)
+		load := watch.cores()
+		s.kept(load)
+		fmt.Fprintf(s.log, "  %s, %d streams: heap %d → %d KiB, RSS %d → %d KiB (outside load %.2f cores)\n", label, n, idleHeap>>10, heap>>10, idleRSS>>10, rss>>10, load)
 		perHeap := float64(heap-idleHeap) / float64(n) / 1024
 		perRSS := float64(rss-idleRSS) / float64(n) / 1024
 		out = append(out,
