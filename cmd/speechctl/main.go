@@ -125,7 +125,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		creds = credentials.NewTLS(cfg)
 	}
 	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
+		// Fixed windows turn off gRPC's bandwidth estimation, which would
+		// otherwise ping the gateway at nearly every frame of real-time
+		// audio (BENCHMARKS.md); 1 MiB a stream is ample for audio.
+		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(16<<20))
 	if err != nil {
 		return usageError{err}
 	}
