@@ -13,9 +13,8 @@ import (
 // encoded into a buffer from gRPC's pool, which the transport returns once
 // the message is on the wire. gRPC's own codec pools only messages over
 // 1 KiB and gives smaller ones a new slice each; a real-time audio message
-// is 20 ms of audio (960 bytes at 24 kHz, 640 at 16 kHz), so that slice
-// was, at 50 messages a second a stream, most of the garbage a stream made.
-// Decoding is gRPC's.
+// is 20 ms of audio (960 bytes at 24 kHz, 640 at 16 kHz), so every stream
+// made 50 slices of garbage a second. Decoding is gRPC's.
 type pooledCodec struct {
 	encoding.CodecV2 // gRPC's, for Unmarshal and Name
 	pool             mem.BufferPool

@@ -240,9 +240,8 @@ func (s *SpeechStream) Next() ([]byte, error) { return s.NextInto(nil) }
 // room, and into a new slice when it has not. A caller that is done with
 // each piece of audio before it asks for the next, such as one that sends
 // it (gRPC has encoded a message when SendMsg returns), passes back what
-// the last call returned and allocates nothing per piece: at 50 frames a
-// second a stream, those allocations were most of the garbage a real-time
-// stream made.
+// the last call returned and allocates nothing per piece, where a new
+// slice for each made 50 slices of garbage a second a real-time stream.
 func (s *SpeechStream) NextInto(buf []byte) ([]byte, error) {
 	if s.err != nil {
 		return nil, s.err
