@@ -227,38 +227,54 @@ func fromQuery(q url.Values, m proto.Message) error {
 	return nil
 }
 
+// scalar parses a query parameter's value as fd's kind. Its error names the
+// kind and echoes the value bounded (strconv's would repeat it whole).
 func scalar(fd protoreflect.FieldDescriptor, s string) (protoreflect.Value, error) {
+	var v protoreflect.Value
+	var err error
 	switch fd.Kind() {
 	case protoreflect.StringKind:
 		return protoreflect.ValueOfString(s), nil
 	case protoreflect.BoolKind:
-		b, err := strconv.ParseBool(s)
-		return protoreflect.ValueOfBool(b), err
+		var b bool
+		b, err = strconv.ParseBool(s)
+		v = protoreflect.ValueOfBool(b)
 	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
-		n, err := strconv.ParseUint(s, 10, 32)
-		return protoreflect.ValueOfUint32(uint32(n)), err
+		var n uint64
+		n, err = strconv.ParseUint(s, 10, 32)
+		v = protoreflect.ValueOfUint32(uint32(n))
 	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
-		n, err := strconv.ParseInt(s, 10, 32)
-		return protoreflect.ValueOfInt32(int32(n)), err
+		var n int64
+		n, err = strconv.ParseInt(s, 10, 32)
+		v = protoreflect.ValueOfInt32(int32(n))
 	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		n, err := strconv.ParseUint(s, 10, 64)
-		return protoreflect.ValueOfUint64(n), err
+		var n uint64
+		n, err = strconv.ParseUint(s, 10, 64)
+		v = protoreflect.ValueOfUint64(n)
 	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
-		n, err := strconv.ParseInt(s, 10, 64)
-		return protoreflect.ValueOfInt64(n), err
+		var n int64
+		n, err = strconv.ParseInt(s, 10, 64)
+		v = protoreflect.ValueOfInt64(n)
 	case protoreflect.FloatKind:
-		f, err := strconv.ParseFloat(s, 32)
-		return protoreflect.ValueOfFloat32(float32(f)), err
+		var f float64
+		f, err = strconv.ParseFloat(s, 32)
+		v = protoreflect.ValueOfFloat32(float32(f))
 	case protoreflect.DoubleKind:
-		f, err := strconv.ParseFloat(s, 64)
-		return protoreflect.ValueOfFloat64(f), err
+		var f float64
+		f, err = strconv.ParseFloat(s, 64)
+		v = protoreflect.ValueOfFloat64(f)
 	case protoreflect.EnumKind:
 		if ev := fd.Enum().Values().ByName(protoreflect.Name(strings.ToUpper(s))); ev != nil {
 			return protoreflect.ValueOfEnum(ev.Number()), nil
 		}
 		return protoreflect.Value{}, fmt.Errorf("must be one of the %s values, got %s", fd.Enum().Name(), rpcerror.Quote(s))
+	default:
+		return protoreflect.Value{}, fmt.Errorf("cannot be set from a query")
 	}
-	return protoreflect.Value{}, fmt.Errorf("cannot be set from a query")
+	if err != nil {
+		return protoreflect.Value{}, fmt.Errorf("must be a %s, got %s", fd.Kind(), rpcerror.Quote(s))
+	}
+	return v, nil
 }
 
 func invalid(field, rule, description string) error {

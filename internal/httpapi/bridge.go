@@ -159,7 +159,7 @@ func uplink(ctx context.Context, ws *websocket.Conn, stream grpc.ClientStream, m
 		case typ == websocket.MessageText:
 			if err := protojson.Unmarshal(data, req); err != nil {
 				return invalid("frame", rpcerror.RuleBadFormat, "a text frame must be a "+string(req.ProtoReflect().Descriptor().Name())+
-					" in JSON, or \"end\": "+err.Error())
+					" in JSON, or \"end\": "+rpcerror.Quote(err.Error()))
 			}
 		default:
 			fd := req.ProtoReflect().Descriptor().Fields().ByName("audio")

@@ -146,6 +146,7 @@ func TestAudioErrors(t *testing.T) {
 		wantReason                     string
 		wantField                      string
 		wantRetryAfter                 string
+		maxBody                        int // bytes; 0: any
 	}{
 		{name: "no credentials", method: "POST", path: "/v1/speech:synthesize", body: `{"text": "hi", "voice_id": "avery"}`,
 			wantStatus: 401, wantReason: "MISSING_CREDENTIALS"},
@@ -159,6 +160,9 @@ func TestAudioErrors(t *testing.T) {
 			body: `{"text": "", "voice_id": "avery"}`, wantStatus: 400, wantReason: "INVALID_REQUEST", wantField: "text"},
 		{name: "a query parameter the request does not have", method: "GET", path: "/v1/speech:synthesize?text=hi&voice=avery",
 			auth: key, wantStatus: 400, wantField: "voice"},
+		{name: "a long value that is not a number, not echoed whole", method: "GET",
+			path: "/v1/speech:synthesize?text=hi&voice_id=avery&sample_rate_hz=" + strings.Repeat("x", 2000),
+			auth: key, wantStatus: 400, wantField: "sample_rate_hz", maxBody: 600},
 		{name: "a transcription with no audio", method: "POST", path: "/v1/speech:transcribe?language=en", auth: key,
 			wantStatus: 400, wantField: "audio"},
 	}
@@ -175,6 +179,9 @@ func TestAudioErrors(t *testing.T) {
 			}
 			if resp.StatusCode != tt.wantStatus || st.Message == "" || (tt.wantReason != "" && st.reason() != tt.wantReason) {
 				t.Errorf("%d, reason %q: %s; want %d, %s", resp.StatusCode, st.reason(), b, tt.wantStatus, tt.wantReason)
+			}
+			if tt.maxBody > 0 && len(b) > tt.maxBody {
+				t.Errorf("the answer is %d bytes, want at most %d: the caller's value repeated whole?\n%.300s", len(b), tt.maxBody, b)
 			}
 			if tt.wantField != "" && (len(st.fields()) == 0 || st.fields()[0] != tt.wantField) {
 				t.Errorf("field violations %v, want %s", st.fields(), tt.wantField)

@@ -42,8 +42,9 @@ type SpeechEvent struct {
 	// RequestID is Smallest's id of the synthesis the event belongs to; it
 	// changes when a new one starts.
 	RequestID string
-	// Audio is decoded PCM16 (the WebSocket produces nothing else); the
-	// caller owns it.
+	// Audio is decoded PCM16 (the WebSocket produces nothing else). It is
+	// valid until the next call to Next: each frame is decoded into the
+	// storage of the one before.
 	Audio []byte
 	// Word is set for a word timing.
 	Word *WordTiming
@@ -99,6 +100,8 @@ type SpeechSession struct {
 	// discarded counts the bytes of audio abandoned sockets had received
 	// and not yet given to Next.
 	discarded atomic.Int64
+	// audio is what events' audio is decoded into, by Next only.
+	audio []byte
 
 	mu        sync.Mutex // guards the fields below
 	conn      *ttsConn
@@ -360,6 +363,7 @@ func (s *SpeechSession) Reopen() error {
 }
 
 // Next returns the next event, and io.EOF after the complete that follows End.
+// The event's audio is valid until the next call (see SpeechEvent.Audio).
 func (s *SpeechSession) Next() (*SpeechEvent, error) {
 	for {
 		s.mu.Lock()
@@ -485,7 +489,10 @@ func (s *SpeechSession) abandoned(conn *ttsConn) bool {
 }
 
 func (s *SpeechSession) event(conn *ttsConn, raw []byte) (*SpeechEvent, error) {
-	f, err := s.call.readFrame(raw, nil, 0, "")
+	f, err := s.call.readFrame(raw, s.audio[:0], 0, "")
+	if f.audio != nil {
+		s.audio = f.audio
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conn != conn {
@@ -506,7 +513,10 @@ func (s *SpeechSession) event(conn *ttsConn, raw []byte) (*SpeechEvent, error) {
 		ev.Complete, ev.Completed = true, s.onComplete()
 	case f.status == "chunk":
 		s.progress()
-		ev.Audio, ev.Segment = f.audio, s.onAudio(f.requestID)
+		ev.Segment = s.onAudio(f.requestID)
+		if len(f.audio) > 0 {
+			ev.Audio = f.audio // left nil when the chunk carried none
+		}
 	default:
 		return nil, nil // a status this client does not know: newer than it
 	}

@@ -141,7 +141,9 @@ type turns struct {
 	g711       *audio.G711
 	formatSent bool
 	sequence   uint32
-	buf        []byte
+	// resampled and encoded hold a delta's audio in the caller's format
+	// until it is sent, which is before the next delta is read.
+	resampled, encoded []byte
 
 	current  string // the latest response; its audio is relayed
 	speaking string // the response whose audio started and is not done, if any
@@ -259,10 +261,12 @@ func (t *turns) audio(ev *smallest.ConversationEvent) *speechv1.ConverseResponse
 	case t.decimation == 1 && t.g711 == nil:
 		data = ev.Audio // Hydra's own format: the decoded delta is the message's
 	case t.g711 != nil:
-		t.buf = t.decimator.Process(t.buf[:0], ev.Audio)
-		data = t.g711.Encode(nil, t.buf)
+		t.resampled = t.decimator.Process(t.resampled[:0], ev.Audio)
+		t.encoded = t.g711.Encode(t.encoded[:0], t.resampled)
+		data = t.encoded
 	default:
-		data = t.decimator.Process(nil, ev.Audio)
+		t.resampled = t.decimator.Process(t.resampled[:0], ev.Audio)
+		data = t.resampled
 	}
 	if len(data) == 0 {
 		return nil

@@ -88,6 +88,7 @@ func (s *Synthesis) SynthesizeStream(stream textStream) error {
 	case speechv1.AudioEncoding_AUDIO_ENCODING_ALAW:
 		g711 = audio.NewG711(audio.ALaw)
 	}
+	var encoded []byte // the G.711 of each chunk, sent before the next is read
 	start := time.Now()
 	var firstByte time.Duration
 	var ids upstreamIDs
@@ -110,7 +111,8 @@ func (s *Synthesis) SynthesizeStream(stream textStream) error {
 			firstByte = max(time.Since(start), time.Nanosecond)
 		}
 		if ev.Audio != nil && g711 != nil {
-			ev.Audio = g711.Encode(make([]byte, 0, len(ev.Audio)/2+1), ev.Audio)
+			encoded = g711.Encode(encoded[:0], ev.Audio)
+			ev.Audio = encoded
 		}
 		if err := out.relayCurrent(ev, session.Epoch); err != nil {
 			return err
