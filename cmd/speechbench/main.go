@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -57,7 +58,11 @@ type settings struct {
 	cpuProfile     string
 	heapProfile    string
 	gatewayArgs    []string // added to every gateway's flags
-	log            io.Writer
+	// cacheMiss: the calls through the gateway leave cache_mode unset and
+	// each send a text no call sent before (see gatewayRequest).
+	cacheMiss bool
+	texts     *atomic.Int64 // the texts made new so far
+	log       io.Writer
 	// outside is the most outside load seen in a kept round of the
 	// current phase; -1 when the phase does not check.
 	outside float64
@@ -130,6 +135,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	sat := fs.String("saturation-levels", "256,512,768,1024,1280,1536,2048,2560", "real-time 24 kHz streams the saturation phase ramps through")
 	fs.DurationVar(&s.phaseTime, "phase-time", 10*time.Second, "how long each timed measurement runs")
 	fs.Int64Var(&s.uploadBytes, "upload-bytes", 250<<20, "size of the streamed upload")
+	cacheMode := fs.String("cache-mode", "bypass", "how the calls through the gateway meet its synthesis cache in the ttfa, throughput and saturation phases: bypass (CACHE_MODE_BYPASS, the same text each call) or miss (the default mode, a new text each call)")
 	fs.BoolVar(&s.quick, "quick", false, "small counts and short times: a smoke run, not a measurement")
 	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the gateway, taken during the throughput phase, to this file (and one per saturation level, to this file with .sat<streams> added)")
 	fs.StringVar(&s.heapProfile, "heapprofile", "", "write a heap profile of the gateway, taken at the memory phase's largest stream count, to this file")
@@ -158,6 +164,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if s.satLevels, err = ints(*sat); err != nil {
 		return fmt.Errorf("--saturation-levels: %w", err)
 	}
+	switch *cacheMode {
+	case "bypass":
+	case "miss":
+		s.cacheMiss, s.texts = true, new(atomic.Int64)
+	default:
+		return fmt.Errorf("--cache-mode: %q is neither bypass nor miss", *cacheMode)
+	}
 	s.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		s.phases[strings.TrimSpace(p)] = true
@@ -182,7 +195,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		CPUModel: cpuModel(), Date: time.Now().UTC().Format(time.RFC3339)},
 		Settings: map[string]any{"chunk_bytes": s.chunkBytes, "first_byte_delay_ms": s.firstByteDelay.Milliseconds(),
 			"concurrency": s.concurrency, "memory_streams": s.memoryStreams, "phase_time_s": s.phaseTime.Seconds(),
-			"upload_bytes": s.uploadBytes, "quick": s.quick}}
+			"upload_bytes": s.uploadBytes, "quick": s.quick, "cache_mode": *cacheMode}}
 	for _, ph := range []struct {
 		name string
 		run  func(context.Context, *settings) ([]*result, error)

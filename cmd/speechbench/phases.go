@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,22 @@ const benchKey = "sk_bench_key"
 // cache nor shared with an identical one in flight: the phases but cache
 // measure the gateway's path to Smallest, with the same text every call.
 const fresh = speechv1.CacheMode_CACHE_MODE_BYPASS
+
+// gatewayRequest returns the request of each call through the gateway in
+// the ttfa, throughput and saturation phases: req itself, which asks for
+// a fresh synthesis; or with --cache-mode=miss, req in the default mode
+// with a text no call sent before, of the same length (its audio is as
+// long), which is what a caller that leaves cache_mode unset pays for a
+// new text: a cache miss, stored as it streams.
+func (s *settings) gatewayRequest(req *speechv1.SynthesizeRequest) func() *speechv1.SynthesizeRequest {
+	if !s.cacheMiss {
+		return func() *speechv1.SynthesizeRequest { return req }
+	}
+	return func() *speechv1.SynthesizeRequest {
+		id := strconv.FormatInt(s.texts.Add(1), 36)
+		return &speechv1.SynthesizeRequest{Text: req.Text[:len(req.Text)-len(id)] + id, VoiceId: req.VoiceId, SampleRateHz: req.SampleRateHz}
+	}
+}
 
 // direct is the baseline: the gateway's own Smallest client, calling the
 // emulator with no gateway in between.
@@ -342,6 +359,7 @@ func ttfaAt(ctx context.Context, s *settings, c int) ([]*result, error) {
 
 	dreq := &smallest.SpeechRequest{Text: shortText, VoiceOptions: smallest.VoiceOptions{VoiceID: "avery", SampleRate: 24000}, OutputFormat: "pcm"}
 	greq := &speechv1.SynthesizeRequest{CacheMode: fresh, Text: shortText, VoiceId: "avery", SampleRateHz: 24000}
+	gatewayReq := s.gatewayRequest(greq)
 	sides := []struct {
 		name string
 		call func(ctx context.Context, first func(time.Duration)) error
@@ -352,7 +370,7 @@ func ttfaAt(ctx context.Context, s *settings, c int) ([]*result, error) {
 			return err
 		}},
 		{name: "gateway", call: func(ctx context.Context, first func(time.Duration)) error {
-			_, err := synthesizeGateway(ctx, gc.synth(), greq, first, nil)
+			_, err := synthesizeGateway(ctx, gc.synth(), gatewayReq(), first, nil)
 			return err
 		}},
 		{name: "floor", call: func(ctx context.Context, first func(time.Duration)) error {
@@ -536,10 +554,10 @@ func throughput(ctx context.Context, s *settings) ([]*result, error) {
 			count(int64(len(b)))
 		}
 	}
-	greq := &speechv1.SynthesizeRequest{CacheMode: fresh, Text: text, VoiceId: "avery", SampleRateHz: 24000}
+	gatewayReq := s.gatewayRequest(&speechv1.SynthesizeRequest{CacheMode: fresh, Text: text, VoiceId: "avery", SampleRateHz: 24000})
 	gatewayCall := func(ctx context.Context, count func(int64)) error {
 		var last int64
-		_, err := synthesizeGateway(ctx, gc.synth(), greq, nil, func(n int64) { count(n - last); last = n })
+		_, err := synthesizeGateway(ctx, gc.synth(), gatewayReq(), nil, func(n int64) { count(n - last); last = n })
 		return err
 	}
 	profiled := make(chan error, 1)

@@ -36,7 +36,7 @@ func saturation(ctx context.Context, s *settings) ([]*result, error) {
 	}
 	defer r.Close()
 	dreq := &smallest.SpeechRequest{Text: shortText, VoiceOptions: smallest.VoiceOptions{VoiceID: "avery", SampleRate: 24000}, OutputFormat: "pcm"}
-	greq := &speechv1.SynthesizeRequest{CacheMode: fresh, Text: shortText, VoiceId: "avery", SampleRateHz: 24000}
+	gatewayReq := s.gatewayRequest(&speechv1.SynthesizeRequest{CacheMode: fresh, Text: shortText, VoiceId: "avery", SampleRateHz: 24000})
 	sides := []struct {
 		name      string
 		call      func(ctx context.Context, first func(time.Duration)) error
@@ -52,7 +52,7 @@ func saturation(ctx context.Context, s *settings) ([]*result, error) {
 			return err
 		}},
 		{name: "gateway", call: func(ctx context.Context, first func(time.Duration)) error {
-			_, err := synthesizeGateway(ctx, r.gc.synth(), greq, first, nil)
+			_, err := synthesizeGateway(ctx, r.gc.synth(), gatewayReq(), first, nil)
 			return err
 		}},
 	}
