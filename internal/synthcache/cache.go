@@ -98,7 +98,7 @@ type Cache struct {
 	mu      sync.Mutex
 	flights map[Key]*flight
 	closed  bool
-	work    sync.WaitGroup // flights' goroutines and Redis writes
+	work    sync.WaitGroup // flights, and Redis writes
 }
 
 // New returns a Cache for cfg.
@@ -125,10 +125,14 @@ func New(cfg Config) (*Cache, error) {
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	c.closed = true
+	flights := make([]*flight, 0, len(c.flights))
 	for _, f := range c.flights {
-		f.cancel()
+		flights = append(flights, f)
 	}
 	c.mu.Unlock()
+	for _, f := range flights {
+		f.halt()
+	}
 	c.work.Wait()
 	if c.redis != nil {
 		return c.redis.close()
@@ -206,7 +210,7 @@ func (c *Cache) Open(ctx context.Context, r Request, open func(context.Context) 
 		cursor, _ = f.join()
 		c.flights[k] = f
 		c.work.Add(1)
-		go c.run(f, open)
+		go c.start(f, open)
 	}
 	c.mu.Unlock()
 	outcome := Joined

@@ -22,6 +22,15 @@ const window = 32
 // flight is one upstream synthesis that every identical request arriving
 // while it runs reads.
 //
+// Its readers read the upstream themselves: a reader that needs audio not
+// yet received reads the next piece from Smallest, keeps it for the
+// others, and takes it; the others wait for it. A flight with one reader,
+// the usual case, reads the upstream in that caller's goroutine, as an
+// uncached call does: a goroutine of the flight's own, handing each piece
+// over, cost a tenth more CPU per real-time stream. Only the upstream
+// request is made in a goroutine of its own, so that a caller who leaves
+// while it waits (for the account's budget, say) is not held.
+//
 // What it receives is written into a pending entry of the in-process tier,
 // within its budget, and kept there for joiners and for the cache. When the
 // tier has no room (or keeps nothing), the flight keeps only what its
@@ -29,6 +38,7 @@ const window = 32
 // the beginning), and reads the upstream no faster than its slowest reader:
 // memory stays flat however many syntheses run.
 type flight struct {
+	c      *Cache
 	key    Key
 	ctx    context.Context // the upstream call's: it outlives the leader's caller
 	cancel context.CancelFunc
@@ -38,6 +48,7 @@ type flight struct {
 	ready     chan struct{} // closed once Smallest accepted or refused it
 	acceptErr error
 	stream    *smallest.SpeechStream // set before ready closes, when accepted
+	shared    *writer                // the Redis tier's, when there is one; set before ready closes
 	firstByte atomic.Int64
 
 	mu       sync.Mutex
@@ -46,20 +57,24 @@ type flight struct {
 	size     int
 	storing  bool // every chunk so far is in the entry
 	joinable bool // nothing has been dropped: a joiner gets it all
-	done     bool
+	opened   bool // the upstream request has been answered
+	pumping  bool // a reader is reading the upstream
+	done     bool // the synthesis has ended, as err says
 	err      error
-	changed  chan struct{} // closed and replaced at each chunk and at the end
-	consumed chan struct{} // closed and replaced when a reader moves on or leaves
+	live     int // readers whose callers have not gone
 	cursors  map[*int]struct{}
+	changed  chan struct{} // closed and replaced, when waiting, at each change a reader may wait for
+	waiting  bool          // a reader waits on changed
+	buf      []byte        // what the reading reader decodes into (see pump)
 }
 
 // newFlight starts a flight. The upstream call keeps ctx's values (the
 // trace, the request id) but not its cancellation: it ends when its last
-// reader leaves.
+// reader's caller has gone.
 func (c *Cache) newFlight(ctx context.Context, k Key) *flight {
 	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	f := &flight{key: k, ctx: fctx, cancel: cancel, mem: c.mem, entry: c.mem.pending(k), ready: make(chan struct{}),
-		changed: make(chan struct{}), consumed: make(chan struct{}), cursors: map[*int]struct{}{}, joinable: true}
+	f := &flight{c: c, key: k, ctx: fctx, cancel: cancel, mem: c.mem, entry: c.mem.pending(k), ready: make(chan struct{}),
+		changed: make(chan struct{}), cursors: map[*int]struct{}{}, joinable: true}
 	f.storing = f.entry != nil
 	return f
 }
@@ -75,35 +90,61 @@ func (f *flight) join() (*int, bool) {
 	}
 	cursor := new(int)
 	f.cursors[cursor] = struct{}{}
+	f.live++
 	if f.entry != nil {
 		f.mem.retain(f.entry) // its blocks stay until this reader is done
 	}
 	return cursor, true
 }
 
-// leave removes a reader; the last one cancels an unfinished upstream call.
-func (f *flight) leave(cursor *int) {
+// leave removes a reader. stop is the reader's watch on its caller (see
+// reader): true when it had not fired, and the caller had not gone.
+func (f *flight) leave(cursor *int, stop func() bool) {
+	live := stop()
 	f.mu.Lock()
 	delete(f.cursors, cursor)
-	last := len(f.cursors) == 0 && !f.done
-	if last {
-		// Its upstream call is about to be cancelled: a request that finds
-		// it before it is forgotten must lead a flight of its own, not join
-		// one that will fail.
-		f.joinable = false
+	if live {
+		f.live--
 	}
+	last := f.lastGoneLocked()
 	f.trimLocked()
 	f.mu.Unlock()
 	if f.entry != nil {
 		f.mem.release(f.entry)
 	}
 	if last {
-		f.cancel()
+		f.halt()
 	}
 }
 
+// callerGone is a reader's caller going (its context done): when it was
+// the last, the upstream call stops at once, even while a reader waits
+// for Smallest inside it.
+func (f *flight) callerGone() {
+	f.mu.Lock()
+	f.live--
+	last := f.lastGoneLocked()
+	f.mu.Unlock()
+	if last {
+		f.halt()
+	}
+}
+
+// lastGoneLocked reports whether no reader's caller is left while the
+// synthesis goes on, and closes the flight to joiners if so: a request
+// that finds it before it is forgotten must lead a flight of its own, not
+// join one about to be cancelled. f.mu is held.
+func (f *flight) lastGoneLocked() bool {
+	if f.live > 0 || f.done {
+		return false
+	}
+	f.joinable = false
+	return true
+}
+
 // trimLocked drops what every reader has read, once the flight no longer
-// stores its audio. f.mu is held.
+// stores its audio, and wakes a reader waiting for the window to move.
+// f.mu is held.
 func (f *flight) trimLocked() {
 	if f.storing {
 		return
@@ -118,71 +159,99 @@ func (f *flight) trimLocked() {
 		f.base = low
 		f.joinable = false
 	}
-	close(f.consumed)
-	f.consumed = make(chan struct{})
+	f.signalLocked()
 }
 
-// run makes the upstream call and keeps what it sends; when it ends OK the
-// stored audio is committed, before the flight is forgotten, so that a
-// request arriving meanwhile finds one or the other.
-func (c *Cache) run(f *flight, open func(context.Context) (*smallest.SpeechStream, error)) {
-	defer c.work.Done()
-	defer f.cancel()
-	if f.entry != nil {
-		defer c.mem.release(f.entry) // the flight's own hold
+// signalLocked wakes the readers waiting for a change. A channel is
+// replaced only when one waits, so that a lone reader allocates nothing
+// per piece. f.mu is held.
+func (f *flight) signalLocked() {
+	if f.waiting {
+		close(f.changed)
+		f.changed = make(chan struct{})
+		f.waiting = false
 	}
+}
+
+// start makes the upstream request. A refusal ends the flight; an
+// acceptance leaves it to its readers, who read the stream.
+func (c *Cache) start(f *flight, open func(context.Context) (*smallest.SpeechStream, error)) {
 	st, err := open(f.ctx)
+	if err == nil && c.redis != nil {
+		f.shared = c.redis.writer(f.ctx, f.key, c.maxEntry)
+	}
+	f.mu.Lock()
+	f.stream, f.acceptErr, f.opened = st, err, true
+	f.mu.Unlock()
+	close(f.ready)
 	if err != nil {
-		f.acceptErr = err
-		close(f.ready)
 		c.forget(f)
-		f.finish(err)
+		f.end(err)
 		return
 	}
-	f.stream = st
-	close(f.ready)
-	defer st.Close()
-	var shared *writer
-	if c.redis != nil {
-		shared = c.redis.writer(f.ctx, f.key, c.maxEntry)
+	if f.ctx.Err() != nil {
+		f.halt() // every caller left while Smallest answered
 	}
-	var buf []byte // what add copies each piece from
-	for {
-		if !f.wait() {
-			c.forget(f)
-			f.finish(context.Cause(f.ctx))
-			return
-		}
-		b, err := st.NextInto(buf)
-		if b != nil {
-			buf = b
-		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			c.forget(f)
-			f.finish(err)
-			return
-		}
+}
+
+// halt cancels the upstream call, and ends the flight unless a reader is
+// in the stream, who then sees the cancellation and ends it, or the
+// request is still being made, which start ends.
+func (f *flight) halt() {
+	f.cancel()
+	f.mu.Lock()
+	f.joinable = false
+	// Ended under the same lock that saw no reader in the stream: none can
+	// enter it after.
+	now := f.opened && !f.pumping && f.finishLocked(context.Cause(f.ctx))
+	f.mu.Unlock()
+	if now {
+		f.c.forget(f)
+		f.release()
+	}
+}
+
+// pump reads the next piece from the upstream for every reader; the
+// calling reader holds f.pumping, which it gives back here. The piece is
+// decoded into the previous one's storage (f.buf, the pump's alone), and
+// kept as add says. The end of the stream ends the flight: an OK end commits
+// the stored audio before the flight is forgotten, so that a request
+// arriving meanwhile finds one or the other.
+func (f *flight) pump() {
+	b, err := f.stream.NextInto(f.buf)
+	if b != nil {
+		f.buf = b
+	}
+	c := f.c
+	switch {
+	case err == nil:
 		if f.firstByte.Load() == 0 {
-			f.firstByte.Store(int64(st.FirstByte()))
+			f.firstByte.Store(int64(f.stream.FirstByte()))
+		}
+		if f.shared != nil {
+			f.shared.add(b)
 		}
 		f.add(b)
-		if shared != nil {
-			shared.add(b)
+	case errors.Is(err, io.EOF):
+		m := meta{RequestID: f.stream.RequestID, SessionID: f.stream.SessionID, SampleRate: f.stream.SampleRate}
+		if f.entry != nil && f.storingNow() {
+			c.mem.commit(f.entry, m)
 		}
-	}
-	m := meta{RequestID: st.RequestID, SessionID: st.SessionID, SampleRate: st.SampleRate}
-	if f.entry != nil && f.storingNow() {
-		c.mem.commit(f.entry, m)
-	}
-	c.usage()
-	c.forget(f)
-	f.finish(nil)
-	if shared != nil {
-		// The meta, which makes it readable, once the readers have their end.
-		shared.commit(m)
+		c.usage()
+		c.forget(f)
+		if f.shared != nil {
+			// The meta, which makes it readable, written while the readers
+			// get their end: not in the way of this reader's.
+			c.work.Add(1)
+			go func() {
+				defer c.work.Done()
+				f.shared.commit(m)
+			}()
+		}
+		f.end(nil)
+	default:
+		c.forget(f)
+		f.end(err)
 	}
 }
 
@@ -192,48 +261,36 @@ func (f *flight) storingNow() bool {
 	return f.storing
 }
 
-// wait holds the upstream read back while the flight, not storing, holds
-// a window's worth its readers have not read. It reports false when the
-// upstream call has been cancelled.
-func (f *flight) wait() bool {
-	for {
-		f.mu.Lock()
-		full := !f.storing && len(f.chunks) >= window && len(f.cursors) > 0
-		consumed := f.consumed
-		f.mu.Unlock()
-		if !full {
-			return f.ctx.Err() == nil
-		}
-		select {
-		case <-consumed:
-		case <-f.ctx.Done():
-			return false
-		}
-	}
-}
-
-// add keeps a copy of a chunk: in the pending entry while it has room,
-// else on the heap (b's storage is reused for the next piece).
+// add keeps a chunk for the readers, and gives the stream back to them.
+// b's storage is the next piece's (see pump), so the chunk is copied: into
+// the pending entry while it has room, else onto the heap, unless the
+// reader reading the upstream is the only one. That one takes it before it
+// reads the next, and, what was read being dropped, nobody can join to
+// read it later: a lone caller of a synthesis too long to store copies
+// nothing, as with no cache.
 func (f *flight) add(b []byte) {
-	var stored []byte
+	var kept []byte
 	if f.entry != nil && f.storingNow() {
-		if stored = f.mem.write(f.entry, b); stored == nil {
+		if kept = f.mem.write(f.entry, b); kept == nil {
 			f.mu.Lock()
 			f.storing = false
 			f.mu.Unlock()
 		}
 	}
-	if stored == nil {
-		stored = bytes.Clone(b)
-	}
-	b = stored
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.chunks = append(f.chunks, b)
-	f.size += len(b)
+	switch {
+	case kept != nil:
+	case len(f.cursors) == 1:
+		kept, f.joinable = b, false
+	default:
+		kept = bytes.Clone(b)
+	}
+	f.chunks = append(f.chunks, kept)
+	f.size += len(kept)
+	f.pumping = false
 	f.trimLocked()
-	close(f.changed)
-	f.changed = make(chan struct{})
+	f.signalLocked()
 }
 
 // forget takes the flight out of the map, so that new requests no longer
@@ -246,59 +303,108 @@ func (c *Cache) forget(f *flight) {
 	}
 }
 
-func (f *flight) finish(err error) {
+// end ends the synthesis with err (nil: complete) for every reader, and
+// lets go of what the flight holds. Only the first end counts: from the
+// reader that met the stream's end, from start, or from halt, none of which
+// runs while a reader is in the stream.
+func (f *flight) end(err error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.done, f.err = true, err
-	close(f.changed)
-	f.changed = make(chan struct{})
+	first := f.finishLocked(err)
+	f.mu.Unlock()
+	if first {
+		f.release()
+	}
+}
+
+// finishLocked marks the synthesis ended with err and wakes the readers;
+// false when it had ended already. f.mu is held.
+func (f *flight) finishLocked(err error) bool {
+	if f.done {
+		return false
+	}
+	f.done, f.err, f.pumping = true, err, false
+	f.signalLocked()
+	return true
+}
+
+// release lets go of what an ended flight holds: its upstream call, its
+// hold on the pending entry, and its place in c.work.
+func (f *flight) release() {
+	f.cancel()
+	if f.stream != nil {
+		f.stream.Close()
+	}
+	if f.entry != nil {
+		f.mem.release(f.entry) // the flight's own hold
+	}
+	f.c.work.Done()
 }
 
 // reader waits until the upstream has accepted the flight (or ctx ends),
 // and returns a stream that reads it from its start.
 func (f *flight) reader(ctx context.Context, cursor *int, o Outcome) (*Stream, error) {
+	stop := context.AfterFunc(ctx, f.callerGone)
 	select {
 	case <-f.ready:
 	case <-ctx.Done():
-		f.leave(cursor)
+		f.leave(cursor, stop)
 		return nil, context.Cause(ctx)
 	}
 	if f.acceptErr != nil {
-		f.leave(cursor)
+		f.leave(cursor, stop)
 		return nil, f.acceptErr
 	}
 	s := &Stream{RequestID: f.stream.RequestID, SessionID: f.stream.SessionID, ContentExpiry: f.stream.ContentExpiry, Outcome: o,
 		SampleRate: f.stream.SampleRate,
-		firstByte:  func() time.Duration { return time.Duration(f.firstByte.Load()) }, close: func() { f.leave(cursor) }}
+		firstByte:  func() time.Duration { return time.Duration(f.firstByte.Load()) }, close: func() { f.leave(cursor, stop) }}
 	if o == Miss {
 		s.Attempts, s.Waited = f.stream.Attempts, f.stream.Waited
 	}
-	s.next = func() ([]byte, error) {
-		for {
-			f.mu.Lock()
-			if i := *cursor - f.base; i < len(f.chunks) {
-				b := f.chunks[i]
-				*cursor++
-				f.trimLocked()
-				f.mu.Unlock()
-				return b, nil
-			}
-			if f.done {
-				err := f.err
-				f.mu.Unlock()
-				if err == nil {
-					err = io.EOF
-				}
-				return nil, err
-			}
-			changed := f.changed
+	s.next = func() ([]byte, error) { return f.next(ctx, cursor) }
+	return s, nil
+}
+
+// next returns the reader's next chunk: one already kept, or else the
+// next from the upstream, which this reader reads unless another is
+// reading it or the window is full.
+func (f *flight) next(ctx context.Context, cursor *int) ([]byte, error) {
+	for {
+		f.mu.Lock()
+		if i := *cursor - f.base; i < len(f.chunks) {
+			b := f.chunks[i]
+			*cursor++
+			f.trimLocked()
 			f.mu.Unlock()
-			select {
-			case <-changed:
-			case <-ctx.Done():
-				return nil, context.Cause(ctx)
+			return b, nil
+		}
+		if f.done {
+			err := f.err
+			f.mu.Unlock()
+			if err == nil {
+				err = io.EOF
 			}
+			return nil, err
+		}
+		if err := ctx.Err(); err != nil {
+			f.mu.Unlock()
+			return nil, context.Cause(ctx)
+		}
+		// Not storing, the flight holds at most a window its slowest
+		// reader has not read; beyond it TCP holds the rest back.
+		full := !f.storing && len(f.chunks) >= window
+		if !f.pumping && !full {
+			f.pumping = true
+			f.mu.Unlock()
+			f.pump()
+			continue
+		}
+		changed := f.changed
+		f.waiting = true
+		f.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
 		}
 	}
-	return s, nil
 }

@@ -206,8 +206,10 @@ func (w *writer) flush() {
 }
 
 // commit writes the last value and the meta, and keeps the tier within
-// its budget.
+// its budget. It runs after the synthesis's call has ended, whose context
+// is then cancelled: these writes are the entry's, so they outlive it.
 func (w *writer) commit(m meta) {
+	w.ctx = context.WithoutCancel(w.ctx)
 	w.flush()
 	if w.failed || w.values == 0 {
 		return

@@ -313,6 +313,69 @@ func TestTheUpstreamCallOutlivesItsLeader(t *testing.T) {
 	}
 }
 
+// TestACallerWaitingForSmallestIsNotHeld: a flight's readers read the
+// upstream themselves, each in its caller's goroutine. A reader waiting
+// there for a frame is released at once when its caller goes, and the
+// upstream call is cancelled, when no other caller reads it; when one
+// does, that one still gets all of the audio.
+func TestACallerWaitingForSmallestIsNotHeld(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		joiner bool
+	}{{"alone", false}, {"with a joiner", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			up := &standIn{frames: 3, gap: 400 * time.Millisecond}
+			g := newRig(t, up, synthcache.Config{Bytes: 8 << 20})
+			open := func(ctx context.Context) (*smallest.SpeechStream, error) {
+				return g.client.StreamSpeech(ctx, request("Slow.").Speech)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			s, err := g.cache.Open(ctx, request("Slow."), open)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			joined := make(chan error, 1)
+			if tt.joiner {
+				go func() {
+					got, o, err := g.read(t.Context(), request("Slow."))
+					if err == nil && (o != synthcache.Joined || !bytes.Equal(got, up.expected("Slow."))) {
+						err = fmt.Errorf("%q, %d bytes: not the whole synthesis", o, len(got))
+					}
+					joined <- err
+				}()
+			}
+			time.AfterFunc(100*time.Millisecond, cancel) // while Next waits for the first frame
+			start := time.Now()
+			if _, err := s.Next(); err == nil && !tt.joiner {
+				t.Fatal("Next returned audio after its caller left")
+			}
+			if !tt.joiner {
+				if waited := time.Since(start); waited > 300*time.Millisecond {
+					t.Errorf("Next returned %v after its caller left; the frame was due at 400ms", waited-100*time.Millisecond)
+				}
+				deadline := time.Now().Add(5 * time.Second)
+				for up.cancelled.Load() == 0 {
+					if time.Now().After(deadline) {
+						t.Fatal("the upstream call went on with nobody reading it")
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				return
+			}
+			s.Close()
+			if err := <-joined; err != nil {
+				t.Errorf("the joiner: %v", err)
+			}
+			if up.cancelled.Load() != 0 || up.calls.Load() != 1 {
+				t.Errorf("%d calls, %d cancelled; want one call, read to its end", up.calls.Load(), up.cancelled.Load())
+			}
+		})
+	}
+}
+
 // TestAFailureReachesEveryReader: every reader of a synthesis that fails
 // gets the failure, and nothing is stored.
 func TestAFailureReachesEveryReader(t *testing.T) {
