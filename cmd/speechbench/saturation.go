@@ -65,34 +65,51 @@ func saturation(ctx context.Context, s *settings) ([]*result, error) {
 			if sides[i].saturated != 0 {
 				continue
 			}
-			var got []time.Duration
-			var use cpuShares
-			for attempt := 0; ; attempt++ {
-				watch := watchNeighbours(r.emu.cmd.Process.Pid, r.gw.cmd.Process.Pid)
-				profiled := make(chan error, 1)
-				if s.cpuProfile != "" && sides[i].name == "gateway" {
-					go func() { profiled <- r.gw.profile(fmt.Sprintf("%s.sat%d", s.cpuProfile, c), callAudio) }()
-				} else {
-					profiled <- nil
+			// measure runs the level on this side, again when processes
+			// outside the rig took more than their share (twice at most).
+			measure := func() ([]time.Duration, cpuShares, error) {
+				for attempt := 0; ; attempt++ {
+					watch := watchNeighbours(r.emu.cmd.Process.Pid, r.gw.cmd.Process.Pid)
+					profiled := make(chan error, 1)
+					if s.cpuProfile != "" && sides[i].name == "gateway" {
+						go func() { profiled <- r.gw.profile(fmt.Sprintf("%s.sat%d", s.cpuProfile, c), callAudio) }()
+					} else {
+						profiled <- nil
+					}
+					got, err := sampleTTFA(ctx, c, 2*c, callAudio, 4*callAudio, sides[i].call)
+					use := watch.shares()
+					if perr := <-profiled; err == nil && perr != nil {
+						err = fmt.Errorf("profile: %w", perr)
+					}
+					if err != nil {
+						return nil, use, fmt.Errorf("%s at %d streams: %w", sides[i].name, c, err)
+					}
+					if use.outside > maxNeighbourCores && attempt < 2 {
+						fmt.Fprintf(s.log, "  a %s level ran while %.2f cores went to processes outside the rig: run again\n", sides[i].name, use.outside)
+						continue
+					}
+					s.kept(use.outside)
+					p99 := time.Duration(percentile(got, 99) * float64(time.Millisecond))
+					fmt.Fprintf(s.log, "  %s, %d real-time streams: TTFA p50 %v p99 %v over %d calls; cores used: gateway %.2f, emulator %.2f, bench %.2f, interrupts %.2f, outside %.2f, idle %.2f\n",
+						sides[i].name, c, time.Duration(percentile(got, 50)*float64(time.Millisecond)).Round(10*time.Microsecond), p99.Round(10*time.Microsecond), len(got), use.rig[1], use.rig[0], use.rig[2], use.irq, use.outside, use.idle)
+					return got, use, nil
 				}
-				got, err = sampleTTFA(ctx, c, 2*c, callAudio, 4*callAudio, sides[i].call)
-				use = watch.shares()
-				if perr := <-profiled; err == nil && perr != nil {
-					err = fmt.Errorf("profile: %w", perr)
-				}
-				if err != nil {
-					return nil, fmt.Errorf("%s at %d streams: %w", sides[i].name, c, err)
-				}
-				if use.outside > maxNeighbourCores && attempt < 2 {
-					fmt.Fprintf(s.log, "  a %s level ran while %.2f cores went to processes outside the rig: run again\n", sides[i].name, use.outside)
-					continue
-				}
-				s.kept(use.outside)
-				break
+			}
+			got, use, err := measure()
+			if err != nil {
+				return nil, err
 			}
 			p99 := time.Duration(percentile(got, 99) * float64(time.Millisecond))
-			fmt.Fprintf(s.log, "  %s, %d real-time streams: TTFA p50 %v p99 %v over %d calls; cores used: gateway %.2f, emulator %.2f, bench %.2f, interrupts %.2f, outside %.2f, idle %.2f\n",
-				sides[i].name, c, time.Duration(percentile(got, 50)*float64(time.Millisecond)).Round(10*time.Microsecond), p99.Round(10*time.Microsecond), len(got), use.rig[1], use.rig[0], use.rig[2], use.irq, use.outside, use.idle)
+			if p99 > saturationP99 {
+				// One stall of the shared VM once put a side "past" the limit
+				// with its p50 under a millisecond and most of a core idle: a
+				// level counts as passed only when it passes twice.
+				fmt.Fprintf(s.log, "  %s passed %v at %d streams: the level runs again, to confirm\n", sides[i].name, saturationP99, c)
+				if got, use, err = measure(); err != nil {
+					return nil, err
+				}
+				p99 = time.Duration(percentile(got, 99) * float64(time.Millisecond))
+			}
 			sides[i].worst = fmt.Sprintf("%v at %d", p99.Round(100*time.Microsecond), c)
 			sides[i].cores[c] = use.rig[2]
 			if sides[i].name == "gateway" {
