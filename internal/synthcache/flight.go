@@ -9,6 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
+	"github.com/speechgate/speechgate/internal/rpcerror"
 	"github.com/speechgate/speechgate/internal/smallest"
 )
 
@@ -218,7 +221,18 @@ func (f *flight) halt() {
 // the stored audio before the flight is forgotten, so that a request
 // arriving meanwhile finds one or the other.
 func (f *flight) pump() {
+	pumped := false
+	defer func() {
+		if !pumped {
+			// A panic, which the caller's handler recovers from: the other
+			// readers, and the cache's Close, must not wait for a piece
+			// that will never come.
+			f.c.forget(f)
+			f.end(errPumpPanicked)
+		}
+	}()
 	b, err := f.stream.NextInto(f.buf)
+	pumped = true
 	if b != nil {
 		f.buf = b
 	}
@@ -254,6 +268,11 @@ func (f *flight) pump() {
 		f.end(err)
 	}
 }
+
+// errPumpPanicked is what the other readers of a flight get when reading
+// its stream panicked.
+var errPumpPanicked = rpcerror.New(codes.Internal, "the synthesis failed unexpectedly; the gateway's log has the details",
+	rpcerror.ReasonInternal, nil)
 
 func (f *flight) storingNow() bool {
 	f.mu.Lock()

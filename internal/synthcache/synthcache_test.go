@@ -376,6 +376,100 @@ func TestACallerWaitingForSmallestIsNotHeld(t *testing.T) {
 	}
 }
 
+// panickyBody is a response body whose first read says so (reading),
+// waits for release, then panics, as a bug in reading the stream would.
+type panickyBody struct {
+	io.ReadCloser
+	reading, release chan struct{}
+}
+
+func (b panickyBody) Read([]byte) (int, error) {
+	close(b.reading)
+	<-b.release
+	panic("a bug in reading the stream")
+}
+
+type panickyTransport struct {
+	base             http.RoundTripper
+	reading, release chan struct{}
+}
+
+func (t panickyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(r)
+	if err == nil {
+		resp.Body = panickyBody{ReadCloser: resp.Body, reading: t.reading, release: t.release}
+	}
+	return resp, err
+}
+
+// TestAPanicReadingTheStreamEndsTheFlight: a reader whose read of the
+// stream panics (its handler recovers) leaves no reader waiting for a
+// piece that will never come, and the cache still closes.
+func TestAPanicReadingTheStreamEndsTheFlight(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(&standIn{frames: 3})
+	t.Cleanup(srv.Close)
+	reading, release := make(chan struct{}), make(chan struct{})
+	client, err := smallest.New(smallest.Config{BaseURL: srv.URL,
+		HTTPClient: &http.Client{Transport: panickyTransport{base: srv.Client().Transport, reading: reading, release: release}},
+		Credential: func(context.Context) string { return "sk_test_key" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.Close)
+	cache, err := synthcache.New(synthcache.Config{Bytes: 8 << 20, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(ctx context.Context) (*smallest.SpeechStream, error) {
+		return client.StreamSpeech(ctx, request("Oops.").Speech)
+	}
+	leader, err := cache.Open(t.Context(), request("Oops."), open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	panicked := make(chan any, 1)
+	go func() {
+		defer func() { panicked <- recover() }()
+		leader.Next() // reads the stream, and panics once released
+	}()
+	joiner, err := cache.Open(t.Context(), request("Oops."), open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if joiner.Outcome != synthcache.Joined {
+		t.Fatalf("the second request: %q, want joined", joiner.Outcome)
+	}
+	<-reading // the leader is in the stream: the joiner waits for its piece
+	got := make(chan error, 1)
+	go func() {
+		_, err := joiner.Next()
+		got <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	if p := <-panicked; p == nil {
+		t.Fatal("reading the stream did not panic")
+	}
+	select {
+	case err := <-got:
+		if status.Code(err) != codes.Internal {
+			t.Errorf("the joiner got %v; want INTERNAL", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the joiner still waits for a piece after the read panicked")
+	}
+	leader.Close()
+	joiner.Close()
+	closed := make(chan error, 1)
+	go func() { closed <- cache.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the cache did not close: the flight was never ended")
+	}
+}
+
 // TestAFailureReachesEveryReader: every reader of a synthesis that fails
 // gets the failure, and nothing is stored.
 func TestAFailureReachesEveryReader(t *testing.T) {
