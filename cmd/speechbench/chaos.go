@@ -79,7 +79,8 @@ func chaos(ctx context.Context, s *settings) ([]*result, error) {
 
 	text := strings.Repeat("a", seconds)
 	want := int64(seconds * 8000)
-	req := &speechv1.SynthesizeRequest{CacheMode: fresh, Text: text, VoiceId: "avery", SampleRateHz: 8000, Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW}
+	gatewayReq := s.gatewayRequest(&speechv1.SynthesizeRequest{CacheMode: fresh, Text: text, VoiceId: "avery", SampleRateHz: 8000,
+		Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW})
 	tally := &chaosTally{codes: map[string]int{}}
 	rctx, cancel := context.WithCancel(ctx)
 	deadline := time.Now().Add(runFor)
@@ -95,7 +96,7 @@ func chaos(ctx context.Context, s *settings) ([]*result, error) {
 					fault = chaosFaults[rand.IntN(len(chaosFaults))]
 				}
 				active.Add(1)
-				n, seqOK, err := checkedSynthesis(rctx, gc.synth(), req, fault)
+				n, seqOK, err := checkedSynthesis(rctx, gc.synth(), gatewayReq(), fault)
 				active.Add(-1)
 				if rctx.Err() != nil {
 					return

@@ -135,7 +135,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	sat := fs.String("saturation-levels", "256,512,768,1024,1280,1536,2048,2560", "real-time 24 kHz streams the saturation phase ramps through")
 	fs.DurationVar(&s.phaseTime, "phase-time", 10*time.Second, "how long each timed measurement runs")
 	fs.Int64Var(&s.uploadBytes, "upload-bytes", 250<<20, "size of the streamed upload")
-	cacheMode := fs.String("cache-mode", "bypass", "how the calls through the gateway meet its synthesis cache in the ttfa, throughput and saturation phases: bypass (CACHE_MODE_BYPASS, the same text each call) or miss (the default mode, a new text each call)")
+	cacheMode := fs.String("cache-mode", "bypass", "how the calls through the gateway meet its synthesis cache in the ttfa, throughput, saturation and chaos phases: bypass (CACHE_MODE_BYPASS, the same text each call) or miss (the default mode, a new text each call)")
 	fs.BoolVar(&s.quick, "quick", false, "small counts and short times: a smoke run, not a measurement")
 	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the gateway, taken during the throughput phase, to this file (and one per saturation level, to this file with .sat<streams> added)")
 	fs.StringVar(&s.heapProfile, "heapprofile", "", "write a heap profile of the gateway, taken at the memory phase's largest stream count, to this file")

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/audio"
@@ -35,7 +36,7 @@ const benchKey = "sk_bench_key"
 const fresh = speechv1.CacheMode_CACHE_MODE_BYPASS
 
 // gatewayRequest returns the request of each call through the gateway in
-// the ttfa, throughput and saturation phases: req itself, which asks for
+// the ttfa, throughput, saturation and chaos phases: req itself, which asks for
 // a fresh synthesis; or with --cache-mode=miss, req in the default mode
 // with a text no call sent before, of the same length (its audio is as
 // long), which is what a caller that leaves cache_mode unset pays for a
@@ -46,7 +47,9 @@ func (s *settings) gatewayRequest(req *speechv1.SynthesizeRequest) func() *speec
 	}
 	return func() *speechv1.SynthesizeRequest {
 		id := strconv.FormatInt(s.texts.Add(1), 36)
-		return &speechv1.SynthesizeRequest{Text: req.Text[:len(req.Text)-len(id)] + id, VoiceId: req.VoiceId, SampleRateHz: req.SampleRateHz}
+		r := proto.Clone(req).(*speechv1.SynthesizeRequest)
+		r.CacheMode, r.Text = speechv1.CacheMode_CACHE_MODE_UNSPECIFIED, req.Text[:len(req.Text)-len(id)]+id
+		return r
 	}
 }
 
