@@ -56,8 +56,12 @@ type Config struct {
 	// Registerer, when set, gets the grpc_server_* metrics, failures by
 	// reason and active streams.
 	Registerer prometheus.Registerer
-	// TracerProvider, when set, traces calls, with Propagator reading the
-	// caller's trace context. Health and reflection calls are not traced.
+	// TracerProvider, when set, traces calls; leave it nil when spans are
+	// not exported, since tracing with a provider that records nothing
+	// still costs every call and message. Propagator, when set, reads the
+	// caller's trace context into the call's context either way, so that
+	// it reaches Smallest. Health and reflection calls are neither traced
+	// nor read.
 	TracerProvider trace.TracerProvider
 	Propagator     propagation.TextMapPropagator
 	// MaxRecvMsgBytes bounds one request message. Default DefaultMaxRecvMsgBytes.
@@ -153,12 +157,15 @@ func New(cfg Config, services ...Service) (*Server, error) {
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
-	if cfg.TracerProvider != nil {
+	switch {
+	case cfg.TracerProvider != nil:
 		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(cfg.TracerProvider), otelgrpc.WithPropagators(cfg.Propagator),
 			otelgrpc.WithMeterProvider(noopmetric.NewMeterProvider()), // metrics are Prometheus'
 			otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool { return !exempt(serviceOf(info.FullMethodName)) }),
 		)))
+	case cfg.Propagator != nil:
+		opts = append(opts, grpc.StatsHandler(propagating{cfg.Propagator}))
 	}
 	gs := grpc.NewServer(opts...)
 	for _, svc := range services {

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	noopmetric "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 
 	speechv1 "github.com/speechgate/speechgate/gen/speech/v1"
 	"github.com/speechgate/speechgate/internal/admin"
@@ -198,11 +199,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("the contract's descriptors: %w", err)
 	}
+	var traced trace.TracerProvider // nil: calls are not traced; their trace context still reaches Smallest
+	if tr.Exporting {
+		traced = tr.Provider
+	}
 	srv, err := server.New(server.Config{
 		Logger:                log,
 		Authenticate:          authn.Authenticate,
 		Registerer:            reg,
-		TracerProvider:        tr.Provider,
+		TracerProvider:        traced,
 		Propagator:            tr.Propagator,
 		MaxRecvMsgBytes:       cfg.MaxRecvMsgBytes,
 		MaxSendMsgBytes:       cfg.MaxSendMsgBytes,

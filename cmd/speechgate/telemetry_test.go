@@ -238,3 +238,40 @@ func adminLine(addr chan<- string) io.Writer {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestTraceContextReachesSmallestUntraced: with no OTLP export configured,
+// calls are not traced, but the caller's trace context still reaches
+// Smallest, as the README says.
+func TestTraceContextReachesSmallestUntraced(t *testing.T) {
+	t.Parallel()
+	var traceparents sync.Map
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		traceparents.Store(r.Header.Get("traceparent"), true)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "event: audio\ndata: {\"audio\": %q, \"done\": false, \"status\": \"206\"}\n\n", base64.StdEncoding.EncodeToString(make([]byte, 4800)))
+		io.WriteString(w, "data: {\"status\": \"200\", \"done\": true}\n\n")
+	}))
+	t.Cleanup(upstream.Close)
+	r := startRun(t, "--grpc-addr=127.0.0.1:0", "--admin-addr=", "--http-addr=", "--smallest-base-url="+upstream.URL)
+	conn := dial(t, r.addr)
+	const traceID = "0af7651916cd43dd8448eb211c80319c"
+	call := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer sk_caller_key_0001",
+		"traceparent", "00-"+traceID+"-b7ad6b7169203331-01")
+	stream, err := speechv1.NewSynthesisServiceClient(conn).Synthesize(call, &speechv1.SynthesizeRequest{Text: "Hello.", VoiceId: "avery"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := finish(stream); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	r.stop(t)
+	found := false
+	traceparents.Range(func(k, _ any) bool {
+		found = found || strings.HasPrefix(k.(string), "00-"+traceID+"-")
+		return true
+	})
+	if !found {
+		t.Error("the caller's trace id did not reach the upstream")
+	}
+}
