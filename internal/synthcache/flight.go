@@ -253,16 +253,18 @@ func (f *flight) pump() {
 		}
 		c.usage()
 		c.forget(f)
-		if f.shared != nil {
-			// The meta, which makes it readable, written while the readers
-			// get their end: not in the way of this reader's.
-			c.work.Add(1)
-			go func() {
-				defer c.work.Done()
-				f.shared.commit(m)
-			}()
+		if f.shared == nil {
+			f.end(nil)
+			return
 		}
+		c.work.Add(1) // Close waits for the commit too
 		f.end(nil)
+		// The meta, which makes the entry readable, once the other readers
+		// have their end. This reader's end waits for it, so that the
+		// syntheses one caller makes one after another are stored, and
+		// later evicted, in that order.
+		f.shared.commit(m)
+		c.work.Done()
 	default:
 		c.forget(f)
 		f.end(err)
