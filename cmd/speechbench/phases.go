@@ -408,23 +408,15 @@ func ttfaAt(ctx context.Context, s *settings, c int) ([]*result, error) {
 	discarded := 0
 	for range rounds {
 		for i := range sides {
-			for attempt := 0; ; attempt++ {
-				watch := watchNeighbours(pids...)
-				got, err := sampleTTFA(ctx, c, per, callAudio, limit, sides[i].call)
-				if err != nil {
-					return nil, fmt.Errorf("%s: %w", sides[i].name, err)
-				}
-				load := watch.cores()
-				if load > maxNeighbourCores && attempt < 2 {
-					discarded++
-					fmt.Fprintf(s.log, "  a %s round ran while %.2f cores went to processes outside the rig: run again\n", sides[i].name, load)
-					continue
-				}
-				worst = max(worst, load)
-				s.kept(load)
-				sides[i].got = append(sides[i].got, got...)
-				break
+			got, use, reruns, err := quietRound(s, "a "+sides[i].name+" round", pids, func() ([]time.Duration, error) {
+				return sampleTTFA(ctx, c, per, callAudio, limit, sides[i].call)
+			})
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", sides[i].name, err)
 			}
+			discarded += reruns
+			worst = max(worst, use.outside)
+			sides[i].got = append(sides[i].got, got...)
 		}
 	}
 	for i := range sides {
@@ -487,6 +479,29 @@ const minTTFACalls = 1000
 // maxNeighbourCores is the outside load that discards a round: a quarter of
 // a core, enough to halve a side's figures on two cores.
 const maxNeighbourCores = 0.25
+
+// quietRound runs round, and runs it again, twice at most, while processes
+// outside the rig (pids, and the bench) took more than maxNeighbourCores:
+// such a round is not comparable with the others. It logs each rerun
+// (what names the round), notes the kept round's outside load (s.kept),
+// and returns that round's result, where the machine's CPU went during
+// it, and how many rounds it discarded.
+func quietRound[T any](s *settings, what string, pids []int, round func() (T, error)) (T, cpuShares, int, error) {
+	for attempt := 0; ; attempt++ {
+		watch := watchNeighbours(pids...)
+		got, err := round()
+		if err != nil {
+			return got, cpuShares{}, attempt, err
+		}
+		use := watch.shares()
+		if use.outside > maxNeighbourCores && attempt < 2 {
+			fmt.Fprintf(s.log, "  %s ran while %.2f cores went to processes outside the rig: run again\n", what, use.outside)
+			continue
+		}
+		s.kept(use.outside)
+		return got, use, attempt, nil
+	}
+}
 
 // pcmBytesPerSecond is 24 kHz PCM16, the throughput phase's format.
 const pcmBytesPerSecond = 48000
@@ -588,26 +603,16 @@ func throughput(ctx context.Context, s *settings) ([]*result, error) {
 			cpu  func() float64
 			call func(context.Context, func(int64)) error
 		}{{&d, processCPU, directCall}, {&g, gw.cpuSeconds, gatewayCall}} {
-			for attempt := 0; ; attempt++ {
-				watch := watchNeighbours(pids...)
-				got, err := measure(each, side.cpu, side.call)
-				if err != nil {
-					return nil, err
-				}
-				if load := watch.cores(); load > maxNeighbourCores && attempt < 2 {
-					discarded++
-					fmt.Fprintf(s.log, "  a throughput round ran while %.2f cores went to processes outside the rig: run again\n", load)
-					continue
-				} else {
-					worst = max(worst, load)
-					s.kept(load)
-				}
-				side.into.bytes += got.bytes
-				side.into.seconds += got.seconds
-				side.into.cpu += got.cpu
-				side.into.upCPU += got.upCPU
-				break
+			got, use, reruns, err := quietRound(s, "a throughput round", pids, func() (run, error) { return measure(each, side.cpu, side.call) })
+			if err != nil {
+				return nil, err
 			}
+			discarded += reruns
+			worst = max(worst, use.outside)
+			side.into.bytes += got.bytes
+			side.into.seconds += got.seconds
+			side.into.cpu += got.cpu
+			side.into.upCPU += got.upCPU
 		}
 	}
 	if err := <-profiled; err != nil {

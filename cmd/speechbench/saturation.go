@@ -65,11 +65,11 @@ func saturation(ctx context.Context, s *settings) ([]*result, error) {
 			if sides[i].saturated != 0 {
 				continue
 			}
-			// measure runs the level on this side, again when processes
-			// outside the rig took more than their share (twice at most).
+			// measure runs the level on this side, and logs where the
+			// cores went.
 			measure := func() ([]time.Duration, cpuShares, error) {
-				for attempt := 0; ; attempt++ {
-					watch := watchNeighbours(r.emu.cmd.Process.Pid, r.gw.cmd.Process.Pid)
+				pids := []int{r.emu.cmd.Process.Pid, r.gw.cmd.Process.Pid}
+				got, use, _, err := quietRound(s, fmt.Sprintf("a %s level", sides[i].name), pids, func() ([]time.Duration, error) {
 					profiled := make(chan error, 1)
 					if s.cpuProfile != "" && sides[i].name == "gateway" {
 						go func() { profiled <- r.gw.profile(fmt.Sprintf("%s.sat%d", s.cpuProfile, c), callAudio) }()
@@ -77,23 +77,18 @@ func saturation(ctx context.Context, s *settings) ([]*result, error) {
 						profiled <- nil
 					}
 					got, err := sampleTTFA(ctx, c, 2*c, callAudio, 4*callAudio, sides[i].call)
-					use := watch.shares()
 					if perr := <-profiled; err == nil && perr != nil {
 						err = fmt.Errorf("profile: %w", perr)
 					}
-					if err != nil {
-						return nil, use, fmt.Errorf("%s at %d streams: %w", sides[i].name, c, err)
-					}
-					if use.outside > maxNeighbourCores && attempt < 2 {
-						fmt.Fprintf(s.log, "  a %s level ran while %.2f cores went to processes outside the rig: run again\n", sides[i].name, use.outside)
-						continue
-					}
-					s.kept(use.outside)
-					p99 := time.Duration(percentile(got, 99) * float64(time.Millisecond))
-					fmt.Fprintf(s.log, "  %s, %d real-time streams: TTFA p50 %v p99 %v over %d calls; cores used: gateway %.2f, emulator %.2f, bench %.2f, interrupts %.2f, outside %.2f, idle %.2f\n",
-						sides[i].name, c, time.Duration(percentile(got, 50)*float64(time.Millisecond)).Round(10*time.Microsecond), p99.Round(10*time.Microsecond), len(got), use.rig[1], use.rig[0], use.rig[2], use.irq, use.outside, use.idle)
-					return got, use, nil
+					return got, err
+				})
+				if err != nil {
+					return nil, use, fmt.Errorf("%s at %d streams: %w", sides[i].name, c, err)
 				}
+				p99 := time.Duration(percentile(got, 99) * float64(time.Millisecond))
+				fmt.Fprintf(s.log, "  %s, %d real-time streams: TTFA p50 %v p99 %v over %d calls; cores used: gateway %.2f, emulator %.2f, bench %.2f, interrupts %.2f, outside %.2f, idle %.2f\n",
+					sides[i].name, c, time.Duration(percentile(got, 50)*float64(time.Millisecond)).Round(10*time.Microsecond), p99.Round(10*time.Microsecond), len(got), use.rig[1], use.rig[0], use.rig[2], use.irq, use.outside, use.idle)
+				return got, use, nil
 			}
 			got, use, err := measure()
 			if err != nil {

@@ -19,6 +19,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -125,10 +127,7 @@ func New(cfg Config) (*Cache, error) {
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	c.closed = true
-	flights := make([]*flight, 0, len(c.flights))
-	for _, f := range c.flights {
-		flights = append(flights, f)
-	}
+	flights := slices.Collect(maps.Values(c.flights))
 	c.mu.Unlock()
 	for _, f := range flights {
 		f.halt()

@@ -45,7 +45,6 @@ type flight struct {
 	key    Key
 	ctx    context.Context // the upstream call's: it outlives the leader's caller
 	cancel context.CancelFunc
-	mem    *memory
 	entry  *entry // the pending entry it writes into; nil when not storing
 
 	ready     chan struct{} // closed once Smallest accepted or refused it
@@ -76,7 +75,7 @@ type flight struct {
 // reader's caller has gone.
 func (c *Cache) newFlight(ctx context.Context, k Key) *flight {
 	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	f := &flight{c: c, key: k, ctx: fctx, cancel: cancel, mem: c.mem, entry: c.mem.pending(k), ready: make(chan struct{}),
+	f := &flight{c: c, key: k, ctx: fctx, cancel: cancel, entry: c.mem.pending(k), ready: make(chan struct{}),
 		changed: make(chan struct{}), cursors: map[*int]struct{}{}, joinable: true}
 	f.storing = f.entry != nil
 	return f
@@ -95,7 +94,7 @@ func (f *flight) join() (*int, bool) {
 	f.cursors[cursor] = struct{}{}
 	f.live++
 	if f.entry != nil {
-		f.mem.retain(f.entry) // its blocks stay until this reader is done
+		f.c.mem.retain(f.entry) // its blocks stay until this reader is done
 	}
 	return cursor, true
 }
@@ -113,7 +112,7 @@ func (f *flight) leave(cursor *int, stop func() bool) {
 	f.trimLocked()
 	f.mu.Unlock()
 	if f.entry != nil {
-		f.mem.release(f.entry)
+		f.c.mem.release(f.entry)
 	}
 	if last {
 		f.halt()
@@ -292,7 +291,7 @@ func (f *flight) storingNow() bool {
 func (f *flight) add(b []byte) {
 	var kept []byte
 	if f.entry != nil && f.storingNow() {
-		if kept = f.mem.write(f.entry, b); kept == nil {
+		if kept = f.c.mem.write(f.entry, b); kept == nil {
 			f.mu.Lock()
 			f.storing = false
 			f.mu.Unlock()
@@ -356,7 +355,7 @@ func (f *flight) release() {
 		f.stream.Close()
 	}
 	if f.entry != nil {
-		f.mem.release(f.entry) // the flight's own hold
+		f.c.mem.release(f.entry) // the flight's own hold
 	}
 	f.c.work.Done()
 }
